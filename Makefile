@@ -1,0 +1,32 @@
+# Firebreak: `make demo` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+RUNBOOK ?= system-outage
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+
+.PHONY: setup demo test validate up stop clean
+
+# Reinstall only when the dependency declarations change.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	@touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/firebreak validate
+	$(BIN)/firebreak drill $(RUNBOOK)
+
+test: setup
+	$(BIN)/python -m pytest
+
+validate: setup
+	$(BIN)/firebreak validate
+
+stop:
+	@test -x $(BIN)/firebreak && $(BIN)/firebreak server stop || true
+
+clean: stop
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from firebreak.cli import main
+
+sys.exit(main())

@@ -1,0 +1,153 @@
+"""`firebreak`: the command line. Heavy modules (Prefect, the engine) are imported
+only by the commands that need them, after the Prefect server is chosen."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from firebreak.settings import get_settings
+
+SIMULATED_FAULT = {"system-outage": "down", "network-congestion": "congested", "staffing-shortage": "short-staffed"}
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from runbooks.validate import runbook_files, validate_file
+
+    paths = [Path(p) for p in args.paths] or [get_settings().runbooks_dir]
+    files = runbook_files(paths)
+    if not files:
+        print(f"no runbook files found in {', '.join(map(str, paths))}", file=sys.stderr)
+        return 2
+    failed = 0
+    for path in files:
+        _, problems = validate_file(path)
+        if problems:
+            failed += 1
+            for problem in problems:
+                print(problem, file=sys.stderr)
+        else:
+            print(f"{path}: ok")
+    if failed:
+        print(f"{failed} of {len(files)} runbook(s) invalid", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    from firebreak.drill import run_drill
+
+    return run_drill(args.runbook, level=args.level, fault=args.fault, quick=not args.real_time)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from firebreak.prefect_server import ensure_server
+
+    ensure_server()
+    from firebreak.drill import print_record
+    from flows.engine import run_runbook
+
+    parameters = dict(_parse_assignment(a) for a in args.param)
+    try:
+        summary = run_runbook(runbook=args.runbook, parameters=parameters, level=args.level, source="cli",
+                              summary=args.summary)
+    except Exception as exc:
+        print(f"run failed: {exc}", file=sys.stderr)
+        return 1
+    print_record(summary.incident_id)
+    return 0
+
+
+def _parse_assignment(text: str) -> tuple[str, object]:
+    import yaml
+
+    if "=" not in text:
+        raise SystemExit(f"--param expects NAME=VALUE, got {text!r}")
+    name, value = text.split("=", 1)
+    return name, yaml.safe_load(value)
+
+
+def cmd_incidents(args: argparse.Namespace) -> int:
+    from records.incidents import list_incidents
+
+    for incident in list_incidents(args.limit):
+        print(f"{incident.id}  {incident.runbook_id:<20} level {incident.level:<3} {incident.status:<12} "
+              f"run {incident.run_state:<10} {'drill ' if incident.drill else ''}{incident.created_at:%Y-%m-%d %H:%M:%S}Z")
+    return 0
+
+
+def cmd_timeline(args: argparse.Namespace) -> int:
+    from firebreak.drill import print_record
+
+    print_record(args.incident)
+    return 0
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from firebreak.prefect_server import ensure_server, healthy, stop_local_server
+
+    if args.action == "start":
+        server = ensure_server()
+        print(f"Prefect UI: {server.ui_url}")
+    elif args.action == "stop":
+        print("stopped" if stop_local_server() else "no local server was started by firebreak")
+    else:
+        url = f"http://127.0.0.1:{get_settings().prefect_port}/api"
+        print(f"{url}: {'healthy' if healthy(url) else 'not running'}")
+    return 0
+
+
+def cmd_simulator(args: argparse.Namespace) -> int:
+    from simulator.__main__ import main as simulator_main
+
+    return simulator_main(["--host", args.host, "--port", str(args.port), "--fault", args.fault]) or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="firebreak", description="Incident-response runbooks as Prefect flows.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check runbook files without running them")
+    p.add_argument("paths", nargs="*", help="files or directories (default: the runbooks directory)")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("drill", help="run a runbook against the local simulator with a fault injected")
+    p.add_argument("runbook", choices=sorted(SIMULATED_FAULT))
+    p.add_argument("--level", choices=["I", "II", "III"])
+    p.add_argument("--fault", choices=["none", "down", "congested", "short-staffed", "flapping"])
+    p.add_argument("--real-time", action="store_true", help="use the runbook's own check intervals")
+    p.set_defaults(func=cmd_drill)
+
+    p = sub.add_parser("run", help="run a runbook for real")
+    p.add_argument("runbook")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--level", choices=["I", "II", "III"])
+    p.add_argument("--summary")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("incidents", help="list incidents")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_incidents)
+
+    p = sub.add_parser("timeline", help="show an incident's timeline and notifications")
+    p.add_argument("incident")
+    p.set_defaults(func=cmd_timeline)
+
+    p = sub.add_parser("server", help="the local Prefect server")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.set_defaults(func=cmd_server)
+
+    p = sub.add_parser("simulator", help="serve the contact-centre simulator")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=get_settings().simulator_port)
+    p.add_argument("--fault", default="none")
+    p.set_defaults(func=cmd_simulator)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Drills: a seed runbook run end to end against the local simulator.
+
+This is what `make demo` runs. The simulator is started in this process with
+the runbook's fault injected, the notification channels point at its inbox,
+and the flow runs in-process against the Prefect server (so it shows in the UI
+immediately, without a worker's start-up delay).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from firebreak.settings import get_settings
+
+SIMULATED_FAULT = {"system-outage": "down", "network-congestion": "congested", "staffing-shortage": "short-staffed"}
+
+#: Drill speed: checks every half second, so a drill takes seconds, not minutes.
+QUICK_PARAMETERS = {"check_interval_seconds": 0.5, "recovery_deadline_seconds": 60}
+
+
+def run_drill(runbook: str, *, level: str | None = None, fault: str | None = None, quick: bool = True) -> int:
+    from firebreak.prefect_server import ensure_server
+
+    server = ensure_server()  # before Prefect is imported, so the run reports there
+    from simulator import start_simulator
+
+    simulator = start_simulator(fault=fault or SIMULATED_FAULT[runbook], recovery_seconds=2.0)
+    os.environ.setdefault("FIREBREAK_INBOX", f"{simulator.host}:{simulator.port}")
+    print(f"simulator: {simulator.url} (fault: {fault or SIMULATED_FAULT[runbook]})", flush=True)
+
+    from flows.seed_runbooks import ENTRY_FLOWS
+
+    entry = ENTRY_FLOWS[runbook]
+    parameters = {"service_url": simulator.url, **(QUICK_PARAMETERS if quick else {})}
+    started = time.monotonic()
+    state = entry(parameters=parameters, level=level, drill=True, source="drill", return_state=True)
+    elapsed = time.monotonic() - started
+    try:
+        incident_id = _incident_of_run(state.state_details.flow_run_id)
+        print()
+        print(f"incident: {incident_id}")
+        print(f"flow run: {server.ui_url}/runs/flow-run/{state.state_details.flow_run_id}")
+        print(f"run: {state.name} in {elapsed:.1f}s")
+        if incident_id:
+            print_record(incident_id, inbox=simulator.url)
+            _print_start_latency(incident_id, str(state.state_details.flow_run_id))
+        print(f"Prefect UI: {server.ui_url}  (the local server keeps running; `make stop` ends it)")
+    finally:
+        simulator.stop()
+    return 0 if state.is_completed() else 1
+
+
+def _incident_of_run(flow_run_id: object) -> str | None:
+    from sqlalchemy import select
+
+    from records.db import session_scope
+    from records.models import Incident
+
+    with session_scope() as session:
+        return session.scalars(select(Incident.id).where(Incident.flow_run_id == str(flow_run_id))).first()
+
+
+def _print_start_latency(incident_id: str, flow_run_id: str) -> None:
+    from prefect.client.orchestration import get_client
+
+    from records.incidents import events
+
+    with get_client(sync_client=True) as client:
+        created = client.read_flow_run(flow_run_id).created
+    first = next((e for e in events(incident_id) if e.phase == "intent"), None)
+    if created and first:
+        print(f"first step started {(first.at - created).total_seconds():.2f}s after the flow run was created")
+
+
+def _local(at: datetime) -> str:
+    zone = ZoneInfo(get_settings().local_timezone)
+    return f"{at:%H:%M:%S.%f}"[:-3] + f"Z ({at.astimezone(zone):%H:%M:%S} {zone.key})"
+
+
+def print_record(incident_id: str, inbox: str | None = None) -> None:
+    """Print the incident, its timeline and its notifications, from the records database."""
+    from records.incidents import events, get_incident, notifications
+
+    incident = get_incident(incident_id)
+    out = sys.stdout
+    out.write(f"\n{incident.id} · {incident.title} · level {incident.level} · status {incident.status} · "
+              f"run {incident.run_state}{' · DRILL' if incident.drill else ''}\n")
+    for label, value in [("triggered", incident.triggered_at), ("acknowledged", incident.acknowledged_at),
+                         ("mitigated", incident.mitigated_at), ("resolved", incident.resolved_at),
+                         ("closed", incident.closed_at)]:
+        out.write(f"  {label:<13}{_local(value) if value else '—'}\n")
+    out.write("\ntimeline (records database):\n")
+    for event in events(incident_id):
+        attempt = f" try {event.attempt}" if event.attempt > 1 else ""
+        step = f"[{event.step_id}{attempt}] " if event.step_id else ""
+        error = f"  ✗ {event.error}" if event.error else ""
+        out.write(f"  {event.seq:>3} {event.at:%H:%M:%S.%f}"[:-3] + f"  {event.phase:<7} {event.status:<12} {step}{event.summary}{error}\n")
+    rows = notifications(incident_id)
+    out.write(f"\nnotifications ({len(rows)}):\n")
+    for row in rows:
+        sent = f"{row.sent_at:%H:%M:%S}Z" if row.sent_at else "—"
+        out.write(f"  {row.status:<10} {row.contact:<14} {row.role or '':<32} {row.channel:<45} sent {sent}  "
+                  f"tries {row.attempts}{'  ✗ ' + row.error if row.error else ''}\n")
+    if inbox:
+        import httpx
+
+        received = httpx.get(f"{inbox}/inbox", timeout=5).json()
+        messages = received.get("messages", received) if isinstance(received, dict) else received
+        out.write(f"\nthe demo inbox received {len(messages)} message(s); see `firebreak timeline {incident_id}`\n")

@@ -1,0 +1,241 @@
+"""The runbook engine: run any runbook definition as a Prefect task graph.
+
+Steps are submitted as soon as everything they need has finished, with
+`wait_for` on those steps' futures so Prefect shows the graph and independent
+branches run at the same time. Each step's retries, back-off and timeout map
+onto Prefect task options; its failure policy is applied here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from prefect import allow_failure, flow, get_run_logger
+from prefect.futures import PrefectFuture, as_completed
+from prefect.runtime import flow_run as current_flow_run
+from pydantic import BaseModel, ValidationError
+
+from records import incidents
+from records.models import EventPhase, RunState
+from runbooks import catalog
+from runbooks.schema import FailurePolicy, Level, Runbook, Step
+from runbooks.templating import evaluate, render_value
+from tasks.base import StepContext
+from tasks.catalog import ACTIONS
+from flows.hooks import RUN_HOOKS
+
+
+class RunbookFailed(RuntimeError):
+    """The run ended because a step failed under the `abort` policy (or could not start)."""
+
+
+class StepResult(BaseModel):
+    status: str  # succeeded | failed | skipped
+    output: Any = None
+    error: str | None = None
+
+
+class RunSummary(BaseModel):
+    incident_id: str
+    runbook: str
+    level: str
+    status: str
+    run_state: str
+    steps: dict[str, StepResult]
+
+
+@dataclass
+class _Run:
+    runbook: Runbook
+    incident_id: str
+    level: Level
+    params: dict[str, Any]
+    drill: bool
+    flow_run_id: str | None
+    results: dict[str, StepResult] = field(default_factory=dict)
+    futures: dict[str, PrefectFuture[Any]] = field(default_factory=dict)
+    aborted_by: str | None = None
+    failures: list[str] = field(default_factory=list)
+
+    def context(self, title: str, summary: str | None) -> dict[str, Any]:
+        return {
+            "params": self.params,
+            "level": self.level.value,
+            "incident": {"id": self.incident_id, "level": self.level.value, "drill": self.drill,
+                         "title": title, "summary": summary or ""},
+            "runbook": {"id": self.runbook.id, "version": self.runbook.version, "title": self.runbook.title},
+            "steps": {key: value.model_dump() for key, value in self.results.items()},
+        }
+
+
+def execute_runbook(
+    runbook_id: str,
+    parameters: dict[str, Any] | BaseModel | None = None,
+    *,
+    level: Level | str | None = None,
+    incident_id: str | None = None,
+    source: str = "operator",
+    drill: bool = False,
+    summary: str | None = None,
+) -> RunSummary:
+    """Open (or attach to) the incident and run every step. Call inside a flow."""
+    logger = get_run_logger()
+    loaded = catalog.load(runbook_id)
+    runbook = loaded.runbook
+    raw = parameters.model_dump() if isinstance(parameters, BaseModel) else dict(parameters or {})
+    try:
+        params = catalog.parameter_model(runbook).model_validate(raw).model_dump(mode="json")
+    except ValidationError as exc:
+        raise RunbookFailed(f"parameters rejected for runbook {runbook.id}: {exc}") from exc
+    resolved_level = catalog.resolve_level(runbook, params, level)
+    flow_run_id = str(current_flow_run.id) if current_flow_run.id else None
+    title = summary or runbook.title
+
+    if incident_id:
+        incidents.attach_run(incident_id, flow_run_id)
+        incident = incidents.get_incident(incident_id)
+        resolved_level = Level(incident.level) if level is None else resolved_level
+        drill = incident.drill
+    else:
+        incident = incidents.open_incident(
+            runbook_id=runbook.id, runbook_version=runbook.version, title=title, level=resolved_level.value,
+            source=source, parameters=params, drill=drill, summary=summary, flow_run_id=flow_run_id,
+        )
+    _rename_flow_run(flow_run_id, f"{incident.id} · {runbook.id}{' (drill)' if drill else ''}")
+    logger.info("incident: %s  runbook: %s v%s  level: %s", incident.id, runbook.id, runbook.version, resolved_level.value)
+
+    run = _Run(runbook, incident.id, resolved_level, params, drill, flow_run_id)
+    _schedule(run, title, summary)
+
+    if run.aborted_by:
+        message = f"step {run.aborted_by!r} failed and its policy is abort: " + "; ".join(run.failures)
+        incidents.set_run_state(incident.id, RunState.failed, error=message)
+        raise RunbookFailed(message)
+    incidents.set_run_state(incident.id, RunState.completed,
+                            error=("; ".join(run.failures) if run.failures else None))
+    final = incidents.get_incident(incident.id)
+    return RunSummary(incident_id=incident.id, runbook=runbook.id, level=resolved_level.value, status=final.status,
+                      run_state=final.run_state, steps=run.results)
+
+
+def _schedule(run: _Run, title: str, summary: str | None) -> None:
+    remaining = list(run.runbook.steps)
+    running: dict[PrefectFuture[Any], Step] = {}
+    while remaining or running:
+        # A step that is skipped or fails before submission finishes at once and
+        # may make others ready, so keep starting until nothing more is ready.
+        while ready := [s for s in remaining if all(n in run.results for n in s.needs)]:
+            for step in ready:
+                remaining.remove(step)
+                future = _start(run, step, title, summary)
+                if future is not None:
+                    running[future] = step
+        if not running:
+            if remaining:  # cannot happen for a validated runbook (no cycles); guard anyway
+                raise RunbookFailed(f"steps never became ready: {[s.id for s in remaining]}")
+            break
+        finished = next(as_completed(list(running)))
+        step = running.pop(finished)
+        _finish(run, step, finished)
+
+
+def _record_skip(run: _Run, step: Step, reason: str) -> None:
+    run.results[step.id] = StepResult(status="skipped", error=reason)
+    incidents.append_event(run.incident_id, phase=EventPhase.note, status="skipped", actor=f"runbook:{run.runbook.id}",
+                           summary=f"{step.display_title}: skipped ({reason})", step_id=step.id, action=step.action,
+                           flow_run_id=run.flow_run_id)
+
+
+def _start(run: _Run, step: Step, title: str, summary: str | None) -> PrefectFuture[Any] | None:
+    if run.aborted_by:
+        _record_skip(run, step, f"run aborted after step {run.aborted_by!r} failed")
+        return None
+    context = run.context(title, summary)
+    try:
+        if step.when is not None and not evaluate(step.when, context):
+            _record_skip(run, step, f"condition `{step.when}` is false")
+            return None
+        arguments = render_value(step.with_, context)
+    except Exception as exc:  # a template that fails on real data is a step failure, not a crash
+        error = f"{type(exc).__name__}: {exc}"
+        run.results[step.id] = StepResult(status="failed", error=error)
+        incidents.append_event(run.incident_id, phase=EventPhase.outcome, status="failed",
+                               actor=f"runbook:{run.runbook.id}", summary=f"{step.display_title}: could not evaluate its templates",
+                               error=error, step_id=step.id, action=step.action, flow_run_id=run.flow_run_id)
+        _apply_policy(run, step, error)
+        return None
+    step_context = StepContext(incident_id=run.incident_id, runbook_id=run.runbook.id, step_id=step.id,
+                               step_title=step.display_title, action=step.action, level=run.level.value,
+                               drill=run.drill, timeout=step.timeout, flow_run_id=run.flow_run_id)
+    prefect_task = ACTIONS[step.action].prefect_task.with_options(
+        task_run_name=step.id,
+        retries=step.retries,
+        retry_delay_seconds=step.retry_delays() or 0,
+        timeout_seconds=step.timeout,
+    )
+    upstream = [allow_failure(run.futures[n]) for n in step.needs if n in run.futures]
+    future = prefect_task.submit(step_context, arguments, wait_for=upstream)
+    run.futures[step.id] = future
+    return future
+
+
+def _finish(run: _Run, step: Step, future: PrefectFuture[Any]) -> None:
+    future.wait()
+    state = future.state
+    if state.is_completed():
+        run.results[step.id] = StepResult(status="succeeded", output=future.result())
+        return
+    error = future.result(raise_on_failure=False)
+    message = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(state.message or state.name)
+    run.results[step.id] = StepResult(status="failed", error=message)
+    _apply_policy(run, step, message)
+
+
+def _apply_policy(run: _Run, step: Step, error: str) -> None:
+    run.failures.append(f"{step.id}: {error}")
+    if step.on_failure is FailurePolicy.abort:
+        run.aborted_by = run.aborted_by or step.id
+    elif step.on_failure is FailurePolicy.escalate:
+        _escalate(run, step, error)
+
+
+def _escalate(run: _Run, step: Step, error: str) -> None:
+    notify = ACTIONS["notify"].prefect_task.with_options(task_run_name=f"{step.id}-escalation", retries=2,
+                                                         retry_delay_seconds=[1, 2])
+    context = StepContext(incident_id=run.incident_id, runbook_id=run.runbook.id, step_id=f"{step.id}__escalation",
+                          step_title=f"Escalation of {step.display_title}", action="notify", level=run.level.value,
+                          drill=run.drill, timeout=60, flow_run_id=run.flow_run_id)
+    arguments = {"to": step.escalate_to, "title": f"Step failed: {step.display_title}",
+                 "message": f"Runbook {run.runbook.title}: step '{step.display_title}' failed and needs a decision.\n{error}"}
+    future = notify.submit(context, arguments)
+    future.wait()
+    if not future.state.is_completed():
+        # Nobody knows the step failed: that is as bad as an abort.
+        run.failures.append(f"{step.id}: escalation to {', '.join(step.escalate_to)} failed")
+        run.aborted_by = run.aborted_by or step.id
+
+
+def _rename_flow_run(flow_run_id: str | None, name: str) -> None:
+    if not flow_run_id:
+        return
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(flow_run_id, name=name)
+    except Exception as exc:  # cosmetic; never fail a run over a name
+        get_run_logger().warning("could not rename flow run: %s", exc)
+
+
+@flow(name="run-runbook", description="Run any Firebreak runbook definition by id.", **RUN_HOOKS)
+def run_runbook(
+    runbook: str,
+    parameters: dict[str, Any] | None = None,
+    level: Level | None = None,
+    incident_id: str | None = None,
+    source: str = "operator",
+    drill: bool = False,
+    summary: str | None = None,
+) -> RunSummary:
+    return execute_runbook(runbook, parameters, level=level, incident_id=incident_id, source=source, drill=drill,
+                           summary=summary)

@@ -1,0 +1,163 @@
+"""SQLAlchemy 2 typed models of the incident record.
+
+Timestamps are stored in UTC (naive UTC on SQLite, timestamptz on PostgreSQL via
+the UTCDateTime type) so every backend reads back the same instants.
+"""
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops tzinfo otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class IncidentStatus(str, enum.Enum):
+    triggered = "triggered"
+    acknowledged = "acknowledged"
+    mitigated = "mitigated"
+    resolved = "resolved"
+    closed = "closed"
+
+
+#: Lifecycle order; a transition may skip ahead but never go back.
+STATUS_ORDER: list[IncidentStatus] = list(IncidentStatus)
+
+
+class RunState(str, enum.Enum):
+    """What the runbook run did, separate from where the incident is in its lifecycle."""
+
+    pending = "pending"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    crashed = "crashed"
+    cancelled = "cancelled"
+
+
+class Incident(Base):
+    __tablename__ = "incidents"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # INC-2026-0001
+    runbook_id: Mapped[str] = mapped_column(String(100))
+    runbook_version: Mapped[str] = mapped_column(String(40))
+    title: Mapped[str] = mapped_column(String(300))
+    level: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(20), default=IncidentStatus.triggered.value)
+    run_state: Mapped[str] = mapped_column(String(20), default=RunState.pending.value)
+    run_error: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(20))  # operator | alert | drill | cli
+    drill: Mapped[bool] = mapped_column(default=False)
+    summary: Mapped[str | None] = mapped_column(Text)
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    triggered_at: Mapped[datetime] = mapped_column(default=utcnow)
+    acknowledged_at: Mapped[datetime | None]
+    mitigated_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    run_ended_at: Mapped[datetime | None]
+
+    events: Mapped[list[TimelineEvent]] = relationship(back_populates="incident", order_by="TimelineEvent.seq")
+    notifications: Mapped[list[Notification]] = relationship(back_populates="incident", order_by="Notification.id")
+
+
+class EventPhase(str, enum.Enum):
+    intent = "intent"
+    outcome = "outcome"
+    note = "note"
+
+
+class TimelineEvent(Base):
+    """One line of the incident timeline. Append-only by convention of the service layer."""
+
+    __tablename__ = "timeline_events"
+    __table_args__ = (
+        UniqueConstraint("incident_id", "seq", name="uq_timeline_events_incident_seq"),
+        Index("ix_timeline_events_step", "incident_id", "step_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id"))
+    seq: Mapped[int] = mapped_column(Integer)  # per-incident order
+    step_id: Mapped[str | None] = mapped_column(String(100))
+    action: Mapped[str | None] = mapped_column(String(60))
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    phase: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(20))  # started|succeeded|failed|skipped|reused|info|...
+    actor: Mapped[str] = mapped_column(String(120))
+    summary: Mapped[str] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(300))
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    task_run_id: Mapped[str | None] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    incident: Mapped[Incident] = relationship(back_populates="events")
+
+
+class Notification(Base):
+    """One delivery attempt-series to one contact channel."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (UniqueConstraint("idempotency_key", name="uq_notifications_idempotency_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id"))
+    step_id: Mapped[str] = mapped_column(String(100))
+    contact: Mapped[str] = mapped_column(String(120))
+    role: Mapped[str | None] = mapped_column(String(60))
+    channel: Mapped[str] = mapped_column(String(300))  # redacted Apprise URL
+    idempotency_key: Mapped[str] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(20))  # sending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    title: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    drill: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+    acknowledged_at: Mapped[datetime | None]
+
+    incident: Mapped[Incident] = relationship(back_populates="notifications")
+
+
+class Sequence(Base):
+    """Named counters (incident numbers per year) incremented atomically on every backend."""
+
+    __tablename__ = "sequences"
+
+    name: Mapped[str] = mapped_column(String(60), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0)

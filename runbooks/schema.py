@@ -1,0 +1,167 @@
+"""The runbook file format, as pydantic models.
+
+A runbook is data: it names steps, and each step's `action` names a task in
+`tasks/`. Cross-field rules (actions exist, needs form a DAG, templates only use
+declared names) live in runbooks.validate, which has the action catalogue.
+"""
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SLUG = r"^[a-z][a-z0-9-]*$"
+STEP_ID = r"^[a-z][a-z0-9_]*$"
+PARAM_NAME = r"^[a-z][a-z0-9_]*$"
+
+
+class Level(str, enum.Enum):
+    """Response levels of the seed plan (000 §6.3)."""
+
+    I = "I"  # major: everyone takes part
+    II = "II"  # general: a dedicated task group
+    III = "III"  # small: the relevant department coordinates
+
+
+class ParameterType(str, enum.Enum):
+    string = "string"
+    integer = "integer"
+    number = "number"
+    boolean = "boolean"
+
+
+_PYTHON_TYPES: dict[ParameterType, tuple[type, ...]] = {
+    ParameterType.string: (str,),
+    ParameterType.integer: (int,),
+    ParameterType.number: (int, float),
+    ParameterType.boolean: (bool,),
+}
+
+
+class Parameter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: ParameterType
+    description: str = Field(min_length=1)
+    default: Any = None
+    enum: list[Any] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+    def accepts(self, value: Any) -> bool:
+        allowed = _PYTHON_TYPES[self.type]
+        if isinstance(value, bool) and bool not in allowed:
+            return False  # YAML `true` is not a number
+        return isinstance(value, allowed)
+
+    @model_validator(mode="after")
+    def _default_fits(self) -> Parameter:
+        if self.default is not None:
+            if not self.accepts(self.default):
+                raise ValueError(f"default {self.default!r} is not of type {self.type.value}")
+            if self.enum is not None and self.default not in self.enum:
+                raise ValueError(f"default {self.default!r} is not one of enum {self.enum}")
+            if self.minimum is not None and self.default < self.minimum:
+                raise ValueError(f"default {self.default!r} is below minimum {self.minimum}")
+            if self.maximum is not None and self.default > self.maximum:
+                raise ValueError(f"default {self.default!r} is above maximum {self.maximum}")
+        return self
+
+
+class LevelRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    when: str = Field(min_length=1, description="Jinja2 expression over params")
+    level: Level
+
+
+class LevelSpec(BaseModel):
+    """How the response level is set: the caller's explicit level wins, else the
+    first matching rule, else the default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    default: Level
+    rules: list[LevelRule] = Field(default_factory=list)
+
+
+class FailurePolicy(str, enum.Enum):
+    abort = "abort"  # stop: later steps are skipped, the run fails
+    continue_ = "continue"  # record the failure, carry on with dependants
+    escalate = "escalate"  # page escalate_to, then carry on
+
+
+class Step(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    id: str = Field(pattern=STEP_ID)
+    title: str | None = None
+    action: str = Field(min_length=1)
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    needs: list[str] = Field(default_factory=list)
+    when: str | None = Field(default=None, description="Jinja2 expression; the step is skipped when false")
+    retries: int = Field(default=0, ge=0, le=20)
+    retry_delay: float = Field(default=1.0, ge=0, le=3600, description="seconds before the first retry")
+    retry_backoff: float = Field(default=2.0, ge=1, le=10, description="multiplier applied to each later delay")
+    timeout: float = Field(default=60.0, gt=0, le=86400, description="seconds per attempt")
+    on_failure: FailurePolicy = FailurePolicy.abort
+    escalate_to: list[str] = Field(default_factory=list)
+
+    @field_validator("needs", mode="before")
+    @classmethod
+    def _needs_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _escalation_has_target(self) -> Step:
+        if self.on_failure is FailurePolicy.escalate and not self.escalate_to:
+            raise ValueError("on_failure 'escalate' needs escalate_to: a list of roles to page")
+        return self
+
+    def retry_delays(self) -> list[float]:
+        return [self.retry_delay * self.retry_backoff**n for n in range(self.retries)]
+
+    @property
+    def display_title(self) -> str:
+        return self.title or self.id.replace("_", " ")
+
+
+class Runbook(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=SLUG)
+    title: str = Field(min_length=1)
+    title_zh: str | None = None
+    description: str = Field(min_length=1)
+    version: str = Field(min_length=1)
+    source: str | None = Field(default=None, description="where in the seed plans this comes from")
+    parameters: dict[str, Parameter] = Field(default_factory=dict)
+    level: LevelSpec
+    roles: list[str] = Field(min_length=1)
+    steps: list[Step] = Field(min_length=1)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameter_names(cls, value: dict[str, Parameter]) -> dict[str, Parameter]:
+        import re
+
+        for name in value:
+            if not re.match(PARAM_NAME, name):
+                raise ValueError(f"parameter name {name!r} must match {PARAM_NAME}")
+        return value
+
+    def step(self, step_id: str) -> Step:
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(step_id)

@@ -1,0 +1,68 @@
+"""Jinja2 templating for runbook arguments and conditions, always sandboxed.
+
+Alert text and operator input flow into these templates, so only the immutable
+sandbox is used and undefined names are errors, never silent blanks.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from jinja2 import StrictUndefined, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+
+#: Names a template may use at the top level.
+CONTEXT_NAMES = frozenset({"params", "incident", "level", "steps", "runbook"})
+
+_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
+
+
+def is_template(value: str) -> bool:
+    return "{{" in value or "{%" in value
+
+
+def render_value(value: Any, context: dict[str, Any]) -> Any:
+    """Render every string inside `value`. A string that is one `{{ expression }}`
+    keeps the expression's native type (a number stays a number)."""
+    if isinstance(value, str):
+        if not is_template(value):
+            return value
+        match = _SINGLE_EXPRESSION.match(value)
+        if match and "{{" not in match.group("expr") and "}}" not in match.group("expr"):
+            return ENV.compile_expression(match.group("expr"), undefined_to_none=False)(**context)
+        return ENV.from_string(value).render(**context)
+    if isinstance(value, dict):
+        return {key: render_value(item, context) for key, item in value.items()}
+    if isinstance(value, list):
+        return [render_value(item, context) for item in value]
+    return value
+
+
+def evaluate(expression: str, context: dict[str, Any]) -> Any:
+    return ENV.compile_expression(expression, undefined_to_none=False)(**context)
+
+
+def parse(source: str, *, expression: bool) -> nodes.Template:
+    """Parse a template (or a bare expression) for static checks; raises TemplateSyntaxError."""
+    return ENV.parse("{{ " + source + " }}" if expression else source)
+
+
+def references(tree: nodes.Template) -> tuple[set[str], set[tuple[str, str]]]:
+    """Top-level names used, and (root, first attribute) pairs such as ('params', 'threshold')."""
+    names: set[str] = set()
+    assigned: set[str] = set()
+    for node in tree.find_all(nodes.Name):
+        if node.ctx == "load":
+            names.add(node.name)
+        else:
+            assigned.add(node.name)
+    attributes: set[tuple[str, str]] = set()
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        if isinstance(node.node, nodes.Name) and node.node.ctx == "load":
+            if isinstance(node, nodes.Getattr):
+                attributes.add((node.node.name, node.attr))
+            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                attributes.add((node.node.name, node.arg.value))
+    return names - assigned, attributes

@@ -1,0 +1,206 @@
+"""Check runbooks without running them: every problem names file, line and field.
+
+On top of the schema: actions exist and get only the arguments they take;
+`needs` name real steps and form no cycle; templates parse and use only declared
+parameters, known context names and the outputs of steps they depend on; roles
+are known and declared.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jinja2 import TemplateSyntaxError
+
+from notifications.roles import ROLES
+from runbooks.loader import LoadedRunbook, RunbookInvalid, RunbookProblem, load_runbook
+from runbooks.schema import Runbook
+from runbooks.templating import CONTEXT_NAMES, ENV, is_template, parse, references
+from tasks.catalog import ACTIONS
+
+Path_ = tuple[str | int, ...]
+
+
+def runbook_files(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.glob("*.y*ml") if p.suffix in (".yaml", ".yml")))
+        else:
+            files.append(path)
+    return files
+
+
+def validate_file(path: Path) -> tuple[LoadedRunbook | None, list[RunbookProblem]]:
+    try:
+        loaded = load_runbook(path)
+    except RunbookInvalid as exc:
+        return None, exc.problems
+    return loaded, check(loaded)
+
+
+def load_valid(path: Path) -> LoadedRunbook:
+    """Load a runbook for running; any problem raises RunbookInvalid."""
+    loaded, problems = validate_file(path)
+    if problems or loaded is None:
+        raise RunbookInvalid(problems)
+    return loaded
+
+
+def check(loaded: LoadedRunbook) -> list[RunbookProblem]:
+    runbook = loaded.runbook
+    problems: list[RunbookProblem] = []
+
+    def problem(at: Path_, message: str) -> None:
+        problems.append(loaded.problem(at, message))
+
+    for index, role in enumerate(runbook.roles):
+        if role not in ROLES:
+            problem(("roles", index), f"unknown role {role!r}; expected one of {', '.join(sorted(ROLES))}")
+
+    for index, rule in enumerate(runbook.level.rules):
+        _check_template(rule.when, ("level", "rules", index, "when"), runbook, set(), problem, expression=True,
+                        allowed={"params"})
+
+    step_index: dict[str, int] = {}
+    for index, step in enumerate(runbook.steps):
+        if step.id in step_index:
+            problem(("steps", index, "id"), f"duplicate step id {step.id!r} (also steps[{step_index[step.id]}])")
+        else:
+            step_index[step.id] = index
+
+    for index, step in enumerate(runbook.steps):
+        for n, need in enumerate(step.needs):
+            if need == step.id:
+                problem(("steps", index, "needs", n), "a step cannot need itself")
+            elif need not in step_index:
+                problem(("steps", index, "needs", n), f"unknown step {need!r}; steps are {', '.join(step_index)}")
+        for n, role in enumerate(step.escalate_to):
+            _check_role(role, runbook, ("steps", index, "escalate_to", n), problem)
+
+    cycle = _find_cycle(runbook, step_index)
+    if cycle:
+        first = step_index[cycle[0]]
+        problem(("steps", first, "needs"), "needs form a cycle: " + " → ".join(cycle + [cycle[0]]))
+        return problems  # upstream sets are meaningless with a cycle
+
+    upstream = _upstream(runbook)
+    for index, step in enumerate(runbook.steps):
+        at: Path_ = ("steps", index)
+        known = upstream[step.id]
+        if step.when is not None:
+            _check_template(step.when, at + ("when",), runbook, known, problem, expression=True)
+        spec = ACTIONS.get(step.action)
+        if spec is None:
+            problem(at + ("action",), f"unknown action {step.action!r}; expected one of {', '.join(sorted(ACTIONS))}")
+            continue
+        _check_arguments(step.with_, spec, at + ("with",), runbook, known, problem)
+        if step.action == "notify":
+            for n, role in enumerate(step.with_.get("to") or []):
+                if isinstance(role, str) and not is_template(role):
+                    _check_role(role, runbook, at + ("with", "to", n), problem)
+    return problems
+
+
+def _check_role(role: str, runbook: Runbook, at: Path_, problem: Any) -> None:
+    if role not in ROLES:
+        problem(at, f"unknown role {role!r}; expected one of {', '.join(sorted(ROLES))}")
+    elif role not in runbook.roles:
+        problem(at, f"role {role!r} is not declared in the runbook's roles ({', '.join(runbook.roles)})")
+
+
+def _check_arguments(arguments: dict[str, Any], spec: Any, at: Path_, runbook: Runbook, known: set[str],
+                     problem: Any) -> None:
+    fields = spec.input_model.model_fields
+    accepted = {name: name for name in fields} | {f.alias: name for name, f in fields.items() if f.alias}
+    for name, value in arguments.items():
+        if name not in accepted:
+            takes = ", ".join(sorted(f.alias or n for n, f in fields.items()))
+            problem(at + (name,), f"action {spec.name!r} takes no argument {name!r}; it takes {takes}")
+            continue
+        if accepted[name] in spec.expression_fields and isinstance(value, str) and not is_template(value):
+            _check_template(value, at + (name,), runbook, known, problem, expression=True,
+                            allowed=set(spec.expression_fields[accepted[name]]))
+        else:
+            _walk_templates(value, at + (name,), runbook, known, problem)
+    given = {accepted[n] for n in arguments if n in accepted}
+    for name, field in fields.items():
+        if field.is_required() and name not in given:
+            problem(at, f"action {spec.name!r} needs argument {field.alias or name!r}")
+
+
+def _walk_templates(value: Any, at: Path_, runbook: Runbook, known: set[str], problem: Any) -> None:
+    if isinstance(value, str):
+        if is_template(value):
+            _check_template(value, at, runbook, known, problem, expression=False)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _walk_templates(item, at + (key,), runbook, known, problem)
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            _walk_templates(item, at + (n,), runbook, known, problem)
+
+
+def _check_template(source: str, at: Path_, runbook: Runbook, known: set[str], problem: Any, *,
+                    expression: bool, allowed: set[str] | None = None) -> None:
+    try:
+        tree = parse(source, expression=expression)
+    except TemplateSyntaxError as exc:
+        problem(at, f"template syntax error: {exc.message}")
+        return
+    names, attributes = references(tree)
+    allowed_names = set(CONTEXT_NAMES) if allowed is None else allowed
+    for name in sorted(names - allowed_names - set(ENV.globals)):
+        problem(at, f"template uses undefined name {name!r}; available: {', '.join(sorted(allowed_names))}")
+    for root, attribute in sorted(attributes):
+        if root == "params" and "params" in allowed_names and attribute not in runbook.parameters:
+            declared = ", ".join(runbook.parameters) or "none"
+            problem(at, f"template uses undeclared parameter {attribute!r} (declared: {declared})")
+        elif root == "steps" and "steps" in allowed_names and attribute not in known:
+            problem(at, f"template reads steps.{attribute}, which is not a step this one needs (directly or "
+                        f"indirectly); add it to needs")
+
+
+def _find_cycle(runbook: Runbook, step_index: dict[str, int]) -> list[str] | None:
+    graph = {step.id: [n for n in step.needs if n in step_index and n != step.id] for step in runbook.steps}
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = finished
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for step in runbook.steps:
+        if step.id not in state:
+            found = visit(step.id)
+            if found:
+                return found
+    return None
+
+
+def _upstream(runbook: Runbook) -> dict[str, set[str]]:
+    """Every step each step depends on, directly or through other steps."""
+    direct = {step.id: set(step.needs) for step in runbook.steps}
+    result: dict[str, set[str]] = {}
+
+    def collect(step_id: str) -> set[str]:
+        if step_id not in result:
+            found: set[str] = set()
+            for need in direct.get(step_id, ()):
+                found |= {need} | collect(need)
+            result[step_id] = found
+        return result[step_id]
+
+    for step in runbook.steps:
+        collect(step.id)
+    return result

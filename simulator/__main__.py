@@ -1,0 +1,39 @@
+"""`python -m simulator --port 8765 --fault down`: serve until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+
+from simulator import start_simulator
+from simulator.scenarios import SCENARIOS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simulator", description="Simulated contact-centre service.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
+    parser.add_argument("--fault", choices=SCENARIOS, default="none")
+    parser.add_argument("--recovery-seconds", type=float, default=3.0,
+                        help="how long IVR diversion takes to absorb a congestion surge")
+    parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
+    args = parser.parse_args(argv)
+    if args.recovery_seconds < 0:
+        parser.error("--recovery-seconds must be >= 0")
+
+    sim = start_simulator(args.host, args.port, fault=args.fault, recovery_seconds=args.recovery_seconds,
+                          verbose=args.verbose)
+    # The URL goes to stdout alone on its line and is flushed, so a wrapper (make demo)
+    # can read it even when --port 0 chose the port.
+    print(sim.url, flush=True)
+    try:
+        threading.Event().wait()  # serve in the background thread until interrupted
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

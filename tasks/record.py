@@ -1,0 +1,26 @@
+"""`record`: a note in the incident timeline."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from records import incidents
+from records.models import EventPhase
+from tasks.base import Attempt, action
+
+
+class RecordInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message: str = Field(min_length=1)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+@action("record", RecordInput, describe=lambda inp: "add a note to the timeline")
+def record(inp: RecordInput, attempt: Attempt) -> dict[str, Any]:
+    ctx = attempt.context
+    event = incidents.append_event(ctx.incident_id, phase=EventPhase.note, status="info", actor=ctx.actor,
+                                   summary=inp.message, step_id=ctx.step_id, action="record",
+                                   attempt=attempt.number, data=inp.data, flow_run_id=ctx.flow_run_id)
+    return {"event_seq": event.seq}

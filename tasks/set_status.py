@@ -1,0 +1,22 @@
+"""`set_status`: move the incident forward in its lifecycle."""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from records import incidents
+from records.models import IncidentStatus
+from tasks.base import Attempt, action
+
+
+class SetStatusInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: IncidentStatus
+    reason: str = ""
+
+
+@action("set_status", SetStatusInput, describe=lambda inp: f"set incident status to {inp.status.value}")
+def set_status(inp: SetStatusInput, attempt: Attempt) -> dict[str, str]:
+    ctx = attempt.context
+    incident = incidents.transition(ctx.incident_id, inp.status, actor=ctx.actor, reason=inp.reason, step_id=ctx.step_id)
+    return {"status": incident.status}

@@ -1,0 +1,84 @@
+"""Test session plumbing: one real Prefect server for the whole session, a
+throw-away FIREBREAK_HOME, and the contact-centre simulator.
+
+The environment is set here, at import, because Prefect reads its settings
+when it is first imported (test modules import it while being collected).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="firebreak-tests-"))
+_PREFECT_PORT = _free_port()
+_API_URL = f"http://127.0.0.1:{_PREFECT_PORT}/api"
+
+os.environ.update({
+    "FIREBREAK_HOME": str(_SESSION_DIR / "home"),
+    "PREFECT_API_URL": _API_URL,
+    "PREFECT_HOME": str(_SESSION_DIR / "prefect-client"),
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    # The server stops at session end; logs still queued for it would only print errors.
+    "PREFECT_LOGGING_TO_API_ENABLED": "false",
+})
+os.environ.pop("FIREBREAK_DATABASE_URL", None)
+os.environ.pop("FIREBREAK_CONTACTS_FILE", None)
+
+from firebreak.prefect_server import start_local_server, wait_until_healthy  # noqa: E402
+
+# Started at import so the ~17 s start-up overlaps test collection.
+_SERVER_LOG = _SESSION_DIR / "prefect-server.log"
+_SERVER = start_local_server(_SESSION_DIR / "prefect-server", _PREFECT_PORT, _SERVER_LOG, detach=False)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _SERVER.terminate()
+    try:
+        _SERVER.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        _SERVER.kill()
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> str:
+    """The session's real Prefect server (its API URL)."""
+    wait_until_healthy(_API_URL, _SERVER, _SERVER_LOG)
+    return _API_URL
+
+
+@pytest.fixture
+def simulator() -> Iterator["object"]:
+    """A fresh simulator with no fault; its inbox receives the contacts' notifications."""
+    from simulator import start_simulator
+
+    sim = start_simulator(fault="none", recovery_seconds=0.5)
+    previous = os.environ.get("FIREBREAK_INBOX")
+    os.environ["FIREBREAK_INBOX"] = f"{sim.host}:{sim.port}"
+    try:
+        yield sim
+    finally:
+        sim.stop()
+        if previous is None:
+            os.environ.pop("FIREBREAK_INBOX", None)
+        else:
+            os.environ["FIREBREAK_INBOX"] = previous
+
+
+@pytest.fixture(scope="session")
+def python() -> str:
+    return sys.executable

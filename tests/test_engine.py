@@ -1,0 +1,189 @@
+"""Engine semantics against a real Prefect server: ordering, concurrency, retries,
+timeouts, `when`, failure policies and side-effect idempotency."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from records.incidents import events, get_incident
+from tests.http_receivers import ScriptedServer
+from tests.runbook_helpers import run, step_events, write_runbook
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def note(step_id: str, message: str, needs: list[str] | None = None, **extra) -> dict:
+    return {"id": step_id, "action": "record", "with": {"message": message}, "needs": needs or [], **extra}
+
+
+def test_steps_run_in_dependency_order(tmp_path: Path) -> None:
+    path = write_runbook(tmp_path, "ordered", [
+        note("c", "third", needs=["b"]),
+        note("a", "first"),
+        note("b", "second", needs=["a"]),
+    ])
+    state, incident_id = run(path)
+    assert state.is_completed()
+    order = [e.step_id for e in events(incident_id) if e.phase == "intent"]
+    assert order == ["a", "b", "c"]
+    seqs = {e.step_id: e.seq for e in events(incident_id) if e.phase == "outcome"}
+    starts = {e.step_id: e.seq for e in events(incident_id) if e.phase == "intent"}
+    assert seqs["a"] < starts["b"] and seqs["b"] < starts["c"]
+
+
+def test_independent_steps_run_concurrently(tmp_path: Path) -> None:
+    path = write_runbook(tmp_path, "parallel", [
+        {"id": "left", "action": "wait", "with": {"seconds": 1.0}},
+        {"id": "right", "action": "wait", "with": {"seconds": 1.0}},
+        note("join", "both done", needs=["left", "right"]),
+    ])
+    state, incident_id = run(path)
+    assert state.is_completed()
+    timeline = events(incident_id)
+    start = {e.step_id: e.at for e in timeline if e.phase == "intent"}
+    end = {e.step_id: e.at for e in timeline if e.phase == "outcome"}
+    # Each branch started before the other finished: they overlapped.
+    assert start["left"] < end["right"] and start["right"] < end["left"]
+    assert start["join"] >= max(end["left"], end["right"])
+
+
+def test_retry_then_success_is_visible_as_retries(tmp_path: Path) -> None:
+    with ScriptedServer([(500, {"error": "boom"}), (502, {}), (200, {"status": "ok"})]) as flaky:
+        path = write_runbook(tmp_path, "flaky", [
+            {"id": "probe", "action": "http", "with": {"url": f"{flaky.url}/health"},
+             "retries": 3, "retry_delay": 0.1, "retry_backoff": 2},
+        ])
+        state, incident_id = run(path)
+    assert state.is_completed()
+    assert len(flaky.requests) == 3
+    assert step_events(incident_id, "probe") == [
+        ("intent", "started", 1), ("outcome", "failed", 1),
+        ("intent", "started", 2), ("outcome", "failed", 2),
+        ("intent", "started", 3), ("outcome", "succeeded", 3),
+    ]
+    failed = [e for e in events(incident_id) if e.step_id == "probe" and e.status == "failed"]
+    assert "returned 500" in failed[0].error and "returned 502" in failed[1].error
+
+
+def test_retries_exhausted_fails_the_run_and_the_incident_records_it(tmp_path: Path) -> None:
+    with ScriptedServer([(503, {})]) as down:
+        path = write_runbook(tmp_path, "exhausted", [
+            {"id": "probe", "action": "http", "with": {"url": down.url}, "retries": 1, "retry_delay": 0.05},
+            note("after", "never", needs=["probe"]),
+        ])
+        state, incident_id = run(path)
+    assert state.is_failed()
+    incident = get_incident(incident_id)
+    assert incident.run_state == "failed"
+    assert "probe" in incident.run_error
+    assert step_events(incident_id, "after") == [("note", "skipped", 1)]
+
+
+def test_timeout_fails_the_attempt(tmp_path: Path) -> None:
+    path = write_runbook(tmp_path, "slow", [
+        {"id": "hold", "action": "wait", "with": {"seconds": 30}, "timeout": 0.5, "on_failure": "continue"},
+        note("next", "carried on", needs=["hold"]),
+    ])
+    state, incident_id = run(path)
+    assert state.is_completed()
+    outcome = [e for e in events(incident_id) if e.step_id == "hold" and e.phase == "outcome"]
+    assert [e.status for e in outcome] == ["failed"]
+    assert "timed out" in outcome[0].error.lower()
+    assert step_events(incident_id, "next")[-1] == ("outcome", "succeeded", 1)
+
+
+def test_when_skips_and_runs(tmp_path: Path) -> None:
+    path = write_runbook(tmp_path, "conditional", [
+        note("always", "hello"),
+        note("only_level_one", "level I only", needs=["always"], when="level == 'I'"),
+        note("only_if_done", "ran", needs=["always"], when="steps.always.status == 'succeeded'"),
+        note("param_gate", "big", when="params.size > 10"),
+    ], parameters={"size": {"type": "integer", "description": "how big", "default": 5}})
+    state, incident_id = run(path)
+    assert state.is_completed()
+    assert step_events(incident_id, "only_level_one") == [("note", "skipped", 1)]
+    assert step_events(incident_id, "param_gate") == [("note", "skipped", 1)]
+    assert ("outcome", "succeeded", 1) in step_events(incident_id, "only_if_done")
+
+    state, incident_id = run(path, level="I", parameters={"size": 50})
+    assert ("outcome", "succeeded", 1) in step_events(incident_id, "only_level_one")
+    assert ("outcome", "succeeded", 1) in step_events(incident_id, "param_gate")
+    assert get_incident(incident_id).level == "I"
+
+
+def test_abort_skips_everything_after(tmp_path: Path) -> None:
+    path = write_runbook(tmp_path, "aborting", [
+        {"id": "broken", "action": "http", "with": {"url": "http://127.0.0.1:9/closed"}, "on_failure": "abort"},
+        note("dependant", "x", needs=["broken"]),
+        note("later", "y", needs=["dependant"]),
+    ])
+    state, incident_id = run(path)
+    assert state.is_failed()
+    assert step_events(incident_id, "dependant") == [("note", "skipped", 1)]
+    assert step_events(incident_id, "later") == [("note", "skipped", 1)]
+    assert get_incident(incident_id).run_state == "failed"
+
+
+def test_continue_lets_dependants_run(tmp_path: Path) -> None:
+    path = write_runbook(tmp_path, "continuing", [
+        {"id": "broken", "action": "http", "with": {"url": "http://127.0.0.1:9/closed"}, "on_failure": "continue"},
+        note("dependant", "ran anyway; broken was {{ steps.broken.status }}", needs=["broken"]),
+    ])
+    state, incident_id = run(path)
+    assert state.is_completed()
+    notes = [e.summary for e in events(incident_id) if e.step_id == "dependant" and e.status == "info"]
+    assert notes == ["ran anyway; broken was failed"]
+    incident = get_incident(incident_id)
+    assert incident.run_state == "completed" and "broken" in incident.run_error
+
+
+def test_escalate_pages_the_escalation_roles(tmp_path: Path, simulator) -> None:
+    path = write_runbook(tmp_path, "escalating", [
+        {"id": "broken", "action": "http", "with": {"url": "http://127.0.0.1:9/closed"},
+         "on_failure": "escalate", "escalate_to": ["scenario_lead"]},
+        note("dependant", "carried on", needs=["broken"]),
+    ])
+    state, incident_id = run(path)
+    assert state.is_completed()
+    inbox = httpx.get(f"{simulator.url}/inbox/qian-li").json()
+    assert len(inbox) == 1
+    assert "Step failed: broken" in inbox[0]["message"]["title"]
+    assert ("outcome", "succeeded", 1) in step_events(incident_id, "broken__escalation")
+    assert ("outcome", "succeeded", 1) in step_events(incident_id, "dependant")
+
+
+def test_bad_arguments_fail_without_retrying(tmp_path: Path) -> None:
+    path = write_runbook(tmp_path, "badargs", [
+        {"id": "odd", "action": "wait", "with": {"seconds": "{{ -5 }}"}, "retries": 3, "retry_delay": 0.05},
+    ])
+    state, incident_id = run(path)
+    assert state.is_failed()
+    assert step_events(incident_id, "odd") == [("outcome", "failed", 1)]
+
+
+def test_resumed_run_never_repeats_a_side_effect(tmp_path: Path, simulator) -> None:
+    """A second run attached to the same incident (a resume after a crash, or a
+    flow retry) reuses recorded side effects instead of performing them again."""
+    httpx.post(f"{simulator.url}/faults", json={"fault": "down"})
+    path = write_runbook(tmp_path, "resume", [
+        {"id": "isolate", "action": "http", "with": {"method": "POST", "url": f"{simulator.url}/nodes/primary/isolate"}},
+        {"id": "failover", "action": "http", "needs": ["isolate"],
+         "with": {"method": "POST", "url": f"{simulator.url}/failover", "json": {"to": "standby"}}},
+        {"id": "check", "action": "http", "needs": ["failover"],
+         "with": {"url": f"{simulator.url}/health", "expect_json": {"active_node": "{{ params.expect }}"}}},
+    ], parameters={"expect": {"type": "string", "description": "node expected active", "default": "primary"}})
+    first, incident_id = run(path)
+    assert first.is_failed()  # the check expected the wrong node
+    assert httpx.get(f"{simulator.url}/state").json()["failover_count"] == 1
+
+    second, same = run(path, incident_id=incident_id, parameters={"expect": "standby"})
+    assert same == incident_id and second.is_completed()
+    state = httpx.get(f"{simulator.url}/state").json()
+    assert state["failover_count"] == 1
+    posts = [r for r in state["requests"] if r["path"] == "/failover"]
+    assert len(posts) == 1
+    assert posts[0]["idempotency_key"] == f"{incident_id}:failover"
+    assert [e.status for e in events(incident_id) if e.step_id == "failover"][-1] == "reused"
+    assert get_incident(incident_id).run_state == "completed"
