@@ -105,6 +105,10 @@ def parse_yaml(path: Path) -> tuple[Any, LineMap]:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else 1
         reason = getattr(exc, "problem", None) or str(exc)
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context:
+            where = f" (line {context_mark.line + 1})" if context_mark and context_mark.line + 1 != line else ""
+            reason = f"{context}{where}: {reason}"
         raise RunbookInvalid([RunbookProblem(shown, line, "", f"YAML syntax error: {reason}")]) from exc
     lines = LineMap()
     duplicates: list[tuple[Path_, int, str]] = []

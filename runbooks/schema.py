@@ -7,6 +7,7 @@ declared names) live in runbooks.validate, which has the action catalogue.
 from __future__ import annotations
 
 import enum
+import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -63,7 +64,7 @@ class Parameter(BaseModel):
     def _default_fits(self) -> Parameter:
         if self.default is not None:
             if not self.accepts(self.default):
-                raise ValueError(f"default {self.default!r} is not of type {self.type.value}")
+                raise ValueError(f"default {json.dumps(self.default)} is not of type {self.type.value}")
             if self.enum is not None and self.default not in self.enum:
                 raise ValueError(f"default {self.default!r} is not one of enum {self.enum}")
             if self.minimum is not None and self.default < self.minimum:
@@ -148,17 +149,10 @@ class Runbook(BaseModel):
     @field_validator("version", mode="before")
     @classmethod
     def _version_text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
-
-    @field_validator("parameters")
-    @classmethod
-    def _parameter_names(cls, value: dict[str, Parameter]) -> dict[str, Parameter]:
-        import re
-
-        for name in value:
-            if not re.match(PARAM_NAME, name):
-                raise ValueError(f"parameter name {name!r} must match {PARAM_NAME}")
-        return value
+        if isinstance(value, float):
+            # YAML reads 1.10 as the number 1.1; a version must be written as text.
+            raise ValueError(f'write the version in quotes (e.g. "{value}"): YAML reads an unquoted 1.10 as the number 1.1')
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     def step(self, step_id: str) -> Step:
         for step in self.steps:

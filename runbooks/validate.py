@@ -7,18 +7,23 @@ are known and declared.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+import json
+from typing import Annotated, Any
 
 from jinja2 import TemplateSyntaxError
+from pydantic import TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
 from notifications.roles import ROLES
 from runbooks.loader import LoadedRunbook, RunbookInvalid, RunbookProblem, load_runbook
-from runbooks.schema import Runbook
+from runbooks.schema import PARAM_NAME, Runbook
 from runbooks.templating import CONTEXT_NAMES, ENV, is_template, parse, references
 from tasks.catalog import ACTIONS
 
 Path_ = tuple[str | int, ...]
+TEMPLATE_PART = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 
 
 def runbook_files(paths: list[Path]) -> list[Path]:
@@ -53,6 +58,10 @@ def check(loaded: LoadedRunbook) -> list[RunbookProblem]:
 
     def problem(at: Path_, message: str) -> None:
         problems.append(loaded.problem(at, message))
+
+    for name in runbook.parameters:
+        if not re.match(PARAM_NAME, name):
+            problem(("parameters", name), f"parameter name {name!r} must match {PARAM_NAME}")
 
     for index, role in enumerate(runbook.roles):
         if role not in ROLES:
@@ -95,8 +104,8 @@ def check(loaded: LoadedRunbook) -> list[RunbookProblem]:
             problem(at + ("action",), f"unknown action {step.action!r}; expected one of {', '.join(sorted(ACTIONS))}")
             continue
         _check_arguments(step.with_, spec, at + ("with",), runbook, known, problem)
-        if step.action == "notify":
-            for n, role in enumerate(step.with_.get("to") or []):
+        if step.action == "notify" and isinstance(step.with_.get("to"), list):
+            for n, role in enumerate(step.with_["to"]):
                 if isinstance(role, str) and not is_template(role):
                     _check_role(role, runbook, at + ("with", "to", n), problem)
     return problems
@@ -118,15 +127,42 @@ def _check_arguments(arguments: dict[str, Any], spec: Any, at: Path_, runbook: R
             takes = ", ".join(sorted(f.alias or n for n, f in fields.items()))
             problem(at + (name,), f"action {spec.name!r} takes no argument {name!r}; it takes {takes}")
             continue
-        if accepted[name] in spec.expression_fields and isinstance(value, str) and not is_template(value):
-            _check_template(value, at + (name,), runbook, known, problem, expression=True,
+        if accepted[name] in spec.expression_fields and isinstance(value, str) and "{%" not in value:
+            # `{{ }}` parts are filled in first; the expression around them is
+            # evaluated by the action with its own names.
+            _walk_templates(value, at + (name,), runbook, known, problem)
+            _check_template(TEMPLATE_PART.sub("0", value), at + (name,), runbook, known, problem, expression=True,
                             allowed=set(spec.expression_fields[accepted[name]]))
         else:
             _walk_templates(value, at + (name,), runbook, known, problem)
+            _check_value(value, fields[accepted[name]], spec.name, at + (name,), problem)
     given = {accepted[n] for n in arguments if n in accepted}
     for name, field in fields.items():
         if field.is_required() and name not in given:
             problem(at, f"action {spec.name!r} needs argument {field.alias or name!r}")
+
+
+def _has_template(value: Any) -> bool:
+    if isinstance(value, str):
+        return is_template(value)
+    if isinstance(value, dict):
+        return any(_has_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_template(v) for v in value)
+    return False
+
+
+def _check_value(value: Any, field: FieldInfo, action: str, at: Path_, problem: Any) -> None:
+    """Type-check an argument now when it holds no template (templated ones are checked at run time)."""
+    if _has_template(value):
+        return
+    annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    try:
+        TypeAdapter(annotation).validate_python(value)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in first["loc"])
+        problem(at, f"invalid value for {action!r}{where}: {first['msg']} (got {json.dumps(value, default=str)})")
 
 
 def _walk_templates(value: Any, at: Path_, runbook: Runbook, known: set[str], problem: Any) -> None:
@@ -143,10 +179,14 @@ def _walk_templates(value: Any, at: Path_, runbook: Runbook, known: set[str], pr
 
 def _check_template(source: str, at: Path_, runbook: Runbook, known: set[str], problem: Any, *,
                     expression: bool, allowed: set[str] | None = None) -> None:
+    if expression and "{{" in source:
+        problem(at, "write a bare expression here, without {{ }} (e.g. level == 'I')")
+        return
     try:
         tree = parse(source, expression=expression)
     except TemplateSyntaxError as exc:
-        problem(at, f"template syntax error: {exc.message}")
+        message = (exc.message or "").replace("end of print statement", "end of the expression")
+        problem(at, f"{'expression' if expression else 'template'} syntax error: {message}")
         return
     names, attributes = references(tree)
     allowed_names = set(CONTEXT_NAMES) if allowed is None else allowed
@@ -190,7 +230,8 @@ def _find_cycle(runbook: Runbook, step_index: dict[str, int]) -> list[str] | Non
 
 def _upstream(runbook: Runbook) -> dict[str, set[str]]:
     """Every step each step depends on, directly or through other steps."""
-    direct = {step.id: set(step.needs) for step in runbook.steps}
+    ids = {step.id for step in runbook.steps}
+    direct = {step.id: {n for n in step.needs if n in ids and n != step.id} for step in runbook.steps}
     result: dict[str, set[str]] = {}
 
     def collect(step_id: str) -> set[str]:

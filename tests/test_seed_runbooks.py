@@ -1,0 +1,126 @@
+"""Each seed runbook end to end: a real Prefect server, the simulator with the
+runbook's fault injected, notifications delivered to the simulator's inbox, and
+the timeline asserted step by step from the records database."""
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from records.incidents import events, get_incident, notifications
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+QUICK = {"check_interval_seconds": 0.2, "recovery_deadline_seconds": 30}
+
+
+def run_seed(name: str, simulator, fault: str, **kwargs):
+    from flows.seed_runbooks import ENTRY_FLOWS
+
+    httpx.post(f"{simulator.url}/faults", json={"fault": fault}).raise_for_status()
+    state = ENTRY_FLOWS[name](parameters={"service_url": simulator.url, **QUICK}, drill=True, source="drill",
+                              return_state=True, **kwargs)
+    summary = state.result()
+    return state, summary.incident_id
+
+
+def outcomes(incident_id: str) -> dict[str, str]:
+    """Final recorded state of each step: succeeded, failed, skipped or reused."""
+    final: dict[str, str] = {}
+    for event in events(incident_id):
+        if event.step_id and (event.phase == "outcome" or event.status in ("skipped", "reused")):
+            final[event.step_id] = event.status
+    return final
+
+
+def assert_every_attempt_recorded(incident_id: str) -> None:
+    """Every intent has exactly one outcome of the same attempt, and intent comes first."""
+    timeline = events(incident_id)
+    intents = {(e.step_id, e.attempt): e.seq for e in timeline if e.phase == "intent"}
+    results = {(e.step_id, e.attempt): e.seq for e in timeline if e.phase == "outcome"}
+    assert intents.keys() == results.keys()
+    assert all(intents[key] < results[key] for key in intents)
+    assert [e.seq for e in timeline] == list(range(1, len(timeline) + 1))
+
+
+def assert_lifecycle_complete(incident_id: str) -> None:
+    incident = get_incident(incident_id)
+    assert incident.status == "closed" and incident.run_state == "completed" and incident.drill
+    stamps = [incident.triggered_at, incident.acknowledged_at, incident.mitigated_at, incident.resolved_at,
+              incident.closed_at]
+    assert all(stamps) and stamps == sorted(stamps)
+
+
+def test_system_outage(simulator) -> None:
+    state, incident_id = run_seed("system-outage", simulator, "down")
+    assert state.is_completed()
+    assert_lifecycle_complete(incident_id)
+    assert_every_attempt_recorded(incident_id)
+    assert outcomes(incident_id) == {
+        "assess": "succeeded", "record_facts": "succeeded", "page_technical_support": "succeeded",
+        "page_commander": "skipped",  # level II
+        "acknowledge": "succeeded", "isolate_failed_node": "succeeded", "request_vendor_repair": "succeeded",
+        "fail_over": "succeeded", "publish_fault_notice": "succeeded", "mitigated": "succeeded",
+        "verify_recovery": "succeeded", "announce_recovery": "succeeded", "resolved": "succeeded",
+        "tell_responders": "succeeded", "close": "succeeded",
+    }
+    sim = httpx.get(f"{simulator.url}/state").json()
+    assert sim["active_node"] == "standby" and sim["nodes"]["primary"]["isolated"]
+    assert sim["failover_count"] == 1
+    texts = [n["text"] for n in sim["notices"]]
+    assert any("30 minutes" in t and "temporary hotline" in t for t in texts)
+    assert any("restored" in t for t in texts)
+    sent = notifications(incident_id)
+    assert {(n.contact, n.step_id) for n in sent} == {
+        ("li-wei", "page_technical_support"), ("chen-jing", "page_technical_support"),
+        ("li-wei", "tell_responders"), ("chen-jing", "tell_responders"), ("sun-hao", "tell_responders"),
+    }
+    assert all(n.status == "delivered" and n.title.startswith("[DRILL]") for n in sent)
+    inbox = httpx.get(f"{simulator.url}/inbox/li-wei").json()
+    assert len(inbox) == 2 and incident_id in inbox[0]["message"]["title"]
+
+
+def test_system_outage_level_one_pages_the_commander(simulator) -> None:
+    state, incident_id = run_seed("system-outage", simulator, "flapping", level="I")
+    assert state.is_completed()
+    assert get_incident(incident_id).level == "I"
+    assert outcomes(incident_id)["page_commander"] == "succeeded"
+    assert {n.contact for n in notifications(incident_id) if n.step_id == "page_commander"} == {"zhao-gang", "qian-li"}
+    assert_lifecycle_complete(incident_id)
+
+
+def test_network_congestion(simulator) -> None:
+    state, incident_id = run_seed("network-congestion", simulator, "congested")
+    assert state.is_completed()
+    assert_lifecycle_complete(incident_id)
+    assert_every_attempt_recorded(incident_id)
+    assert outcomes(incident_id) == {
+        "measure_load": "succeeded", "record_load": "succeeded", "start_emergency_response": "succeeded",
+        "acknowledge": "succeeded", "divert_to_ivr": "succeeded", "brief_marketing": "succeeded",
+        "publish_social_notice": "succeeded", "publish_faq": "succeeded", "keep_key_customer_channel": "succeeded",
+        "mitigated": "succeeded", "wait_for_load_to_fall": "succeeded", "restore_normal_routing": "succeeded",
+        "confirm_normal_load": "succeeded", "resolved": "succeeded", "stand_down": "succeeded", "close": "succeeded",
+    }
+    metrics = httpx.get(f"{simulator.url}/metrics").json()
+    assert metrics["routing_mode"] == "normal" and metrics["key_customer_channel"] is True
+    assert metrics["request_rate"] < metrics["load_threshold"]
+    channels = {n["channel"] for n in httpx.get(f"{simulator.url}/notices").json()}
+    assert {"social_media", "forum"} <= channels
+    assert "zhou-min" in {n.contact for n in notifications(incident_id)}  # Marketing was briefed
+
+
+def test_staffing_shortage(simulator) -> None:
+    state, incident_id = run_seed("staffing-shortage", simulator, "short-staffed")
+    assert state.is_completed()
+    assert_lifecycle_complete(incident_id)
+    assert_every_attempt_recorded(incident_id)
+    result = outcomes(incident_id)
+    assert result["compute_gap"] == "succeeded" and result["call_in_reserve"] == "succeeded"
+    assert result["wait_for_service_level"] == "succeeded" and result["close"] == "succeeded"
+    gap = next(e for e in events(incident_id) if e.step_id == "compute_gap" and e.phase == "outcome").data["output"]
+    # 600 calls/h x 240 s = 40 Erlangs: 45 agents meet 80% in 30 s; 38 are online.
+    assert (gap["required_agents"], gap["agents_online"], gap["gap"]) == (45, 38, 7)
+    metrics = httpx.get(f"{simulator.url}/metrics").json()
+    assert metrics["agents_online"] >= 45 and metrics["service_level"] >= 0.8
+    assert metrics["human_chat_share"] >= 0.6
+    contacts = {n.contact for n in notifications(incident_id)}
+    assert {"wu-qiang", "sun-hao", "reserve-pool"} <= contacts
