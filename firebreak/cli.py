@@ -82,6 +82,19 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from firebreak.prefect_server import ensure_server
+
+    ensure_server()
+    from flows.reconcile import reconcile_runs
+
+    done = reconcile_runs()
+    for item in done:
+        print(f"{item.incident_id}: run {item.run_state.value} ({item.reason})")
+    print(f"{len(done)} run(s) reconciled")
+    return 0
+
+
 def cmd_server(args: argparse.Namespace) -> int:
     from firebreak.prefect_server import ensure_server, healthy, stop_local_server
 
@@ -131,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("timeline", help="show an incident's timeline and notifications")
     p.add_argument("incident")
     p.set_defaults(func=cmd_timeline)
+
+    p = sub.add_parser("reconcile", help="record runs whose process died without reporting as crashed")
+    p.set_defaults(func=cmd_reconcile)
 
     p = sub.add_parser("server", help="the local Prefect server")
     p.add_argument("action", choices=["start", "stop", "status"])

@@ -25,6 +25,10 @@ def run_drill(runbook: str, *, level: str | None = None, fault: str | None = Non
     from firebreak.prefect_server import ensure_server
 
     server = ensure_server()  # before Prefect is imported, so the run reports there
+    from flows.reconcile import reconcile_runs
+
+    for stale in reconcile_runs():
+        print(f"earlier run of {stale.incident_id} recorded as {stale.run_state.value}: {stale.reason}")
     from simulator import start_simulator
 
     simulator = start_simulator(fault=fault or SIMULATED_FAULT[runbook], recovery_seconds=2.0)

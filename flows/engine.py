@@ -15,6 +15,8 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run as current_flow_run
 from pydantic import BaseModel, ValidationError
 
+from flows.heartbeat import heartbeat
+from flows.hooks import RUN_HOOKS
 from records import incidents
 from records.models import EventPhase, RunState
 from runbooks import catalog
@@ -22,7 +24,6 @@ from runbooks.schema import FailurePolicy, Level, Runbook, Step
 from runbooks.templating import evaluate, render_value
 from tasks.base import StepContext
 from tasks.catalog import ACTIONS
-from flows.hooks import RUN_HOOKS
 
 
 class RunbookFailed(RuntimeError):
@@ -105,7 +106,8 @@ def execute_runbook(
     logger.info("incident: %s  runbook: %s v%s  level: %s", incident.id, runbook.id, runbook.version, resolved_level.value)
 
     run = _Run(runbook, incident.id, resolved_level, params, drill, flow_run_id)
-    _schedule(run, title, summary)
+    with heartbeat(incident.id):
+        _schedule(run, title, summary)
 
     if run.aborted_by:
         message = f"step {run.aborted_by!r} failed and its policy is abort: " + "; ".join(run.failures)

@@ -175,6 +175,19 @@ def set_run_state(incident_id: str, state: RunState, *, error: str | None = None
         return incident
 
 
+def heartbeat(incident_id: str) -> None:
+    """Note that the process running this incident's runbook is alive (no timeline event)."""
+    with session_scope() as session:
+        session.execute(update(Incident).where(Incident.id == incident_id).values(heartbeat_at=utcnow()))
+
+
+def open_runs() -> list[Incident]:
+    """Incidents whose runbook run has not recorded an end."""
+    with session_scope() as session:
+        return list(session.scalars(select(Incident).where(
+            Incident.run_state.in_([RunState.running.value, RunState.pending.value]))))
+
+
 def append_event(incident_id: str, **fields: Any) -> TimelineEvent:
     with session_scope() as session:
         _locked(session, incident_id)

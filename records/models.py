@@ -88,6 +88,7 @@ class Incident(Base):
     resolved_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
     run_ended_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]  # touched while a run is alive; see flows.reconcile
 
     events: Mapped[list[TimelineEvent]] = relationship(back_populates="incident", order_by="TimelineEvent.seq")
     notifications: Mapped[list[Notification]] = relationship(back_populates="incident", order_by="Notification.id")

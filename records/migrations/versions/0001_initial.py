@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("resolved_at", TS),
         sa.Column("closed_at", TS),
         sa.Column("run_ended_at", TS),
+        sa.Column("heartbeat_at", TS),
     )
     op.create_table(
         "timeline_events",

@@ -1,0 +1,76 @@
+"""A run whose process is killed outright is recorded as crashed, in the
+incident and in Prefect, and is not left "running" forever."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from records.incidents import events, get_incident, list_incidents
+from tests.runbook_helpers import write_runbook
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+RUNNER = """
+import sys
+from flows.engine import run_runbook
+run_runbook(runbook=sys.argv[1])
+"""
+
+
+def _wait_for(predicate, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("condition not reached in time")
+
+
+def test_killed_run_is_reconciled_as_crashed(tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+
+    from flows.reconcile import reconcile_runs
+
+    path = write_runbook(tmp_path, "killed", [
+        {"id": "note", "action": "record", "with": {"message": "before the long wait"}},
+        {"id": "long_wait", "action": "wait", "needs": ["note"], "with": {"seconds": 600}, "timeout": 900},
+    ])
+    known = {i.id for i in list_incidents(500)}
+    process = subprocess.Popen([sys.executable, "-c", RUNNER, str(path)], env=dict(os.environ),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def started():
+            for incident in list_incidents(500):
+                if incident.id not in known and any(e.step_id == "long_wait" and e.phase == "intent"
+                                                    for e in events(incident.id)):
+                    return incident
+            return None
+
+        incident = _wait_for(started)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+    assert get_incident(incident.id).run_state == "running"  # nothing ran to say otherwise
+    assert incident.id not in {r.incident_id for r in reconcile_runs()}  # heartbeat still fresh: left alone
+
+    reconciled = reconcile_runs(stale_after=timedelta(seconds=0))
+    assert incident.id in {r.incident_id for r in reconciled}
+    after = get_incident(incident.id)
+    assert after.run_state == "crashed" and "heartbeat" in after.run_error
+    assert after.run_ended_at is not None
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(after.flow_run_id).state.type.value == "CRASHED"
+    assert events(incident.id)[-1].status == "run-crashed"
+    again = reconcile_runs(stale_after=timedelta(seconds=0))
+    assert incident.id not in {r.incident_id for r in again}  # recorded once, not again

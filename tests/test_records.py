@@ -1,0 +1,169 @@
+"""The incident record on SQLite and, where it is reachable, PostgreSQL."""
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import timezone
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+
+from firebreak.settings import reload_settings
+from records import deliveries, incidents
+from records.db import dispose_all, get_engine, migrate
+from records.models import EventPhase, IncidentStatus, RunState
+
+POSTGRES_ADMIN_URL = os.environ.get("FIREBREAK_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_available() -> bool:
+    try:
+        engine = create_engine(POSTGRES_ADMIN_URL, connect_args={"connect_timeout": 2})
+        with engine.connect():
+            pass
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    """Point the records at a fresh database of each backend for one test."""
+    created_db = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'records.db'}"
+    else:
+        if not _postgres_available():
+            pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}")
+        created_db = f"firebreak_test_{uuid.uuid4().hex[:12]}"
+        admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{created_db}"'))
+        admin.dispose()
+        url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{created_db}"
+    previous = os.environ.get("FIREBREAK_DATABASE_URL")
+    os.environ["FIREBREAK_DATABASE_URL"] = url
+    reload_settings()
+    try:
+        yield request.param
+    finally:
+        dispose_all()
+        if previous is None:
+            os.environ.pop("FIREBREAK_DATABASE_URL", None)
+        else:
+            os.environ["FIREBREAK_DATABASE_URL"] = previous
+        reload_settings()
+        if created_db:
+            admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{created_db}" WITH (FORCE)'))
+            admin.dispose()
+
+
+def _open(**overrides):
+    fields = dict(runbook_id="system-outage", runbook_version="1.0", title="Chat down", level="II",
+                  source="operator", parameters={"service_url": "http://x"})
+    return incidents.open_incident(**{**fields, **overrides})
+
+
+def test_migration_creates_the_schema(backend: str) -> None:
+    migrate()
+    migrate()  # idempotent
+    tables = set(inspect(get_engine()).get_table_names())
+    assert {"incidents", "timeline_events", "notifications", "sequences", "alembic_version"} <= tables
+    with get_engine().connect() as conn:
+        assert conn.execute(text("select version_num from alembic_version")).scalar_one() == "0001"
+
+
+def test_incident_ids_are_per_year_and_unique_under_concurrency(backend: str) -> None:
+    first = _open()
+    year = first.created_at.year
+    assert first.id == f"INC-{year}-0001"
+    opened: list[str] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        for _ in range(5):
+            incident = _open()
+            with lock:
+                opened.append(incident.id)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    numbers = sorted(int(i.rsplit("-", 1)[1]) for i in opened)
+    assert numbers == list(range(2, 32))
+
+
+def test_lifecycle_moves_forward_with_timestamps(backend: str) -> None:
+    incident = _open()
+    assert incident.status == "triggered" and incident.triggered_at.tzinfo == timezone.utc
+    incidents.transition(incident.id, IncidentStatus.acknowledged, actor="li-wei", reason="on it")
+    again = incidents.transition(incident.id, "acknowledged", actor="li-wei")  # a retried step: no-op
+    assert again.status == "acknowledged"
+    jumped = incidents.transition(incident.id, IncidentStatus.resolved, actor="runbook")
+    assert jumped.mitigated_at == jumped.resolved_at  # implied by the jump, recorded as such
+    with pytest.raises(incidents.InvalidTransition):
+        incidents.transition(incident.id, IncidentStatus.mitigated, actor="x")
+    closed = incidents.transition(incident.id, "closed", actor="runbook")
+    assert closed.triggered_at <= closed.acknowledged_at <= closed.resolved_at <= closed.closed_at
+    notes = [(e.status, e.data.get("implied")) for e in incidents.events(incident.id)]
+    assert notes == [("triggered", None), ("acknowledged", []), ("resolved", ["mitigated"]), ("closed", [])]
+
+
+def test_concurrent_appends_keep_a_gapless_order(backend: str) -> None:
+    incident = _open()
+
+    def worker(n: int) -> None:
+        for i in range(15):
+            incidents.append_event(incident.id, phase=EventPhase.note, status="info", actor=f"t{n}",
+                                   summary=f"{n}-{i}")
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    timeline = incidents.events(incident.id)
+    assert [e.seq for e in timeline] == list(range(1, 92))
+    for n in range(6):  # each writer's own events stay in its order
+        mine = [int(e.summary.split("-")[1]) for e in timeline if e.actor == f"t{n}"]
+        assert mine == list(range(15))
+
+
+def test_side_effect_lookup_and_run_states(backend: str) -> None:
+    incident = _open(flow_run_id="run-1")
+    assert incident.run_state == "running"
+    key = f"{incident.id}:fail_over"
+    assert incidents.succeeded_outcome(incident.id, key) is None
+    incidents.append_event(incident.id, phase=EventPhase.outcome, status="failed", actor="r", summary="x",
+                           idempotency_key=key)
+    assert incidents.succeeded_outcome(incident.id, key) is None
+    incidents.append_event(incident.id, phase=EventPhase.outcome, status="succeeded", actor="r", summary="x",
+                           idempotency_key=key, data={"output": {"active_node": "standby"}})
+    assert incidents.succeeded_outcome(incident.id, key).data["output"] == {"active_node": "standby"}
+    ended = incidents.set_run_state(incident.id, RunState.failed, error="boom")
+    assert ended.run_state == "failed" and ended.run_ended_at is not None
+    assert incident.id not in {i.id for i in incidents.open_runs()}
+
+
+def test_a_delivered_notification_is_never_claimed_again(backend: str) -> None:
+    incident = _open()
+    key = f"{incident.id}:page:li-wei:0"
+    common = dict(key=key, incident_id=incident.id, step_id="page", contact="li-wei", role="technical_support",
+                  channel="json://127.0.0.1/inbox/li-wei", title="t", body="b", drill=False)
+    first = deliveries.begin_attempt(**common)
+    assert first.status == "sending" and first.attempts == 1
+    deliveries.finish_attempt(key, delivered=False, error="HTTP 500")
+    second = deliveries.begin_attempt(**common)
+    assert second.status == "sending" and second.attempts == 2
+    done = deliveries.finish_attempt(key, delivered=True, error=None)
+    assert done.status == "delivered" and done.sent_at is not None
+    third = deliveries.begin_attempt(**common)
+    assert third.status == "delivered" and third.attempts == 2  # not counted, not re-sent
+    assert len(incidents.notifications(incident.id)) == 1
