@@ -42,15 +42,20 @@ def run_drill(runbook: str, *, level: str | None = None, fault: str | None = Non
     started = time.monotonic()
     state = entry(parameters=parameters, level=level, drill=True, source="drill", return_state=True)
     elapsed = time.monotonic() - started
+    flow_run_id = str(state.state_details.flow_run_id)
     try:
-        incident_id = _incident_of_run(state.state_details.flow_run_id)
-        print()
-        print(f"incident: {incident_id}")
-        print(f"flow run: {server.ui_url}/runs/flow-run/{state.state_details.flow_run_id}")
-        print(f"run: {state.name} in {elapsed:.1f}s")
+        incident_id = _incident_of_run(flow_run_id)
         if incident_id:
             print_record(incident_id, inbox=simulator.url)
-            _print_start_latency(incident_id, str(state.state_details.flow_run_id))
+        print()
+        print(f"run: {state.name} in {elapsed:.1f}s")
+        if incident_id:
+            _print_start_latency(incident_id, flow_run_id)
+            print(f"incident: {incident_id}")
+        print(f"flow run: {server.ui_url}/runs/flow-run/{flow_run_id}")
+        if incident_id:
+            print(f"timeline and notifications: .venv/bin/firebreak timeline {incident_id}   "
+                  f"(records: {get_settings().records_url})")
         print(f"Prefect UI: {server.ui_url}  (the local server keeps running; `make stop` ends it)")
     finally:
         simulator.stop()
@@ -112,5 +117,7 @@ def print_record(incident_id: str, inbox: str | None = None) -> None:
         import httpx
 
         received = httpx.get(f"{inbox}/inbox", timeout=5).json()
-        messages = received.get("messages", received) if isinstance(received, dict) else received
-        out.write(f"\nthe demo inbox received {len(messages)} message(s); see `firebreak timeline {incident_id}`\n")
+        out.write(f"\nthe demo inbox (the simulator's notification receiver) got {len(received)} message(s):\n")
+        for message in received:
+            title = (message.get("message") or {}).get("title", "")
+            out.write(f"  {message['received_at'][11:19]}Z  {message['recipient']:<14} ← {title}\n")
