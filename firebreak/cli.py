@@ -157,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=get_settings().simulator_port)
     p.add_argument("--fault", default="none")
     p.set_defaults(func=cmd_simulator)
+
+    from firebreak.commands import register_all
+
+    register_all(sub)
     return parser
 
 

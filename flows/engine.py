@@ -169,7 +169,18 @@ def _start(run: _Run, step: Step, title: str, summary: str | None) -> PrefectFut
     step_context = StepContext(incident_id=run.incident_id, runbook_id=run.runbook.id, step_id=step.id,
                                step_title=step.display_title, action=step.action, level=run.level.value,
                                drill=run.drill, timeout=step.timeout, flow_run_id=run.flow_run_id)
-    prefect_task = ACTIONS[step.action].prefect_task.with_options(
+    spec = ACTIONS[step.action]
+    if spec.prefect_task is None:  # an in-flow action (a gate): it runs here, now
+        try:
+            output = spec.run_in_flow(step_context, arguments)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            run.results[step.id] = StepResult(status="failed", error=error)
+            _apply_policy(run, step, error)
+        else:
+            run.results[step.id] = StepResult(status="succeeded", output=output)
+        return None
+    prefect_task = spec.prefect_task.with_options(
         task_run_name=step.id,
         retries=step.retries,
         retry_delay_seconds=step.retry_delays() or 0,

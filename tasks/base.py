@@ -80,7 +80,12 @@ class Action(Generic[InputT]):
     describe: Callable[[InputT], str]
     has_side_effect: Callable[[InputT], bool]
     expression_fields: dict[str, frozenset[str]]
-    prefect_task: Task[..., Any]
+    #: None for an action that must run in the flow itself (see `in_flow`).
+    prefect_task: Task[..., Any] | None
+
+    def run_in_flow(self, context: StepContext, arguments: dict[str, Any]) -> Any:
+        """Run an in-flow action in the calling flow, recording intent and outcome."""
+        return _execute(self, context, arguments)
 
 
 ACTIONS: dict[str, Action[Any]] = {}
@@ -106,11 +111,16 @@ def action(
     describe: Callable[[InputT], str],
     side_effect: bool | Callable[[InputT], bool] = True,
     expression_fields: dict[str, frozenset[str]] | None = None,
+    in_flow: bool = False,
 ) -> Callable[[Callable[[InputT, Attempt], Any]], Action[InputT]]:
     """Register `function(input, attempt) -> output` as the runbook action `name`.
 
     expression_fields maps arguments that are Jinja2 expressions evaluated by the
     action itself (e.g. a poll condition) to the names they may use.
+
+    in_flow: the action runs in the flow body instead of as a task, because it
+    needs what only a flow can do (pause_flow_run for an operator's input). The
+    engine starts nothing else while it runs, so keep such actions to gates.
     """
 
     def register(function: Callable[[InputT, Attempt], Any]) -> Action[InputT]:
@@ -122,7 +132,7 @@ def action(
             return _execute(ACTIONS[name], context, arguments)
 
         run_step.__name__ = name.replace(".", "_")
-        prefect_task = task(
+        prefect_task = None if in_flow else task(
             run_step,
             name=name,
             cache_policy=NO_CACHE,
@@ -148,7 +158,7 @@ def _retry_unless_input_error(_task: Any, _task_run: Any, state: Any) -> bool:
 
 
 def _execute(action: Action[Any], context: StepContext, arguments: dict[str, Any]) -> Any:
-    attempt_number = current_task_run.run_count or 1
+    attempt_number = current_task_run.run_count or 1  # 0 outside a task (in-flow actions)
     task_run_id = current_task_run.id
     common = dict(step_id=context.step_id, action=action.name, attempt=attempt_number, actor=context.actor,
                   flow_run_id=context.flow_run_id, task_run_id=task_run_id)

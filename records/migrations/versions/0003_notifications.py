@@ -1,0 +1,20 @@
+"""Notifications: roster, escalation and acknowledgements (issue 3).
+
+Revision ID: 0003
+Revises: 0002
+"""
+import sqlalchemy as sa  # noqa: F401
+from alembic import op  # noqa: F401
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass  # filled in by the issue named above
+
+
+def downgrade() -> None:
+    pass
