@@ -25,6 +25,11 @@ test: setup
 validate: setup
 	$(BIN)/firebreak validate
 
+# The whole local stack: Prefect server + UI, the deployments, the intake on :8700; Ctrl-C stops it.
+# `make up SIMULATOR=1` also serves the contact-centre simulator.
+up: setup
+	$(BIN)/firebreak up $(if $(SIMULATOR),--with-simulator)
+
 stop:
 	@test -x $(BIN)/firebreak && $(BIN)/firebreak server stop || true
 

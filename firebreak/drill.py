@@ -39,8 +39,14 @@ def run_drill(runbook: str, *, level: str | None = None, fault: str | None = Non
 
     entry = ENTRY_FLOWS[runbook]
     parameters = {"service_url": simulator.url, **(QUICK_PARAMETERS if quick else {})}
+    from notifications.drill_responder import AckServer, DrillResponder
+
     started = time.monotonic()
-    state = entry(parameters=parameters, level=level, drill=True, source="drill", return_state=True)
+    # Pages escalate until acknowledged; a stand-in on-call person clicks the signed link in the first page.
+    with AckServer() as acks, DrillResponder(simulator.url) as responder:
+        print(f"acknowledgement links served at {acks.url}; drill responder: {', '.join(responder.responders)}",
+              flush=True)
+        state = entry(parameters=parameters, level=level, drill=True, source="drill", return_state=True)
     elapsed = time.monotonic() - started
     flow_run_id = str(state.state_details.flow_run_id)
     try:
@@ -56,10 +62,31 @@ def run_drill(runbook: str, *, level: str | None = None, fault: str | None = Non
         if incident_id:
             print(f"timeline and notifications: .venv/bin/firebreak timeline {incident_id}   "
                   f"(records: {get_settings().records_url})")
+            _print_report(incident_id)
         print(f"Prefect UI: {server.ui_url}  (the local server keeps running; `make stop` ends it)")
+        if incident_id:
+            from notifications.summary import who_was_told
+
+            print()
+            for line in who_was_told(incident_id):
+                print(line)
     finally:
         simulator.stop()
     return 0 if state.is_completed() else 1
+
+
+def _print_report(incident_id: str) -> None:
+    """Where the report the run wrote at its end is (reports.publish)."""
+    from reports.render import report_path, reports_dir
+
+    html = report_path(incident_id, "en", "html")
+    if not html.exists():
+        print(f"report: not written; render it with .venv/bin/firebreak report {incident_id}")
+        return
+    print(f"report: {html}")
+    print(f"        also {report_path(incident_id, 'en', 'md').name}, {report_path(incident_id, 'zh', 'html').name} "
+          f"and {report_path(incident_id, 'zh', 'md').name} beside it; index of all: {reports_dir() / 'index.html'}")
+    print(f"audit:  .venv/bin/firebreak audit verify {incident_id}")
 
 
 def _incident_of_run(flow_run_id: object) -> str | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +26,15 @@ class Settings(BaseSettings):
     local_timezone: str = Field(default="Asia/Shanghai", description="Zone shown beside UTC in reports.")
     prefect_port: int = Field(default=4200, description="Port of the local Prefect server that `firebreak` starts itself.")
     simulator_port: int = Field(default=8765)
+    # Notifications (issue 3). The acknowledgement-link secret is never written to git or logs:
+    # unset, a random one is kept in FIREBREAK_HOME/ack-secret (mode 0600), see notifications.ack_links.
+    ack_secret: SecretStr | None = Field(default=None, description="HMAC key that signs acknowledgement links.")
+    public_url: str = Field(default="http://127.0.0.1:8700",
+                            description="Base URL of the HTTP service that serves acknowledgement links.")
+    roster_file: Path = Field(default=PROJECT_ROOT / "notifications" / "roster.yaml")
+    escalation_file: Path = Field(default=PROJECT_ROOT / "notifications" / "escalation.yaml")
+    routing_file: Path = Field(default=PROJECT_ROOT / "notifications" / "level_routing.yaml")
+    ack_link_ttl_hours: float = Field(default=24.0, gt=0, description="How long an acknowledgement link stays valid.")
 
     @property
     def resolved_home(self) -> Path:

@@ -7,6 +7,7 @@ onto Prefect task options; its failure policy is applied here.
 """
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,8 +18,9 @@ from pydantic import BaseModel, ValidationError
 
 from flows.heartbeat import heartbeat
 from flows.hooks import RUN_HOOKS
-from records import incidents
+from records import incidents, run_locks
 from records.models import EventPhase, RunState
+from reports.publish import publish_report
 from runbooks import catalog
 from runbooks.schema import FailurePolicy, Level, Runbook, Step
 from runbooks.templating import evaluate, render_value
@@ -92,7 +94,15 @@ def execute_runbook(
     flow_run_id = str(current_flow_run.id) if current_flow_run.id else None
     title = summary or runbook.title
 
+    # One run per incident at a time, held while paused too (see records.run_locks).
+    lock_holder = flow_run_id or f"local-{uuid.uuid4().hex}"
     if incident_id:
+        try:
+            run_locks.acquire(incident_id, lock_holder)
+        except run_locks.IncidentBusy as exc:
+            incidents.append_event(incident_id, phase=EventPhase.note, status="run-refused",
+                                   actor=f"runbook:{runbook.id}", summary=str(exc), flow_run_id=flow_run_id)
+            raise RunbookFailed(str(exc)) from exc
         incidents.attach_run(incident_id, flow_run_id)
         incident = incidents.get_incident(incident_id)
         resolved_level = Level(incident.level) if level is None else resolved_level
@@ -106,15 +116,17 @@ def execute_runbook(
     logger.info("incident: %s  runbook: %s v%s  level: %s", incident.id, runbook.id, runbook.version, resolved_level.value)
 
     run = _Run(runbook, incident.id, resolved_level, params, drill, flow_run_id)
-    with heartbeat(incident.id):
+    with run_locks.held(incident.id, lock_holder), heartbeat(incident.id):
         _schedule(run, title, summary)
 
     if run.aborted_by:
         message = f"step {run.aborted_by!r} failed and its policy is abort: " + "; ".join(run.failures)
         incidents.set_run_state(incident.id, RunState.failed, error=message)
+        publish_report(incident.id, flow_run_id)  # the failed run's report is the one auditors want most
         raise RunbookFailed(message)
     incidents.set_run_state(incident.id, RunState.completed,
                             error=("; ".join(run.failures) if run.failures else None))
+    publish_report(incident.id, flow_run_id)
     final = incidents.get_incident(incident.id)
     return RunSummary(incident_id=incident.id, runbook=runbook.id, level=resolved_level.value, status=final.status,
                       run_state=final.run_state, steps=run.results)

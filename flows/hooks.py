@@ -13,6 +13,7 @@ from sqlalchemy import select
 from records import incidents
 from records.db import session_scope
 from records.models import Incident, RunState
+from reports.publish import publish_report
 
 
 def _incident_of(flow_run: Any) -> str | None:
@@ -27,6 +28,8 @@ def _mark(state_value: RunState, flow_run: Any, state: Any) -> None:
     incident = incidents.get_incident(incident_id)
     if incident.run_state in (RunState.running.value, RunState.pending.value):
         incidents.set_run_state(incident_id, state_value, error=state.message or state.name)
+        # The engine reports the ends it records itself; these ends get theirs here.
+        publish_report(incident_id, str(flow_run.id))
 
 
 def on_failure(flow: Any, flow_run: Any, state: Any) -> None:

@@ -16,6 +16,7 @@ from prefect.states import Crashed
 from flows.heartbeat import HEARTBEAT_SECONDS
 from records import incidents
 from records.models import RunState, utcnow
+from reports.publish import publish_report
 
 #: Missing this many heartbeats means the process is gone.
 STALE_AFTER = timedelta(seconds=HEARTBEAT_SECONDS * 6)
@@ -55,6 +56,7 @@ def reconcile_runs(stale_after: timedelta = STALE_AFTER) -> list[Reconciled]:
             else:
                 continue
             incidents.set_run_state(incident.id, state, error=reason, actor="firebreak:reconcile")
+            publish_report(incident.id, incident.flow_run_id)
             done.append(Reconciled(incident.id, state, reason))
     return done
 

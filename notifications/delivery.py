@@ -6,6 +6,7 @@ on this thread give the reason for a failure.
 """
 from __future__ import annotations
 
+import html
 import logging
 import threading
 from dataclasses import dataclass
@@ -55,6 +56,13 @@ def send(url: str, title: str, body: str, timeout: float = 10.0) -> DeliveryResu
     # Apprise's own connect/read timeouts bound a slow receiver.
     server.socket_connect_timeout = min(timeout, server.socket_connect_timeout or timeout)
     server.socket_read_timeout = min(timeout, server.socket_read_timeout or timeout)
+    if server.notify_format == apprise.NotifyFormat.HTML:
+        # Calling the plugin directly skips Apprise's own text→HTML conversion, and alert
+        # text must never become markup in a mail client: escape it here. An email's
+        # title is its Subject header, plain text, so only other HTML channels escape it.
+        body = html.escape(body).replace("\n", "<br>\n")
+        if not url.startswith(("mailto:", "mailtos:")):
+            title = html.escape(title)
     capture = _ThisThreadOnly()
     _APPRISE_LOGGER.addHandler(capture)
     try:
@@ -70,5 +78,8 @@ def send(url: str, title: str, body: str, timeout: float = 10.0) -> DeliveryResu
 
 
 def _scrub(text: str, url: str, shown: str) -> str:
-    # Apprise warnings can quote the full URL; keep only the redacted form.
-    return text.replace(url, shown)
+    # Apprise warnings can quote the full URL; keep only the redacted form, and no
+    # value that came from a ${ENV} reference.
+    from notifications.contacts import scrub
+
+    return scrub(text.replace(url, shown))

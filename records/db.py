@@ -24,6 +24,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _engines: dict[str, Engine] = {}
 _migrated: set[str] = set()
 _lock = threading.Lock()
+_migrate_lock = threading.Lock()
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -65,13 +66,19 @@ def migrate(url: str | None = None) -> None:
     url = url or get_settings().records_url
     if url in _migrated:
         return
-    engine = get_engine(url)
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
-    _migrated.add(url)
+    # One migration at a time per process: Alembic's `op` and `context` are process-wide
+    # proxies, so two threads migrating at once would run each other's operations on
+    # each other's connections (on PostgreSQL they then wait on each other forever).
+    with _migrate_lock:
+        if url in _migrated:
+            return
+        engine = get_engine(url)
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+        _migrated.add(url)
 
 
 @contextmanager

@@ -1,6 +1,9 @@
-"""Delivery records: one row per (incident, step, contact, channel) idempotency key.
+"""Delivery records: one row per channel tried for a page.
 
-A row marked delivered is never sent again, whichever retry or resume asks."""
+A page's idempotency key is (incident, step, contact, cycle, tier) — `page_key` —
+and each channel tried for it has its own row keyed `<page_key>:ch<index>`. A
+page with any delivered row is never sent again, whichever retry or resume asks.
+"""
 from __future__ import annotations
 
 from sqlalchemy import select
@@ -10,8 +13,17 @@ from records.db import session_scope
 from records.models import Notification, utcnow
 
 
+def delivered_page(page_key: str) -> Notification | None:
+    """The delivered row of this page, if any channel delivered it."""
+    with session_scope() as session:
+        return session.scalars(select(Notification).where(Notification.page_key == page_key,
+                                                          Notification.status == "delivered").limit(1)).first()
+
+
 def begin_attempt(*, key: str, incident_id: str, step_id: str, contact: str, role: str | None,
-                  channel: str, title: str, body: str, drill: bool) -> Notification:
+                  channel: str, title: str, body: str, drill: bool, page_key: str | None = None, cycle: int = 0,
+                  tier: int = 1, channel_index: int = 0, event: str | None = None,
+                  locale: str | None = None) -> Notification:
     """Mark the send as under way and count the attempt; returns the row (check .status)."""
     for _ in range(2):
         try:
@@ -21,7 +33,9 @@ def begin_attempt(*, key: str, incident_id: str, step_id: str, contact: str, rol
                 if row is None:
                     row = Notification(idempotency_key=key, incident_id=incident_id, step_id=step_id, contact=contact,
                                        role=role, channel=channel, title=title, body=body, drill=drill,
-                                       status="sending", attempts=0, created_at=utcnow())
+                                       status="sending", attempts=0, created_at=utcnow(), page_key=page_key,
+                                       cycle=cycle, tier=tier, channel_index=channel_index, event=event,
+                                       locale=locale)
                     session.add(row)
                 if row.status == "delivered":
                     return row
@@ -42,4 +56,6 @@ def finish_attempt(key: str, *, delivered: bool, error: str | None) -> Notificat
         row.error = error
         if delivered:
             row.sent_at = utcnow()
+        else:  # an acknowledgement that arrived while this send was under way does not apply to it
+            row.acknowledged_at = row.acknowledged_by = None
         return row

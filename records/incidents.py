@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from records import audit
 from records.db import session_scope
 from records.models import (
     STATUS_ORDER,
@@ -233,15 +234,20 @@ def _append(session: Session, incident_id: str, *, phase: EventPhase | str, stat
             step_id: str | None = None, action: str | None = None, attempt: int = 1, error: str | None = None,
             idempotency_key: str | None = None, data: dict[str, Any] | None = None,
             flow_run_id: str | None = None, task_run_id: str | None = None, at: datetime | None = None) -> TimelineEvent:
-    seq = session.execute(
-        select(func.coalesce(func.max(TimelineEvent.seq), 0)).where(TimelineEvent.incident_id == incident_id)
-    ).scalar_one() + 1
+    # Callers hold the incident's lock (_locked, or a new incident in this transaction),
+    # so the last event read here stays the last: the chain cannot fork.
+    last = session.execute(
+        select(TimelineEvent.seq, TimelineEvent.hash).where(TimelineEvent.incident_id == incident_id)
+        .order_by(TimelineEvent.seq.desc()).limit(1)
+    ).first()
+    seq, prev_hash = (last.seq + 1, last.hash) if last else (1, audit.GENESIS)
     event = TimelineEvent(
         incident_id=incident_id, seq=seq, step_id=step_id, action=action, attempt=attempt,
         phase=EventPhase(phase).value, status=status, actor=actor, summary=summary, error=error,
-        idempotency_key=idempotency_key, data=data or {}, flow_run_id=flow_run_id, task_run_id=task_run_id,
-        at=at or utcnow(),
+        idempotency_key=idempotency_key, data=audit.normalise_data(data or {}), flow_run_id=flow_run_id,
+        task_run_id=task_run_id, at=at or utcnow(),
     )
+    audit.seal(session, event, prev_hash)
     session.add(event)
     session.flush()
     return event

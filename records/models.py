@@ -101,7 +101,9 @@ class EventPhase(str, enum.Enum):
 
 
 class TimelineEvent(Base):
-    """One line of the incident timeline. Append-only by convention of the service layer."""
+    """One line of the incident timeline. Append-only: database triggers refuse UPDATE
+    and DELETE (migration 0002), and each event is sealed into the incident's hash
+    chain (records.audit), so a change made behind the triggers' back still shows."""
 
     __tablename__ = "timeline_events"
     __table_args__ = (
@@ -125,6 +127,9 @@ class TimelineEvent(Base):
     flow_run_id: Mapped[str | None] = mapped_column(String(64))
     task_run_id: Mapped[str | None] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(default=utcnow)
+    # sha256(prev_hash + canonical JSON of the event); see records.audit.
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
 
     incident: Mapped[Incident] = relationship(back_populates="events")
 
@@ -151,6 +156,15 @@ class Notification(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
     acknowledged_at: Mapped[datetime | None]
+    # Escalation and rendering (migration 0003). page_key is the idempotency key of the page,
+    # (incident, step, contact, cycle, tier), shared by the rows of each channel it tried.
+    page_key: Mapped[str | None] = mapped_column(String(300), index=True)
+    cycle: Mapped[int] = mapped_column(Integer, default=0)
+    tier: Mapped[int] = mapped_column(Integer, default=1)
+    channel_index: Mapped[int] = mapped_column(Integer, default=0)
+    event: Mapped[str | None] = mapped_column(String(30))  # triggered | escalated | status_update | …
+    locale: Mapped[str | None] = mapped_column(String(5))
+    acknowledged_by: Mapped[str | None] = mapped_column(String(120))
 
     incident: Mapped[Incident] = relationship(back_populates="notifications")
 

@@ -132,6 +132,22 @@ class Step(BaseModel):
         return self.title or self.id.replace("_", " ")
 
 
+class CommitmentRef(BaseModel):
+    """A service commitment that applies to the runbook, checked in its reports
+    (ids: reports.commitments.CATALOGUE). `evidence` names the steps whose
+    records measure it, where that differs per runbook."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1)
+    evidence: list[str] = Field(default_factory=list, description="step ids whose records measure it")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_id(cls, value: Any) -> Any:
+        return {"id": value} if isinstance(value, str) else value
+
+
 class Runbook(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -145,6 +161,7 @@ class Runbook(BaseModel):
     level: LevelSpec
     roles: list[str] = Field(min_length=1)
     steps: list[Step] = Field(min_length=1)
+    commitments: list[CommitmentRef] = Field(default_factory=list, description="seed service commitments checked in reports")
 
     @field_validator("version", mode="before")
     @classmethod

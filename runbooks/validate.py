@@ -108,7 +108,56 @@ def check(loaded: LoadedRunbook) -> list[RunbookProblem]:
             for n, role in enumerate(step.with_["to"]):
                 if isinstance(role, str) and not is_template(role):
                     _check_role(role, runbook, at + ("with", "to", n), problem)
+        if step.action == "notify":
+            _check_notify(step, at, problem)
+    _check_commitments(runbook, step_index, problem)
     return problems
+
+
+def _check_notify(step: Any, at: Path_, problem: Any) -> None:
+    """The message event and escalation policy a notify step names exist (issue 3)."""
+    from firebreak.settings import get_settings
+    from notifications.escalation import EscalationInvalid, load_policies
+    from notifications.messages import EVENTS
+
+    event = step.with_.get("event")
+    if isinstance(event, str) and not is_template(event) and event not in EVENTS:
+        problem(at + ("with", "event"), f"unknown message event {event!r}; expected one of {', '.join(EVENTS)}")
+    if "to" not in step.with_ and step.with_.get("by_level") is not True:
+        problem(at + ("with",), "notify needs `to` (roles) or `by_level: true`")
+    name = step.with_.get("escalation")
+    if not isinstance(name, str) or is_template(name):
+        return
+    try:
+        policies = load_policies(get_settings().escalation_file)
+    except EscalationInvalid as exc:
+        problem(at + ("with", "escalation"), f"escalation policies cannot be read: {exc}")
+        return
+    policy = policies.get(name)
+    if policy is None:
+        problem(at + ("with", "escalation"), f"unknown escalation policy {name!r}; defined: {', '.join(policies)}")
+    elif step.timeout * (step.retries + 1) < policy.total_seconds():
+        # Each retry resumes the escalation where the last attempt stopped, so the attempts together
+        # must be able to outlast it.
+        problem(at + ("timeout",), f"timeout {step.timeout:g}s × {step.retries + 1} attempt(s) is shorter than "
+                                   f"escalation policy {name!r} ({policy.total_seconds():g}s in all); escalation "
+                                   f"runs inside the step")
+
+
+def _check_commitments(runbook: Runbook, step_index: dict[str, int], problem: Any) -> None:
+    from reports.commitments import CATALOGUE
+
+    for index, ref in enumerate(runbook.commitments):
+        at: Path_ = ("commitments", index)
+        commitment = CATALOGUE.get(ref.id)
+        if commitment is None:
+            problem(at + ("id",), f"unknown commitment {ref.id!r}; expected one of {', '.join(CATALOGUE)}")
+            continue
+        if commitment.needs_evidence and not ref.evidence:
+            problem(at, f"commitment {ref.id!r} needs evidence: the step id(s) whose records measure it")
+        for n, step_id in enumerate(ref.evidence):
+            if step_id not in step_index:
+                problem(at + ("evidence", n), f"unknown step {step_id!r}; steps are {', '.join(step_index)}")
 
 
 def _check_role(role: str, runbook: Runbook, at: Path_, problem: Any) -> None:

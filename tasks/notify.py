@@ -1,39 +1,80 @@
-"""`notify`: tell the people in some roles, through Apprise, and record each delivery.
+"""`notify`: page the people on duty in some roles, escalate until someone acknowledges.
 
-First version: every contact holding a role is sent the message on their first
-channel, falling back to the next channel if that fails. Sends run in parallel
-so a slow channel does not hold up the others. The duty roster and escalation
-policies come later (issue 3).
+Recipients are the contacts on duty now (notifications.roster) in the step's
+`to` roles, plus, with `by_level`, the roles the incident's response level
+engages (notifications/level_routing.yaml). Each gets the message in their own
+locale, with a signed acknowledgement link and the Prefect run link.
+
+Delivery: every contact is paged in its own thread, so a slow or dead channel
+holds up nobody else. A channel is retried with back-off, then the contact's next
+channel is tried. Each page has an idempotency key (incident, step, contact,
+cycle, tier) and a delivered page is never sent again — not by a task retry, a
+flow retry or a resumed run.
+
+Escalation (`escalation: <policy>`) runs here, inside the task, and not as a
+paused flow: a pause would stop every other step of the runbook, and the outage
+runbook must keep failing over while it pages. Between tiers the task polls the
+records for an acknowledgement in short sleeps bounded by the step's timeout,
+and stops the moment there is one. Paged tiers are recorded with the time they
+were paged, so a resumed run waits out the remainder instead of starting over.
 """
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 
 from prefect.settings import PREFECT_UI_URL
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from firebreak.settings import get_settings
-from notifications.contacts import Contact, ContactsInvalid, expand_secrets, load_directory
+from notifications.ack_links import default_expiry, make_ack_link
+from notifications.config import ConfigErrors, NotificationsConfig, load_config
+from notifications.contacts import Contact, ContactsInvalid, channel_scheme, expand_secrets
 from notifications.delivery import redact, send
-from records import deliveries, incidents
-from records.models import EventPhase
-from tasks.base import Attempt, StepContext, action
+from notifications.escalation import Policy
+from notifications.messages import EVENTS, render
+from records import acknowledgements, deliveries, incidents
+from records.models import EventPhase, IncidentStatus
+from tasks.base import Attempt, StepContext, StepInputError, action
+
+#: Tries per channel before falling back to the contact's next channel, and the
+#: back-off between them (seconds, doubled each time, never past the step's deadline).
+CHANNEL_TRIES = 2
+CHANNEL_BACKOFF = 0.5
+#: Per-send timeout (connect and read), also bounded by the step's remaining time.
+SEND_TIMEOUT = 10.0
+#: How often escalation looks for an acknowledgement while it waits.
+ACK_POLL_SECONDS = 0.2
+MAX_PARALLEL_SENDS = 64
 
 
 class NotifyInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    to: list[str] = Field(min_length=1, description="roles to tell")
+    to: list[str] = Field(default_factory=list, description="roles to tell")
+    by_level: bool = Field(default=False, description="also tell the roles the incident's response level engages")
     title: str = Field(min_length=1)
     message: str = Field(min_length=1)
+    event: str = Field(default="status_update", description=f"message template: one of {', '.join(EVENTS)}")
+    escalation: str | None = Field(default=None, description="escalation policy (notifications/escalation.yaml)")
+
+    @model_validator(mode="after")
+    def _has_audience(self) -> NotifyInput:
+        if not self.to and not self.by_level:
+            raise ValueError("give `to` (roles) or `by_level: true`, or both")
+        if self.event not in EVENTS:
+            raise ValueError(f"event must be one of {', '.join(EVENTS)}, got {self.event!r}")
+        return self
 
 
 class Delivery(BaseModel):
     contact: str
     role: str
     channel: str
-    status: str
+    status: str  # delivered | failed | reused
     attempts: int
+    tier: int = 1
+    cycle: int = 0
     error: str | None = None
 
 
@@ -41,9 +82,16 @@ class NotifyOutput(BaseModel):
     delivered: int
     failed: int
     deliveries: list[Delivery]
+    tiers_paged: int = 1
+    acknowledged_by: str | None = None
+    acknowledged_via: str | None = None
 
 
 class NobodyReached(RuntimeError):
+    pass
+
+
+class NobodyAcknowledged(RuntimeError):
     pass
 
 
@@ -54,71 +102,215 @@ def run_link(flow_run_id: str | None) -> str | None:
     return f"{base.rstrip('/')}/runs/flow-run/{flow_run_id}"
 
 
-def compose(ctx: StepContext, title: str, message: str) -> tuple[str, str]:
-    drill = "[DRILL] " if ctx.drill else ""
-    full_title = f"{drill}[{ctx.incident_id} · level {ctx.level}] {title}"
-    lines = [message, "", f"Incident: {ctx.incident_id}  Level: {ctx.level}  Step: {ctx.step_title}"]
-    link = run_link(ctx.flow_run_id)
-    if link:
-        lines.append(f"Run: {link}")
-    if ctx.drill:
-        lines.append("This is a DRILL. 这是演练。")
-    return full_title, "\n".join(lines)
+def _incident_context(ctx: StepContext) -> dict:
+    incident = incidents.get_incident(ctx.incident_id)
+    return {"id": incident.id, "level": ctx.level, "title": incident.title, "summary": incident.summary or "",
+            "drill": ctx.drill}
 
 
-def _deliver(ctx: StepContext, contact: Contact, role: str, title: str, body: str) -> Delivery:
-    last: Delivery | None = None
-    for index, url in enumerate(contact.channels):
-        key = f"{ctx.incident_id}:{ctx.step_id}:{contact.id}:{index}"
-        try:
-            real_url = expand_secrets(url)
-            shown = redact(real_url)
-        except ContactsInvalid as exc:
-            last = Delivery(contact=contact.id, role=role, channel=f"channel {index + 1}", status="failed",
-                            attempts=0, error=str(exc))
-            continue
-        row = deliveries.begin_attempt(key=key, incident_id=ctx.incident_id, step_id=ctx.step_id, contact=contact.id,
-                                       role=role, channel=shown, title=title, body=body, drill=ctx.drill)
-        if row.status == "delivered":
-            return Delivery(contact=contact.id, role=role, channel=shown, status="delivered", attempts=row.attempts)
-        result = send(real_url, title, body)
-        row = deliveries.finish_attempt(key, delivered=result.delivered, error=result.error)
-        last = Delivery(contact=contact.id, role=role, channel=shown, status=row.status, attempts=row.attempts,
-                        error=row.error)
-        if result.delivered:
-            return last
-    assert last is not None
-    return last
-
-
-@action("notify", NotifyInput, describe=lambda inp: f"notify {', '.join(inp.to)}: {inp.title}")
-def notify(inp: NotifyInput, attempt: Attempt) -> NotifyOutput:
-    ctx = attempt.context
-    directory = load_directory(get_settings().contacts_file)
+def _recipients(config: NotificationsConfig, roles: list[str], at: datetime) -> dict[str, tuple[Contact, list[str]]]:
     targets: dict[str, tuple[Contact, list[str]]] = {}
     unstaffed = []
-    for role in inp.to:
-        people = directory.for_role(role)
+    for role in roles:
+        people = config.roster.contacts_for(role, at)
         if not people:
             unstaffed.append(role)
         for person in people:
             targets.setdefault(person.id, (person, []))[1].append(role)
     if unstaffed:
-        raise NobodyReached(f"no contact holds role(s) {unstaffed}")
-    title, body = compose(ctx, inp.title, inp.message)
-    with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:
-        results = list(pool.map(lambda item: _deliver(ctx, item[0], ", ".join(item[1]), title, body),
-                                targets.values()))
+        raise NobodyReached(f"nobody is on duty in role(s) {unstaffed}")
+    return targets
+
+
+class _Pager:
+    """Pages one tier: renders each contact's message and delivers it, concurrently."""
+
+    def __init__(self, inp: NotifyInput, attempt: Attempt, runbook_title: str):
+        self.inp = inp
+        self.attempt = attempt
+        self.ctx = attempt.context
+        self.incident = _incident_context(self.ctx)
+        self.runbook = {"id": self.ctx.runbook_id, "title": runbook_title}
+        self.run_link = run_link(self.ctx.flow_run_id)
+
+    def page(self, targets: dict[str, tuple[Contact, list[str]]], *, cycle: int, tier: int,
+             escalated_after: float | None) -> list[Delivery]:
+        event = "escalated" if escalated_after is not None else self.inp.event
+        jobs = [(contact, ", ".join(roles)) for contact, roles in targets.values()]
+        with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL_SENDS, len(jobs)))) as pool:
+            return list(pool.map(lambda job: self._deliver(job[0], job[1], cycle, tier, event, escalated_after), jobs))
+
+    def _message(self, contact: Contact, event: str, tier: int, escalated_after: float | None) -> tuple[str, str]:
+        link = None
+        if event != "customer_notice":
+            link = make_ack_link(self.ctx.incident_id, contact.id, default_expiry())
+        message = render(event, contact.locale, {
+            "incident": self.incident, "runbook": self.runbook, "title": self.inp.title, "message": self.inp.message,
+            "step": self.ctx.step_title, "tier": tier, "ack_link": link, "run_link": self.run_link,
+            "escalated_after": round((escalated_after or 0) / 60, 1), "recipient": {"id": contact.id, "name": contact.name},
+        })
+        return message.title, message.body
+
+    def _deliver(self, contact: Contact, role: str, cycle: int, tier: int, event: str,
+                 escalated_after: float | None) -> Delivery:
+        ctx = self.ctx
+        page_key = f"{ctx.incident_id}:{ctx.step_id}:{contact.id}:c{cycle}:t{tier}"
+        done = deliveries.delivered_page(page_key)
+        if done is not None:
+            return Delivery(contact=contact.id, role=role, channel=done.channel, status="reused",
+                            attempts=done.attempts, tier=tier, cycle=cycle)
+        title, body = self._message(contact, event, tier, escalated_after)
+        last: Delivery | None = None
+        for index, url in enumerate(contact.channels):
+            try:
+                real_url = expand_secrets(url)
+                shown = redact(real_url)
+            except ContactsInvalid as exc:
+                last = Delivery(contact=contact.id, role=role, channel=f"channel {index + 1} {channel_scheme(url)}",
+                                status="failed", attempts=0, tier=tier, cycle=cycle, error=str(exc))
+                continue
+            key = f"{page_key}:ch{index}"
+            for try_number in range(1, CHANNEL_TRIES + 1):
+                row = deliveries.begin_attempt(
+                    key=key, page_key=page_key, incident_id=ctx.incident_id, step_id=ctx.step_id, contact=contact.id,
+                    role=role, channel=shown, title=title, body=body, drill=ctx.drill, cycle=cycle, tier=tier,
+                    channel_index=index, event=event, locale=contact.locale)
+                if row.status == "delivered":
+                    return Delivery(contact=contact.id, role=role, channel=shown, status="reused",
+                                    attempts=row.attempts, tier=tier, cycle=cycle)
+                timeout = min(SEND_TIMEOUT, max(self.attempt.remaining(), 0.5))
+                result = send(real_url, title, body, timeout=timeout)
+                row = deliveries.finish_attempt(key, delivered=result.delivered, error=result.error)
+                last = Delivery(contact=contact.id, role=role, channel=shown, status=row.status, attempts=row.attempts,
+                                tier=tier, cycle=cycle, error=row.error)
+                if result.delivered:
+                    return last
+                if try_number < CHANNEL_TRIES:
+                    back_off = CHANNEL_BACKOFF * 2 ** (try_number - 1)
+                    if self.attempt.remaining() <= back_off:
+                        break
+                    time.sleep(back_off)
+        assert last is not None
+        return last
+
+
+def _tiers(inp: NotifyInput, config: NotificationsConfig, ctx: StepContext) -> list[list[str]]:
+    first = list(inp.to)
+    if inp.by_level:
+        first += [r for r in config.routing.roles_for(ctx.runbook_id, ctx.level) if r not in first]
+    policy = config.policies.get(inp.escalation) if inp.escalation else None
+    return [first] + ([t.roles for t in policy.tiers] if policy else [])
+
+
+def _acknowledged(incident_id: str) -> tuple[str, str] | None:
+    ack = acknowledgements.first_acknowledgement(incident_id)
+    if ack is not None:
+        return ack.by, ack.via
+    status = incidents.get_incident(incident_id).status
+    if status in (IncidentStatus.resolved.value, IncidentStatus.closed.value):
+        return f"incident {status}", "status"
+    return None
+
+
+def _record(ctx: StepContext, attempt: Attempt, results: list[Delivery]) -> None:
     for result in results:
+        if result.status == "reused":
+            continue
+        tier = f" tier {result.tier}" if result.tier > 1 or result.cycle else ""
         incidents.append_event(ctx.incident_id, phase=EventPhase.note, status=result.status, actor=ctx.actor,
-                               summary=f"notify {result.contact} ({result.role}) via {result.channel}: {result.status}",
+                               summary=f"notify{tier} {result.contact} ({result.role}) via {result.channel}: "
+                                       f"{result.status}",
                                step_id=ctx.step_id, action="notify", attempt=attempt.number, error=result.error,
-                               flow_run_id=ctx.flow_run_id, data={"contact": result.contact, "channel": result.channel})
-    delivered = sum(r.status == "delivered" for r in results)
-    reached_roles = {role for r in results if r.status == "delivered" for role in r.role.split(", ")}
-    missing = [role for role in inp.to if role not in reached_roles]
-    output = NotifyOutput(delivered=delivered, failed=len(results) - delivered, deliveries=results)
+                               flow_run_id=ctx.flow_run_id,
+                               data={"contact": result.contact, "channel": result.channel, "tier": result.tier,
+                                     "cycle": result.cycle})
+
+
+def _runbook_title(ctx: StepContext) -> str:
+    from runbooks import catalog
+
+    try:
+        return catalog.load(ctx.runbook_id).runbook.title
+    except Exception:  # an ad-hoc runbook file path; its id is a fine title
+        return ctx.runbook_id
+
+
+@action("notify", NotifyInput, describe=lambda inp: f"notify {', '.join(inp.to + (['(by level)'] if inp.by_level else []))}"
+                                                    f"{' with escalation ' + inp.escalation if inp.escalation else ''}: {inp.title}")
+def notify(inp: NotifyInput, attempt: Attempt) -> NotifyOutput:
+    ctx = attempt.context
+    try:
+        config = load_config()
+    except ConfigErrors as exc:  # a broken contacts/roster/policy file: retrying cannot help
+        raise StepInputError(f"notifications configuration: {exc}") from exc
+    policy: Policy | None = None
+    if inp.escalation:
+        policy = config.policies.get(inp.escalation)
+        if policy is None:
+            raise StepInputError(f"unknown escalation policy {inp.escalation!r}; defined: {', '.join(config.policies)}")
+    tiers = _tiers(inp, config, ctx)
+    timeouts = policy.timeouts() if policy else [0.0]
+    cycles = policy.repeat + 1 if policy else 1
+    pager = _Pager(inp, attempt, _runbook_title(ctx))
+    already = {(t.cycle, t.tier): t for t in acknowledgements.paged_tiers(ctx.incident_id, ctx.step_id)}
+    results: list[Delivery] = []
+    paged = 0
+
+    def output(ack: tuple[str, str] | None) -> NotifyOutput:
+        delivered = sum(r.status in ("delivered", "reused") for r in results)
+        return NotifyOutput(delivered=delivered, failed=len(results) - delivered, deliveries=results, tiers_paged=paged,
+                            acknowledged_by=ack[0] if ack else None, acknowledged_via=ack[1] if ack else None)
+
+    for cycle in range(cycles):
+        for tier, roles in enumerate(tiers, start=1):
+            ack = _acknowledged(ctx.incident_id) if policy else None
+            if ack and (cycle, tier) != (0, 1):
+                return output(ack)  # stop the moment anyone acknowledges: later tiers are never paged
+            first_page = (cycle, tier) == (0, 1)
+            escalated_after = None if first_page else timeouts[tier - 2] if tier > 1 else timeouts[-1]
+            targets = _recipients(config, roles, datetime.now(timezone.utc))
+            tier_results = pager.page(targets, cycle=cycle, tier=tier, escalated_after=escalated_after)
+            _record(ctx, attempt, tier_results)
+            results.extend(tier_results)
+            paged += 1
+            delivered = sum(r.status in ("delivered", "reused") for r in tier_results)
+            row = acknowledgements.record_tier(incident_id=ctx.incident_id, step_id=ctx.step_id,
+                                               policy=inp.escalation, cycle=cycle, tier=tier, roles=roles,
+                                               delivered=delivered, failed=len(tier_results) - delivered)
+            if policy is None:
+                break
+            if delivered == 0:
+                incidents.append_event(ctx.incident_id, phase=EventPhase.note, status="escalating", actor=ctx.actor,
+                                       summary=f"tier {tier} ({', '.join(roles)}): no page delivered; escalating now",
+                                       step_id=ctx.step_id, action="notify", attempt=attempt.number,
+                                       flow_run_id=ctx.flow_run_id)
+                continue
+            # Wait from when the tier was first paged (a resumed run keeps the original clock).
+            paged_at = already.get((cycle, tier), row).paged_at
+            wait_until = paged_at + timedelta(seconds=timeouts[tier - 1])
+            while (left := (wait_until - datetime.now(timezone.utc)).total_seconds()) > 0:
+                ack = _acknowledged(ctx.incident_id)
+                if ack:
+                    return output(ack)
+                attempt.sleep(min(ACK_POLL_SECONDS, left))
+            ack = _acknowledged(ctx.incident_id)
+            if ack:
+                return output(ack)
+            following = (cycle, tier + 1) if tier < len(tiers) else (cycle + 1, 1)
+            if following[0] < cycles and following not in already:  # a resumed attempt noted it already
+                incidents.append_event(ctx.incident_id, phase=EventPhase.note, status="escalating", actor=ctx.actor,
+                                       summary=f"no acknowledgement {timeouts[tier - 1]:g}s after tier {tier} "
+                                               f"({', '.join(roles)}); escalating",
+                                       step_id=ctx.step_id, action="notify", attempt=attempt.number,
+                                       flow_run_id=ctx.flow_run_id)
+
+    if policy is not None:
+        raise NobodyAcknowledged(f"nobody acknowledged after {paged} tier(s) of policy {inp.escalation!r}: "
+                                 + "; ".join(f"{r.contact} (tier {r.tier}): {r.status}" for r in results))
+    reached_roles = {role for r in results if r.status in ("delivered", "reused") for role in r.role.split(", ")}
+    missing = [role for role in tiers[0] if role not in reached_roles]
     if missing:
         raise NobodyReached(f"nobody in role(s) {missing} was reached: "
-                            + "; ".join(f"{r.contact}: {r.error}" for r in results if r.status != "delivered"))
-    return output
+                            + "; ".join(f"{r.contact}: {r.error}" for r in results
+                                        if r.status not in ("delivered", "reused")))
+    return output(None)

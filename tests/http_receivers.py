@@ -26,7 +26,7 @@ class ScriptedServer:
                 with outer._lock:
                     index = min(len(outer.requests), len(outer.script) - 1)
                     outer.requests.append({"method": self.command, "path": self.path, "body": body.decode(),
-                                           "headers": dict(self.headers)})
+                                           "headers": dict(self.headers), "at": time.monotonic()})
                     status, payload = outer.script[index]
                 if outer.delay:
                     time.sleep(outer.delay)

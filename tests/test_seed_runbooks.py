@@ -16,9 +16,13 @@ QUICK = {"check_interval_seconds": 0.2, "recovery_deadline_seconds": 30}
 def run_seed(name: str, simulator, fault: str, **kwargs):
     from flows.seed_runbooks import ENTRY_FLOWS
 
+    from notifications.drill_responder import AckServer, DrillResponder
+
     httpx.post(f"{simulator.url}/faults", json={"fault": fault}).raise_for_status()
-    state = ENTRY_FLOWS[name](parameters={"service_url": simulator.url, **QUICK}, drill=True, source="drill",
-                              return_state=True, **kwargs)
+    # The first pages escalate until acknowledged: a stand-in on-call person clicks the signed link.
+    with AckServer(), DrillResponder(simulator.url):
+        state = ENTRY_FLOWS[name](parameters={"service_url": simulator.url, **QUICK}, drill=True, source="drill",
+                                  return_state=True, **kwargs)
     summary = state.result()
     return state, summary.incident_id
 
@@ -57,8 +61,9 @@ def test_system_outage(simulator) -> None:
     assert_every_attempt_recorded(incident_id)
     assert outcomes(incident_id) == {
         "assess": "succeeded", "record_facts": "succeeded", "page_technical_support": "succeeded",
-        "page_commander": "skipped",  # level II
+        "engage_by_level": "succeeded",  # level II: the task group and the scenario lead
         "acknowledge": "succeeded", "isolate_failed_node": "succeeded", "request_vendor_repair": "succeeded",
+        "approve_failover": "skipped",  # level II: no commander's decision needed
         "fail_over": "succeeded", "publish_fault_notice": "succeeded", "mitigated": "succeeded",
         "verify_recovery": "succeeded", "announce_recovery": "succeeded", "resolved": "succeeded",
         "tell_responders": "succeeded", "close": "succeeded",
@@ -72,19 +77,28 @@ def test_system_outage(simulator) -> None:
     sent = notifications(incident_id)
     assert {(n.contact, n.step_id) for n in sent} == {
         ("li-wei", "page_technical_support"), ("chen-jing", "page_technical_support"),
+        ("li-wei", "engage_by_level"), ("chen-jing", "engage_by_level"), ("sun-hao", "engage_by_level"),
+        ("qian-li", "engage_by_level"),
         ("li-wei", "tell_responders"), ("chen-jing", "tell_responders"), ("sun-hao", "tell_responders"),
     }
     assert all(n.status == "delivered" and n.title.startswith("[DRILL]") for n in sent)
+    # The page was acknowledged through its signed link, so escalation never reached tier 2.
+    assert all(n.tier == 1 for n in sent)
+    from records.acknowledgements import list_acknowledgements
+
+    assert [a.via for a in list_acknowledgements(incident_id)][:1] == ["link"]
     inbox = httpx.get(f"{simulator.url}/inbox/li-wei").json()
-    assert len(inbox) == 2 and incident_id in inbox[0]["message"]["title"]
+    assert len(inbox) == 3 and all(incident_id in m["message"]["title"] for m in inbox)
 
 
 def test_system_outage_level_one_pages_the_commander(simulator) -> None:
     state, incident_id = run_seed("system-outage", simulator, "flapping", level="I")
     assert state.is_completed()
     assert get_incident(incident_id).level == "I"
-    assert outcomes(incident_id)["page_commander"] == "succeeded"
-    assert {n.contact for n in notifications(incident_id) if n.step_id == "page_commander"} == {"zhao-gang", "qian-li"}
+    assert outcomes(incident_id)["engage_by_level"] == "succeeded"
+    # Level I: everyone involved and the commander-in-chief (notifications/level_routing.yaml).
+    engaged = {n.contact for n in notifications(incident_id) if n.step_id == "engage_by_level"}
+    assert {"zhao-gang", "li-wei", "chen-jing", "sun-hao", "zhou-min", "zheng-yu"} <= engaged
     assert_lifecycle_complete(incident_id)
 
 

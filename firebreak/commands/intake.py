@@ -1,0 +1,150 @@
+"""`firebreak serve` (the intake HTTP service) and `firebreak up` (the whole local stack).
+
+`up` starts, each as its own process so one crash is visible and Ctrl-C stops
+them all: the Prefect server (or uses PREFECT_API_URL), the deployments from
+prefect.yaml served by a runner (which runs what operators start from the
+Prefect UI), the intake (which runs alert-started runs itself, warm) and, with
+--with-simulator, the contact-centre simulator.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from firebreak.settings import PROJECT_ROOT, get_settings
+
+#: How often the deployment runner looks for runs started in the UI (Prefect's default is 10 s).
+RUNNER_POLL_SECONDS = "1"
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from intake.settings import IntakeSettings
+
+    overrides: dict[str, Any] = {"host": args.host, "port": args.port, "executor": args.executor}
+    settings = IntakeSettings(**{k: v for k, v in overrides.items() if v is not None})
+    if settings.executor != "none":
+        from firebreak.prefect_server import ensure_server
+
+        ensure_server()  # before Prefect is imported by the intake, so runs report there
+    from intake.server import serve
+
+    serve(settings)
+    return 0
+
+
+def load_deployments(project_file: Path = PROJECT_ROOT / "prefect.yaml") -> list[Any]:
+    """The deployments declared in prefect.yaml, as RunnerDeployments for `prefect.serve`."""
+    import yaml
+    from prefect.deployments.runner import RunnerDeployment
+
+    declared = yaml.safe_load(project_file.read_text())["deployments"]
+    # From the entrypoint as written (file:attribute), not flow.to_deployment(): the seed entry
+    # flows are built by a factory, so their function's qualified name is not importable.
+    return [RunnerDeployment.from_entrypoint(
+        entrypoint=str(project_file.parent / entry["entrypoint"]), name=entry["name"],
+        description=entry.get("description"), tags=entry.get("tags"),
+        enforce_parameter_schema=entry.get("enforce_parameter_schema", True)) for entry in declared]
+
+
+def cmd_serve_deployments(args: argparse.Namespace) -> int:
+    from firebreak.prefect_server import ensure_server
+
+    ensure_server()
+    from prefect import serve
+
+    deployments = load_deployments()
+    print(f"serving {len(deployments)} deployments: {', '.join(d.name for d in deployments)}", flush=True)
+    serve(*deployments, print_starting_message=False)
+    return 0
+
+
+def _child(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    firebreak = Path(sys.executable).with_name("firebreak")
+    command = [str(firebreak)] if firebreak.exists() else [sys.executable, "-m", "firebreak"]
+    # Own process group: a terminal's Ctrl-C reaches only us, and we stop the children in order.
+    return subprocess.Popen(command + argv, env=env, cwd=PROJECT_ROOT, start_new_session=True)
+
+
+def _stop(children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    for _name, child in reversed(children):
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGINT)
+    deadline = time.monotonic() + 15
+    for name, child in reversed(children):
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"{name} did not stop in time; terminating it", flush=True)
+            os.killpg(child.pid, signal.SIGTERM)
+            child.wait(timeout=10)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from firebreak.prefect_server import ensure_server, stop_local_server
+    from intake.settings import IntakeSettings
+
+    server = ensure_server()
+    intake_settings = IntakeSettings()
+    env = {**os.environ, "PREFECT_API_URL": server.api_url, "PREFECT_RUNNER_POLL_FREQUENCY": RUNNER_POLL_SECONDS}
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    stopping = False
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        if args.with_simulator:
+            port = get_settings().simulator_port
+            # The demo contacts' channels point at ${FIREBREAK_INBOX}: the simulator's inbox (as in drills).
+            env.setdefault("FIREBREAK_INBOX", f"127.0.0.1:{port}")
+            children.append(("simulator", _child(["simulator", "--port", str(port)], env)))
+        children.append(("deployments", _child(["serve-deployments"], env)))
+        children.append(("intake", _child(["serve", "--executor", args.executor], env)))
+        print()
+        print(f"Prefect UI:   {server.ui_url}   (deployments: {server.ui_url}/deployments)")
+        print(f"intake:       http://{intake_settings.host}:{intake_settings.port}   "
+              f"(API docs: http://{intake_settings.host}:{intake_settings.port}/docs)")
+        if args.with_simulator:
+            print(f"simulator:    http://127.0.0.1:{get_settings().simulator_port}")
+        print("Ctrl-C stops everything.", flush=True)
+        while not stopping:
+            for name, child in children:
+                if child.poll() is not None:
+                    print(f"{name} exited with code {child.returncode}; stopping the stack", file=sys.stderr)
+                    stopping = True
+            time.sleep(0.3)
+    finally:
+        print("stopping …", flush=True)
+        _stop(children)
+        if server.started_here:
+            stop_local_server()
+            print("Prefect server stopped")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("serve", help="run the intake HTTP service (monitors post alerts here)")
+    p.add_argument("--host", help="default 127.0.0.1 (FIREBREAK_INTAKE_HOST)")
+    p.add_argument("--port", type=int, help="default 8700 (FIREBREAK_INTAKE_PORT)")
+    p.add_argument("--executor", choices=["warm", "deployment", "none"],
+                   help="warm: run alert-started runbooks in this process (sub-second start; default); "
+                        "deployment: create runs from the deployments for workers; none: only record")
+    p.set_defaults(func=cmd_serve)
+
+    p = subparsers.add_parser("serve-deployments", help="serve the deployments in prefect.yaml (runs what the UI starts)")
+    p.set_defaults(func=cmd_serve_deployments)
+
+    p = subparsers.add_parser("up", help="start the local stack: Prefect server, deployments, intake (, simulator)")
+    p.add_argument("--with-simulator", action="store_true", help="also serve the contact-centre simulator")
+    p.add_argument("--executor", choices=["warm", "deployment"], default="warm",
+                   help="how the intake runs alert-started runbooks")
+    p.set_defaults(func=cmd_up)

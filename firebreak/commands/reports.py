@@ -1,0 +1,168 @@
+"""`firebreak report | reports | audit verify | export | review`: post-incident
+reports, the audit chain and the after-action review."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+PDF_NOT_SHIPPED = (
+    "PDF is not produced: WeasyPrint needs system Pango and a CJK font that `make setup` cannot install, "
+    "and a PDF with missing Chinese glyphs would be worse than none. Open the HTML report and print it "
+    "(it has a print stylesheet): firebreak report {id} --format html"
+)
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from records.incidents import IncidentNotFound
+    from reports.render import write_reports
+
+    if args.format == "pdf":
+        return _fail(PDF_NOT_SHIPPED.format(id=args.incident))
+    try:
+        written = write_reports(args.incident, (args.lang,), (args.format,))
+    except IncidentNotFound as exc:
+        return _fail(str(exc))
+    print(f"report: {written[(args.lang, args.format)]}")
+    return 0
+
+
+def cmd_reports(args: argparse.Namespace) -> int:
+    from reports.render import index_rows, write_index
+
+    rows = index_rows(args.limit)
+    for row in rows:
+        breaches = ", ".join(row.breaches) if row.breaches else "none"
+        print(f"{row.id}  {row.runbook:<20} level {row.level:<3} {row.status:<12} run {row.run_state:<10} "
+              f"TTA {row.tta:<14} TTR {row.ttr:<14} breaches: {breaches}"
+              f"{'' if row.intact else '  AUDIT CHAIN BROKEN'}{'  (drill)' if row.drill else ''}")
+    print(f"index: {write_index()}")
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    from records import audit
+    from records.incidents import get_incident, IncidentNotFound
+
+    if args.incident:
+        try:
+            get_incident(args.incident)
+        except IncidentNotFound as exc:
+            return _fail(str(exc))
+        results = [audit.verify(args.incident)]
+    else:
+        results = audit.verify_all()
+    if args.expect_head and len(results) != 1:
+        return _fail("--expect-head needs one incident id")
+    broken = 0
+    for result in results:
+        if result.intact and args.expect_head and args.expect_head.lower() != result.head_hash:
+            broken += 1
+            print(f"{result.incident_id}: BROKEN: the head is {result.head_hash} (#{result.head_seq}), not the "
+                  f"expected {args.expect_head}: the chain was rewritten or events were appended since")
+        elif result.intact:
+            print(f"{result.incident_id}: intact, {result.events} events, head #{result.head_seq} {result.head_hash}")
+        else:
+            broken += 1
+            b = result.broken
+            print(f"{result.incident_id}: BROKEN: event #{b.seq} {b.problem}: {b.detail}")
+    if not results:
+        print("no incidents")
+    return 1 if broken else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from firebreak.settings import get_settings
+    from records.incidents import IncidentNotFound
+    from reports.record import export_document
+
+    try:
+        document = export_document(args.incident)
+    except IncidentNotFound as exc:
+        return _fail(str(exc))
+    text = json.dumps(document, ensure_ascii=False, indent=2, sort_keys=True, default=str)
+    if args.output == "-":
+        sys.stdout.write(text + "\n")
+        return 0
+    path = Path(args.output) if args.output else get_settings().resolved_home / "exports" / f"{args.incident}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    print(f"export: {path} (head {document['audit']['head_hash']})")
+    return 0
+
+
+def _action_item(text: str) -> dict[str, str]:
+    parts = [p.strip() for p in text.split("|")]
+    if len(parts) != 3:
+        raise ValueError(f"--action {text!r}: expected \"what|owner|YYYY-MM-DD\"")
+    return {"text": parts[0], "owner": parts[1], "due": parts[2]}
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from records.incidents import IncidentNotFound, get_incident
+    from records.reviews import ReviewInput, enter_review
+    from reports.publish import publish_report
+
+    try:
+        incident = get_incident(args.incident)
+        review = ReviewInput(root_cause=args.root_cause, lessons=args.lesson,
+                             action_items=[_action_item(a) for a in args.action], entered_by=args.by)
+    except IncidentNotFound as exc:
+        return _fail(str(exc))
+    except ValueError as exc:  # includes pydantic's ValidationError
+        if isinstance(exc, ValidationError):
+            detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            return _fail(f"review rejected: {detail}")
+        return _fail(str(exc))
+    row = enter_review(incident.id, review)
+    # Refresh the Prefect artifact only where a Prefect API is configured; the files always.
+    paths = publish_report(incident.id, incident.flow_run_id, artifact=bool(os.environ.get("PREFECT_API_URL")))
+    print(f"review revision {row.revision} stored for {incident.id} (sha256 {row.sha256})")
+    for name, path in sorted(paths.items()):
+        print(f"report ({name}): {path}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("report", help="render an incident's post-incident report")
+    p.add_argument("incident")
+    p.add_argument("--format", choices=["md", "html", "pdf"], default="html")
+    p.add_argument("--lang", choices=["en", "zh"], default="en")
+    p.set_defaults(func=cmd_report)
+
+    p = subparsers.add_parser("reports", help="list incidents with durations and commitment breaches; write index.html")
+    p.add_argument("--limit", type=int, default=100)
+    p.set_defaults(func=cmd_reports)
+
+    p = subparsers.add_parser("audit", help="the tamper-evident timeline")
+    audit_sub = p.add_subparsers(dest="audit_command", required=True)
+    v = audit_sub.add_parser("verify", help="verify the hash chain of one incident (or all); exit 1 if broken")
+    v.add_argument("incident", nargs="?")
+    v.add_argument("--expect-head", metavar="HASH", help="a head hash kept outside the database (from a report "
+                                                         "or export) that the chain must still end in")
+    v.set_defaults(func=cmd_audit_verify)
+
+    p = subparsers.add_parser("export", help="write an incident's complete raw record as JSON")
+    p.add_argument("incident")
+    p.add_argument("--output", "-o", help="file to write (default FIREBREAK_HOME/exports/<id>.json; - for stdout)")
+    p.set_defaults(func=cmd_export)
+
+    p = subparsers.add_parser("review", help="enter the post-incident review: root cause, lessons, action items")
+    p.add_argument("incident")
+    p.add_argument("--root-cause", required=True)
+    p.add_argument("--lesson", action="append", default=[], help="a lesson learned (repeat for more)")
+    p.add_argument("--action", action="append", default=[], metavar="WHAT|OWNER|YYYY-MM-DD",
+                   help="an action item with its owner and due date (repeat for more)")
+    p.add_argument("--by", required=True, help="who enters the review")
+    p.set_defaults(func=cmd_review)

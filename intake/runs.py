@@ -1,0 +1,181 @@
+"""Start runbook runs from the outbox, exactly once per incident.
+
+The intake commits an outbox row (records.alerts.RunRequest) with the incident;
+this dispatcher claims due rows (a conditional UPDATE, so of several replicas
+exactly one gets each), creates the Prefect flow run with the incident's
+idempotency key (a retry or a second replica gets the same run back, never a
+second one), and then runs it:
+
+- executor "warm": in this process, in a thread (`prefect.flow_engine.run_flow`
+  with the created flow run). Prefect is already imported and the client warm,
+  so the flow body starts well under a second after the alert; a run started
+  through a worker or `serve()` first spends seconds importing Prefect in a new
+  process. The run is created in Pending state, which workers never pick up.
+- executor "deployment": the run is created from the runbook's deployment
+  (Scheduled), and a worker or `prefect serve` process runs it.
+
+If Prefect cannot be reached, the row goes back to pending with a back-off and
+is tried again, so an accepted alert is started when Prefect returns.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
+from datetime import timedelta
+from typing import Any
+
+from records import alerts
+from records.models import utcnow
+
+log = logging.getLogger("firebreak.intake.runs")
+
+SIGNATURE_RETENTION = timedelta(days=1, hours=1)  # longer than the longest replay window (1 day)
+
+
+def entry_flow(flow_name: str) -> Any:
+    if flow_name == "run-runbook":
+        from flows.engine import run_runbook
+
+        return run_runbook
+    from flows.seed_runbooks import ENTRY_FLOWS
+
+    return ENTRY_FLOWS[flow_name]
+
+
+class RunDispatcher:
+    def __init__(self, executor: str = "warm", *, max_concurrent_runs: int = 16, poll_seconds: float = 2.0,
+                 prefect_api_url: str | None = None, records_url: str | None = None):
+        if executor not in ("warm", "deployment", "none"):
+            raise ValueError(f"executor must be warm, deployment or none, not {executor!r}")
+        self.executor = executor
+        self.poll_seconds = poll_seconds
+        self.prefect_api_url = prefect_api_url
+        self.records_url = records_url
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrent_runs, thread_name_prefix="runbook-run")
+        self._creators = ThreadPoolExecutor(max_workers=4, thread_name_prefix="run-creator")
+        self.runs: dict[str, Future[Any]] = {}  # flow run id → its execution here (warm executor)
+        self._deployments: dict[str, tuple[float, Any]] = {}
+        self._last_prune = 0.0
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.executor == "none" or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="run-dispatcher", daemon=True)
+        self._thread.start()
+
+    def kick(self) -> None:
+        """Something was just committed: look at the outbox now rather than at the next poll."""
+        self._wake.set()
+
+    def stop(self, *, wait_for_runs: bool = False) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._creators.shutdown(wait=True)
+        self._pool.shutdown(wait=wait_for_runs, cancel_futures=not wait_for_runs)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=self.poll_seconds)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                while self.dispatch_due() and not self._stop.is_set():
+                    pass
+                self._prune_signatures()
+            except Exception as exc:  # the store is down, say: the rows wait, we try again
+                log.warning("outbox dispatch failed; will retry: %s: %s", type(exc).__name__, exc)
+
+    # --- one pass ----------------------------------------------------------------------------------
+
+    def dispatch_due(self) -> int:
+        """Claim and start the due outbox rows; returns how many were claimed."""
+        rows = alerts.claim_run_requests(self.worker_id, url=self.records_url)
+        # In parallel: in a burst, one slow creation must not hold up the runs behind it.
+        list(self._creators.map(self._start, rows))
+        return len(rows)
+
+    def _settings(self) -> AbstractContextManager[Any]:
+        if not self.prefect_api_url:
+            return nullcontext()
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        # A context variable: it applies to this thread only, not to the whole process.
+        return temporary_settings(updates={PREFECT_API_URL: self.prefect_api_url})
+
+    def _start(self, row: alerts.RunRequest) -> None:
+        try:
+            with self._settings():
+                flow_run = self._create_flow_run(row)
+        except Exception as exc:
+            delay = min(30.0, 0.5 * 2 ** min(row.attempts, 6))
+            log.warning("could not create the run of %s (attempt %d), retrying in %.1fs: %s: %s",
+                        row.incident_id, row.attempts, delay, type(exc).__name__, exc)
+            alerts.release_run_request(row.incident_id, f"{type(exc).__name__}: {exc}", delay, url=self.records_url)
+            return
+        flow_run_id = str(flow_run.id)
+        not_started = flow_run.state is None or flow_run.state.type.value in ("PENDING", "SCHEDULED")
+        alerts.mark_run_started(row.incident_id, flow_run_id, url=self.records_url)
+        if self.executor == "warm" and not_started and flow_run_id not in self.runs:
+            self.runs[flow_run_id] = self._pool.submit(self._execute, row.flow_name, flow_run, row.parameters)
+
+    def _create_flow_run(self, row: alerts.RunRequest) -> Any:
+        from prefect.client.orchestration import get_client
+
+        tags = ["firebreak", "alert", row.incident_id]
+        with get_client(sync_client=True) as client:
+            if self.executor == "deployment":
+                deployment = client.read_deployment_by_name(f"{row.flow_name}/{row.flow_name}")
+                return client.create_flow_run_from_deployment(
+                    deployment.id, parameters=row.parameters, idempotency_key=row.idempotency_key, tags=tags,
+                    name=f"{row.incident_id} · {row.flow_name}")
+            return _create_pending_run(client, entry_flow(row.flow_name), row, tags)
+
+    def _execute(self, flow_name: str, flow_run: Any, parameters: dict[str, Any]) -> Any:
+        from prefect.flow_engine import run_flow
+
+        try:
+            with self._settings():
+                return run_flow(entry_flow(flow_name), flow_run=flow_run, parameters=parameters, return_type="state")
+        except BaseException as exc:  # the flow's own hooks record the failure on the incident
+            log.warning("run %s ended with %s: %s", flow_run.id, type(exc).__name__, exc)
+            return None
+
+    def _prune_signatures(self) -> None:
+        if time.monotonic() - self._last_prune < 600:
+            return
+        self._last_prune = time.monotonic()
+        alerts.forget_signatures_before(utcnow() - SIGNATURE_RETENTION, url=self.records_url)
+
+
+def _create_pending_run(client: Any, flow: Any, row: alerts.RunRequest, tags: list[str]) -> Any:
+    """POST /flow_runs/ with the incident's idempotency key (the client's create_flow_run has no
+    such argument; the server returns the existing run for a key it has seen)."""
+    from prefect.client.schemas.actions import FlowCreate, FlowRunCreate
+    from prefect.client.schemas.objects import Flow, FlowRun, FlowRunPolicy
+    from prefect.states import Pending, to_state_create
+
+    flow_id = Flow.model_validate(
+        client.request("POST", "/flows/", json=FlowCreate(name=flow.name).model_dump(mode="json")).json()).id
+    create = FlowRunCreate(
+        flow_id=flow_id, flow_version=flow.version, name=f"{row.incident_id} · {row.flow_name}",
+        parameters=row.parameters, tags=tags, state=to_state_create(Pending()),
+        idempotency_key=row.idempotency_key,
+        empirical_policy=FlowRunPolicy(retries=flow.retries, retry_delay=int(flow.retry_delay_seconds or 0)),
+    )
+    response = client.request("POST", "/flow_runs/", json=create.model_dump(mode="json", exclude_unset=True))
+    return FlowRun.model_validate(response.json())

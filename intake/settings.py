@@ -1,0 +1,27 @@
+"""Intake settings, from FIREBREAK_INTAKE_* environment variables."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+INTAKE_DIR = Path(__file__).resolve().parent
+
+
+class IntakeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FIREBREAK_INTAKE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 8700
+    sources_file: Path = Field(default=INTAKE_DIR / "sources.yaml", description="who may post, and how they authenticate")
+    routes_file: Path = Field(default=INTAKE_DIR / "routes.yaml", description="label matchers → runbook and level")
+    max_body_bytes: int = Field(default=1_048_576, gt=0, description="larger bodies get 413")
+    #: warm: runs execute in this process as soon as the alert is stored (sub-second start);
+    #: deployment: runs are created from the Prefect deployments and a worker (or `serve`) runs them;
+    #: none: runs are only created by another replica (this one only records).
+    executor: Literal["warm", "deployment", "none"] = "warm"
+    max_concurrent_runs: int = Field(default=16, ge=1)
+    #: How often the outbox is polled when nothing new arrives (another replica's alerts, Prefect back up).
+    outbox_poll_seconds: float = Field(default=2.0, gt=0)

@@ -1,0 +1,76 @@
+"""Escalation policies: who is paged next, and after how long without an acknowledgement.
+
+Tier 1 is always the notify step's own audience; a policy lists the tiers that
+follow. `ack_timeout` on the policy is how long tier 1 has to acknowledge; each
+later tier's own `ack_timeout` is how long it has before the next one is paged.
+After the last tier the whole sequence is paged again `repeat` times; if still
+nobody acknowledges, the step fails and its on_failure policy applies.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from notifications.roles import ROLES
+
+
+class EscalationInvalid(ValueError):
+    pass
+
+
+class Tier(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    roles: list[str] = Field(min_length=1)
+    ack_timeout: float = Field(gt=0, le=86400, description="seconds this tier has to acknowledge")
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = ""
+    ack_timeout: float = Field(gt=0, le=86400, description="seconds the step's own audience has to acknowledge")
+    tiers: list[Tier] = Field(default_factory=list)
+    repeat: int = Field(default=0, ge=0, le=10, description="page the whole sequence again this many times")
+
+    def timeouts(self) -> list[float]:
+        """Acknowledgement timeout of tier 1, 2, …"""
+        return [self.ack_timeout] + [t.ack_timeout for t in self.tiers]
+
+    def total_seconds(self) -> float:
+        return sum(self.timeouts()) * (self.repeat + 1)
+
+
+class PoliciesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    policies: dict[str, Policy]
+
+
+def load_policies(path: Path) -> dict[str, Policy]:
+    path = Path(path)
+    try:
+        return _load_cached(str(path), path.stat().st_mtime)
+    except OSError as exc:
+        raise EscalationInvalid(f"{path}: cannot read escalation policies: {exc}") from exc
+
+
+@lru_cache(maxsize=8)
+def _load_cached(path_text: str, _mtime: float) -> dict[str, Policy]:
+    path = Path(path_text)
+    try:
+        spec = PoliciesFile.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    except (OSError, yaml.YAMLError) as exc:
+        raise EscalationInvalid(f"{path}: cannot read escalation policies: {exc}") from exc
+    except ValidationError as exc:
+        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise EscalationInvalid(f"{path}: {details}") from exc
+    for name, policy in spec.policies.items():
+        for index, tier in enumerate(policy.tiers):
+            unknown = [r for r in tier.roles if r not in ROLES]
+            if unknown:
+                raise EscalationInvalid(f"{path}: policies.{name}.tiers[{index}]: unknown role(s) {unknown}")
+    return spec.policies

@@ -1,0 +1,83 @@
+"""Who is engaged at each response level (seed 000 §6.3): configuration, not runbook text.
+
+| level | engaged |
+| III | the relevant department |
+| II  | the dedicated task group plus the scenario lead |
+| I   | everyone involved, and the commander-in-chief |
+
+`levels` maps a level to group names and roles; `groups` says, per runbook
+(or `default`), which roles form its department, task group and "everyone".
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from notifications.roles import ROLES
+
+
+class RoutingInvalid(ValueError):
+    pass
+
+
+class RoutingFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    levels: dict[str, list[str]]
+    groups: dict[str, dict[str, list[str]]] = Field(description="runbook id (or `default`) → group name → roles")
+
+
+class LevelRouting:
+    def __init__(self, spec: RoutingFile):
+        self.spec = spec
+
+    def roles_for(self, runbook_id: str, level: str) -> list[str]:
+        groups = self.spec.groups.get(runbook_id, self.spec.groups["default"])
+        roles: list[str] = []
+        for name in self.spec.levels[level]:
+            for role in groups.get(name, [name]):
+                if role not in roles:
+                    roles.append(role)
+        return roles
+
+    def all_roles(self) -> set[str]:
+        return {r for runbook in self.spec.groups for level in self.spec.levels
+                for r in self.roles_for(runbook, level)}
+
+
+def load_routing(path: Path) -> LevelRouting:
+    path = Path(path)
+    try:
+        return _load_cached(str(path), path.stat().st_mtime)
+    except OSError as exc:
+        raise RoutingInvalid(f"{path}: cannot read level routing: {exc}") from exc
+
+
+@lru_cache(maxsize=8)
+def _load_cached(path_text: str, _mtime: float) -> LevelRouting:
+    path = Path(path_text)
+    try:
+        spec = RoutingFile.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    except (OSError, yaml.YAMLError) as exc:
+        raise RoutingInvalid(f"{path}: cannot read level routing: {exc}") from exc
+    except ValidationError as exc:
+        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise RoutingInvalid(f"{path}: {details}") from exc
+    if set(spec.levels) != {"I", "II", "III"}:
+        raise RoutingInvalid(f"{path}: levels must give exactly I, II and III (got {', '.join(spec.levels)})")
+    if "default" not in spec.groups:
+        raise RoutingInvalid(f"{path}: groups needs a `default` entry for runbooks not listed")
+    for runbook, groups in spec.groups.items():
+        for group, roles in groups.items():
+            unknown = [r for r in roles if r not in ROLES]
+            if unknown:
+                raise RoutingInvalid(f"{path}: groups.{runbook}.{group}: unknown role(s) {unknown}")
+    for level, names in spec.levels.items():
+        for name in names:
+            if name not in ROLES and not all(name in g for g in spec.groups.values()):
+                raise RoutingInvalid(f"{path}: levels.{level}: {name!r} is neither a role nor a group defined for "
+                                     f"every runbook in groups")
+    return LevelRouting(spec)

@@ -1,0 +1,377 @@
+"""Alerts from monitors, the fingerprint → open incident claim, and the run outbox.
+
+Everything the intake accepts for one request is written in ONE transaction:
+the alert rows, a new incident when one opens, the fingerprint claim and the
+outbox row that asks for the incident's runbook run. Only after that commit
+does the intake answer 202, so nothing acknowledged is lost.
+
+Dedup is decided by the database, so it holds across several intake replicas:
+`alert_fingerprints.fingerprint` is the primary key. A writer that finds the
+row locks it (FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE serialises
+every writer); a writer that finds none inserts it inside a savepoint, and the
+loser of an insert race gets an IntegrityError, re-reads the winner's row and
+absorbs its alert into the winner's incident.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import uuid
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from records import incidents
+from records.db import get_engine, session_scope
+from records.models import Base, EventPhase, Incident, IncidentStatus, RunState, utcnow
+
+#: Incident statuses in which a repeated alert is absorbed instead of opening a new incident.
+OPEN_STATUSES = (IncidentStatus.triggered.value, IncidentStatus.acknowledged.value, IncidentStatus.mitigated.value)
+
+
+class Alert(Base):
+    """One alert as a monitor sent it (one element of an Alertmanager group, one PagerDuty event…)."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_fingerprint", "fingerprint"), Index("ix_alerts_incident", "incident_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    source: Mapped[str] = mapped_column(String(60))
+    format: Mapped[str] = mapped_column(String(20))  # alertmanager | grafana | pagerduty | generic
+    fingerprint: Mapped[str] = mapped_column(String(300))  # "<source>/<monitor's fingerprint or dedup key>"
+    status: Mapped[str] = mapped_column(String(20))  # firing | resolved | acknowledged
+    summary: Mapped[str] = mapped_column(Text)
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    annotations: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    #: opened | absorbed | resolved | acknowledged | unrouted | unmatched-resolve | not-startable
+    disposition: Mapped[str] = mapped_column(String(30))
+    route: Mapped[str | None] = mapped_column(String(200))
+    runbook_id: Mapped[str | None] = mapped_column(String(100))
+    level: Mapped[str | None] = mapped_column(String(3))
+    error: Mapped[str | None] = mapped_column(Text)
+    incident_id: Mapped[str | None] = mapped_column(ForeignKey("incidents.id"))
+
+
+class AlertFingerprint(Base):
+    """Which incident a fingerprint belongs to. The primary key makes the claim unique."""
+
+    __tablename__ = "alert_fingerprints"
+
+    fingerprint: Mapped[str] = mapped_column(String(300), primary_key=True)
+    incident_id: Mapped[str | None] = mapped_column(ForeignKey("incidents.id"))
+    claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RunRequest(Base):
+    """The outbox: one runbook run asked for per incident, started when Prefect answers."""
+
+    __tablename__ = "run_requests"
+    __table_args__ = (Index("ix_run_requests_status", "status", "next_attempt_at"),)
+
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id"), primary_key=True)
+    flow_name: Mapped[str] = mapped_column(String(100))
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    status: Mapped[str] = mapped_column(String(20))  # pending | claimed | started
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_by: Mapped[str | None] = mapped_column(String(120))
+    claimed_at: Mapped[datetime | None]
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+
+
+class SeenSignature(Base):
+    """HMAC signatures already accepted, so a replayed request is refused."""
+
+    __tablename__ = "intake_signatures"
+
+    signature: Mapped[str] = mapped_column(String(128), primary_key=True)
+    source: Mapped[str] = mapped_column(String(60))
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- what the intake hands in -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IncomingAlert:
+    """A monitor's alert, normalised; `fingerprint` is already namespaced by source."""
+
+    source: str
+    format: str
+    fingerprint: str
+    status: str  # firing | resolved | acknowledged
+    summary: str
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What to start for a new incident, decided by routing before the transaction."""
+
+    route: str
+    runbook_id: str | None  # None: the alert matched no route that starts a runbook
+    runbook_version: str = ""
+    level: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    flow_name: str = ""
+    error: str | None = None  # the route matched but its parameters do not fit the runbook
+
+
+@dataclass(frozen=True)
+class AlertResult:
+    alert_id: int
+    fingerprint: str
+    disposition: str
+    incident_id: str | None
+
+
+class SignatureReplayed(Exception):
+    """This signature was already accepted once."""
+
+
+def idempotency_key(incident_id: str) -> str:
+    """Derived from the incident, plus a random part fixed when the outbox row is written:
+    incident numbers restart in a new records database while the Prefect server (and the
+    keys it remembers) may live on, and a key must never find another database's run."""
+    return f"firebreak-incident-run:{incident_id}:{uuid.uuid4().hex}"
+
+
+def ingest(items: list[tuple[IncomingAlert, RunPlan]], *, signature: str | None = None, source: str = "",
+           url: str | None = None) -> list[AlertResult]:
+    """Record a request's alerts (and its signature) atomically; open incidents and outbox rows as needed.
+
+    Raises SignatureReplayed (nothing is written) when `signature` was seen before.
+    """
+    with _writer_turn(url), session_scope(url) as session:
+        if signature is not None:
+            try:
+                with session.begin_nested():
+                    session.add(SeenSignature(signature=signature, source=source))
+            except IntegrityError:
+                raise SignatureReplayed(source) from None
+        return [_ingest_one(session, alert, plan) for alert, plan in items]
+
+
+_SQLITE_WRITER = threading.Lock()
+
+
+def _writer_turn(url: str | None) -> AbstractContextManager[Any]:
+    """On SQLite, take turns in this process before BEGIN IMMEDIATE: SQLite lets one writer in
+    at a time anyway, and writers that wait in its busy handler sleep in growing steps (up to
+    100 ms), which under a burst costs far more than queueing here. Other processes still
+    meet at SQLite's own lock; PostgreSQL needs no turn-taking (row locks decide)."""
+    if get_engine(url).dialect.name == "sqlite":
+        return _SQLITE_WRITER
+    return nullcontext()
+
+
+def _ingest_one(session: Session, alert: IncomingAlert, plan: RunPlan) -> AlertResult:
+    claim = _open_claim(session, alert.fingerprint)
+    if claim is not None:
+        return _absorb(session, alert, plan, claim)
+    if alert.status != "firing":
+        return _record(session, alert, plan, "unmatched-resolve", None)
+    if plan.runbook_id is None:
+        return _record(session, alert, plan, "unrouted", None)
+    if plan.error is not None:
+        return _record(session, alert, plan, "not-startable", None, error=plan.error)
+    return _open(session, alert, plan)
+
+
+def _open_claim(session: Session, fingerprint: str) -> AlertFingerprint | None:
+    """The fingerprint's row, locked, if its incident is still open; else None (and no row is held open)."""
+    row = session.scalars(select(AlertFingerprint).where(AlertFingerprint.fingerprint == fingerprint)
+                          .with_for_update()).first()
+    if row is None or row.incident_id is None:
+        return None
+    status = session.scalar(select(Incident.status).where(Incident.id == row.incident_id))
+    return row if status in OPEN_STATUSES else None
+
+
+def _claim(session: Session, fingerprint: str) -> AlertFingerprint | None:
+    """Take the fingerprint for a new incident. None if a concurrent writer took it first
+    and its incident is open (then that incident absorbs this alert)."""
+    while True:
+        row = session.scalars(select(AlertFingerprint).where(AlertFingerprint.fingerprint == fingerprint)
+                              .with_for_update()).first()
+        if row is not None:
+            return row  # ours to reuse: _open_claim found its incident closed (or it is unset)
+        try:
+            with session.begin_nested():
+                row = AlertFingerprint(fingerprint=fingerprint, incident_id=None)
+                session.add(row)
+            return row
+        except IntegrityError:
+            # Another replica inserted it; its row is committed now (or we loop and lock it).
+            if _open_claim(session, fingerprint) is not None:
+                return None
+
+
+def _open(session: Session, alert: IncomingAlert, plan: RunPlan) -> AlertResult:
+    claim = _claim(session, alert.fingerprint)
+    if claim is None:
+        winner = _open_claim(session, alert.fingerprint)
+        assert winner is not None
+        return _absorb(session, alert, plan, winner)
+    now = utcnow()
+    number = incidents._next_number(session, f"incident-{now.year}")
+    incident_id = f"INC-{now.year}-{number:04d}"
+    assert plan.level is not None
+    session.add(Incident(
+        id=incident_id, runbook_id=plan.runbook_id, runbook_version=plan.runbook_version, title=alert.summary[:300],
+        level=plan.level, status=IncidentStatus.triggered.value, run_state=RunState.pending.value, source="alert",
+        drill=False, summary=alert.summary, parameters=plan.parameters, created_at=now, triggered_at=now,
+    ))
+    session.flush()
+    incidents._append(session, incident_id, phase=EventPhase.note, status="triggered", actor=f"monitor:{alert.source}",
+                      summary=f"Incident opened from alert {alert.fingerprint}: {alert.summary} (level {plan.level}, "
+                              f"route {plan.route})",
+                      data={"runbook": plan.runbook_id, "version": plan.runbook_version, "level": plan.level,
+                            "fingerprint": alert.fingerprint, "labels": alert.labels, "route": plan.route})
+    claim.incident_id = incident_id
+    claim.claimed_at = now
+    flow_parameters = {"parameters": plan.parameters, "level": plan.level, "summary": alert.summary,
+                       "incident_id": incident_id, "source": "alert"}
+    if plan.flow_name == "run-runbook":
+        flow_parameters["runbook"] = plan.runbook_id
+    session.add(RunRequest(incident_id=incident_id, flow_name=plan.flow_name, parameters=flow_parameters,
+                           idempotency_key=idempotency_key(incident_id), status="pending", attempts=0,
+                           next_attempt_at=now, created_at=now))
+    return _record(session, alert, plan, "opened", incident_id)
+
+
+def _absorb(session: Session, alert: IncomingAlert, plan: RunPlan, claim: AlertFingerprint) -> AlertResult:
+    incident_id = claim.incident_id
+    assert incident_id is not None
+    if alert.status == "firing":
+        # Repeats are kept in the alerts table (counted by the incidents API), not one timeline line each:
+        # an alert storm must not bury the steps in the timeline.
+        return _record(session, alert, plan, "absorbed", incident_id)
+    verb = "resolved" if alert.status == "resolved" else "acknowledged"
+    incidents._locked(session, incident_id)
+    incidents._append(session, incident_id, phase=EventPhase.note, status=f"monitor-{verb}",
+                      actor=f"monitor:{alert.source}", summary=f"The monitor reports the alert {verb}: {alert.summary}",
+                      data={"fingerprint": alert.fingerprint, "labels": alert.labels})
+    return _record(session, alert, plan, verb, incident_id)
+
+
+def _record(session: Session, alert: IncomingAlert, plan: RunPlan, disposition: str, incident_id: str | None,
+            error: str | None = None) -> AlertResult:
+    row = Alert(source=alert.source, format=alert.format, fingerprint=alert.fingerprint, status=alert.status,
+                summary=alert.summary, labels=alert.labels, annotations=alert.annotations, payload=alert.payload,
+                disposition=disposition, route=plan.route, runbook_id=plan.runbook_id, level=plan.level,
+                error=error, incident_id=incident_id)
+    session.add(row)
+    session.flush()
+    return AlertResult(alert_id=row.id, fingerprint=alert.fingerprint, disposition=disposition, incident_id=incident_id)
+
+
+def fingerprint_of_labels(labels: dict[str, str]) -> str:
+    """A stable fingerprint for monitors that send none: a hash of the sorted label set."""
+    return hashlib.sha256(json.dumps(labels, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+# --- the outbox -----------------------------------------------------------------------------------
+
+
+def claim_run_requests(worker: str, *, limit: int = 20, stale_after: float = 120.0,
+                       url: str | None = None) -> list[RunRequest]:
+    """Claim due outbox rows for `worker`. A claim left by a worker that died (older than
+    `stale_after` seconds, never marked started) can be taken over; the flow run's
+    idempotency key makes the takeover find the same run instead of creating a second."""
+    now = utcnow()
+    stale = now - timedelta(seconds=stale_after)
+    with session_scope(url) as session:
+        due = list(session.scalars(
+            select(RunRequest.incident_id)
+            .where(or_((RunRequest.status == "pending") & (RunRequest.next_attempt_at <= now),
+                       (RunRequest.status == "claimed") & (RunRequest.claimed_at < stale)))
+            .order_by(RunRequest.created_at).limit(limit)))
+        claimed = []
+        for incident_id in due:
+            # Conditional update: of several replicas racing for a row, exactly one changes it.
+            won = session.execute(
+                update(RunRequest)
+                .where(RunRequest.incident_id == incident_id,
+                       or_(RunRequest.status == "pending",
+                           (RunRequest.status == "claimed") & (RunRequest.claimed_at < stale)))
+                .values(status="claimed", claimed_by=worker, claimed_at=now, attempts=RunRequest.attempts + 1)
+            ).rowcount
+            if won:
+                claimed.append(session.get(RunRequest, incident_id))
+        return [r for r in claimed if r is not None]
+
+
+def release_run_request(incident_id: str, error: str, retry_in: float, *, url: str | None = None) -> None:
+    with session_scope(url) as session:
+        session.execute(update(RunRequest).where(RunRequest.incident_id == incident_id, RunRequest.status == "claimed")
+                        .values(status="pending", last_error=error[:2000], claimed_by=None, claimed_at=None,
+                                next_attempt_at=utcnow() + timedelta(seconds=retry_in)))
+
+
+def mark_run_started(incident_id: str, flow_run_id: str, *, url: str | None = None) -> None:
+    with session_scope(url) as session:
+        session.execute(update(RunRequest).where(RunRequest.incident_id == incident_id)
+                        .values(status="started", flow_run_id=flow_run_id, started_at=utcnow(), last_error=None))
+        session.execute(update(Incident).where(Incident.id == incident_id, Incident.flow_run_id.is_(None))
+                        .values(flow_run_id=flow_run_id))
+
+
+def run_request(incident_id: str, *, url: str | None = None) -> RunRequest | None:
+    with session_scope(url) as session:
+        return session.get(RunRequest, incident_id)
+
+
+def pending_run_requests(*, url: str | None = None) -> int:
+    with session_scope(url) as session:
+        return session.scalar(select(func.count()).select_from(RunRequest).where(RunRequest.status != "started")) or 0
+
+
+def forget_signatures_before(cutoff: datetime, *, url: str | None = None) -> int:
+    with session_scope(url) as session:
+        return session.execute(delete(SeenSignature).where(SeenSignature.seen_at < cutoff)).rowcount
+
+
+# --- reading, for the incidents API ------------------------------------------------------------------
+
+
+def alert_counts(incident_ids: list[str], *, url: str | None = None) -> dict[str, int]:
+    if not incident_ids:
+        return {}
+    with session_scope(url) as session:
+        rows = session.execute(select(Alert.incident_id, func.count()).where(Alert.incident_id.in_(incident_ids))
+                               .group_by(Alert.incident_id))
+        return {incident_id: count for incident_id, count in rows}
+
+
+def alerts_of(incident_id: str, *, limit: int = 50, url: str | None = None) -> list[Alert]:
+    with session_scope(url) as session:
+        return list(session.scalars(select(Alert).where(Alert.incident_id == incident_id)
+                                    .order_by(Alert.id.desc()).limit(limit)))
+
+
+def count_alerts(fingerprint: str, *, url: str | None = None) -> int:
+    with session_scope(url) as session:
+        return session.scalar(select(func.count()).select_from(Alert).where(Alert.fingerprint == fingerprint)) or 0
+
+
+def monitor_reported(incident_id: str, status: str, *, url: str | None = None) -> datetime | None:
+    """When the monitor last reported the incident's alert `status` (resolved | acknowledged), if ever.
+    Runbook steps can read this to stop early once the monitor sees recovery."""
+    with session_scope(url) as session:
+        return session.scalar(select(func.max(Alert.received_at))
+                              .where(Alert.incident_id == incident_id, Alert.status == status))

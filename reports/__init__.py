@@ -1,0 +1,1 @@
+"""Post-incident reports: metrics, commitment checks, Jinja2 templates and renderers."""

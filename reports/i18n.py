@@ -1,0 +1,158 @@
+"""Report wording in English and Chinese, and how times and durations are written.
+
+One template per format reads every label from here, so both languages always
+carry the same sections and the same facts."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+LANGUAGES = ("en", "zh")
+
+LABELS: dict[str, dict[str, str]] = {
+    "en": {
+        "report_title": "Post-incident report",
+        "drill_banner": "DRILL — this incident was an exercise, not a real outage.",
+        "header": "Header", "incident": "Incident", "title": "Title", "runbook": "Runbook", "version": "version",
+        "level": "Response level", "final_status": "Final status", "run_state": "Run outcome", "run_error": "Run error",
+        "kind": "Drill or real", "drill": "drill", "real": "real", "commander": "Commander",
+        "roles": "Roles involved", "flow_run": "Prefect flow run", "generated": "Generated",
+        "summary_impact": "Summary and impact", "what_happened": "What happened", "affected": "Who was affected",
+        "duration": "For how long", "parameters": "Parameters",
+        "detection": "Detection", "source": "Source", "alerts": "Alerts", "fingerprint": "Fingerprint",
+        "no_alert": "No alert: the incident was opened by {source}.",
+        "milestones": "Milestones and metrics", "milestone": "Milestone", "utc": "UTC", "local": "Local",
+        "metric": "Metric", "value": "Value", "measured_from": "Measured from",
+        "timeline": "Timeline", "seq": "#", "time": "Time (UTC)", "actor": "Actor", "step": "Step",
+        "phase": "Phase", "status": "Status", "what": "What was intended / what happened", "attempt": "Attempt",
+        "steps": "Steps", "attempts": "Attempts", "policy": "Failure policy", "output": "Output / error",
+        "notifications": "Notifications", "who": "Who", "role": "Role", "channel": "Channel (redacted)",
+        "created": "Created", "sent": "Sent / delivered", "acknowledged": "Acknowledged",
+        "escalation": "Escalation", "no_notifications": "Nobody was notified.",
+        "decisions": "Decisions", "decided_by": "Who", "decision": "Decision", "comment": "Comment", "when": "When",
+        "no_decisions": "No approvals, rejections or acknowledgements were recorded.",
+        "commitments": "Commitment checks", "commitment": "Commitment", "target": "Target",
+        "measured": "Measured", "result": "Result", "seed_ref": "Seed",
+        "no_commitments": "The runbook declares no service commitments.",
+        "review": "Root cause, lessons and action items",
+        "review_pending": "REVIEW PENDING: the root cause, lessons and action items have not been entered yet. "
+                          "Enter them with `firebreak review {id}` or the `review-incident` flow in the Prefect UI.",
+        "root_cause": "Root cause", "lessons": "Lessons", "action_items": "Action items", "owner": "Owner",
+        "due": "Due", "entered_by": "Entered by", "revision": "revision",
+        "integrity": "Integrity", "chain_ok": "The audit chain is intact.",
+        "chain_broken": "THE AUDIT CHAIN IS BROKEN: {problem} at event #{seq}: {detail}",
+        "head_hash": "Head hash", "events_count": "Events", "verify_how": "Verify with",
+        "verify_note": "Each event stores sha256(previous hash + canonical JSON of the event). Keep this head hash "
+                       "outside the database; `firebreak audit verify {id} --expect-head HASH` proves the record "
+                       "still matches it.",
+        "review_tampered": "Review record does not match the timeline",
+        "signoff": "Sign-off", "prepared_by": "Prepared by", "reviewed_by": "Reviewed by", "date": "Date",
+        "pass": "PASS", "fail": "FAIL", "pending": "PENDING", "not_measured": "NOT MEASURED",
+        "never": "never", "none": "—",
+        "m_started": "Started", "m_detected": "Detected", "m_acknowledged": "Acknowledged",
+        "m_mitigated": "Mitigated", "m_resolved": "Resolved", "m_closed": "Closed", "m_run_ended": "Run ended",
+        "d_ttd": "Time to detect", "d_tta": "Time to acknowledge", "d_ttm": "Time to mitigate",
+        "d_ttr": "Time to resolve", "d_total": "Incident open (to closure or run end)",
+        "from_started": "started", "from_detected": "detected",
+        "index_title": "Incident reports", "breaches": "Commitment breaches", "reports": "Reports",
+        "intended": "intended", "happened": "happened",
+    },
+    "zh": {
+        "report_title": "事件复盘报告",
+        "drill_banner": "演练 —— 本事件为应急演练，并非真实故障。",
+        "header": "概要", "incident": "事件编号", "title": "标题", "runbook": "预案", "version": "版本",
+        "level": "响应级别", "final_status": "最终状态", "run_state": "执行结果", "run_error": "执行错误",
+        "kind": "演练/真实", "drill": "演练", "real": "真实", "commander": "指挥",
+        "roles": "参与角色", "flow_run": "Prefect 流程运行", "generated": "生成时间",
+        "summary_impact": "摘要与影响", "what_happened": "发生了什么", "affected": "影响对象", "duration": "持续时间",
+        "parameters": "参数",
+        "detection": "发现", "source": "来源", "alerts": "告警", "fingerprint": "指纹",
+        "no_alert": "无告警：事件由 {source} 发起。",
+        "milestones": "里程碑与指标", "milestone": "里程碑", "utc": "UTC", "local": "本地时间",
+        "metric": "指标", "value": "数值", "measured_from": "起算点",
+        "timeline": "时间线", "seq": "#", "time": "时间 (UTC)", "actor": "执行者", "step": "步骤",
+        "phase": "阶段", "status": "状态", "what": "意图 / 结果", "attempt": "尝试",
+        "steps": "步骤", "attempts": "尝试次数", "policy": "失败策略", "output": "输出 / 错误",
+        "notifications": "通知", "who": "接收人", "role": "角色", "channel": "渠道（已脱敏）",
+        "created": "创建", "sent": "已发送/送达", "acknowledged": "已确认",
+        "escalation": "升级", "no_notifications": "未通知任何人。",
+        "decisions": "决策", "decided_by": "决策人", "decision": "决定", "comment": "意见", "when": "时间",
+        "no_decisions": "没有记录审批、驳回或确认。",
+        "commitments": "服务承诺核查", "commitment": "承诺", "target": "目标", "measured": "实测",
+        "result": "结果", "seed_ref": "依据",
+        "no_commitments": "该预案未声明服务承诺。",
+        "review": "根本原因、经验教训与整改措施",
+        "review_pending": "复盘待完成：尚未录入根本原因、经验教训与整改措施。"
+                          "请使用 `firebreak review {id}` 或 Prefect 界面中的 `review-incident` 流程录入。",
+        "root_cause": "根本原因", "lessons": "经验教训", "action_items": "整改措施", "owner": "负责人",
+        "due": "截止日期", "entered_by": "录入人", "revision": "版本",
+        "integrity": "完整性", "chain_ok": "审计链完整。",
+        "chain_broken": "审计链已被破坏：第 {seq} 条事件 {problem}：{detail}",
+        "head_hash": "链头哈希", "events_count": "事件数", "verify_how": "校验命令",
+        "verify_note": "每条事件保存 sha256(上一条哈希 + 事件的规范 JSON)。请在数据库之外保存该链头哈希；"
+                       "`firebreak audit verify {id} --expect-head HASH` 可证明记录与之一致。",
+        "review_tampered": "复盘记录与时间线不一致",
+        "signoff": "签字确认", "prepared_by": "编写人", "reviewed_by": "审核人", "date": "日期",
+        "pass": "达标", "fail": "未达标", "pending": "待定", "not_measured": "未测量",
+        "never": "未发生", "none": "—",
+        "m_started": "开始", "m_detected": "发现", "m_acknowledged": "确认",
+        "m_mitigated": "缓解", "m_resolved": "解决", "m_closed": "关闭", "m_run_ended": "执行结束",
+        "d_ttd": "发现用时", "d_tta": "确认用时", "d_ttm": "缓解用时", "d_ttr": "解决用时",
+        "d_total": "事件持续（至关闭或执行结束）",
+        "from_started": "开始", "from_detected": "发现",
+        "index_title": "事件报告", "breaches": "未达标承诺", "reports": "报告",
+        "intended": "意图", "happened": "结果",
+    },
+}
+
+STATUS_WORDS = {
+    "zh": {"triggered": "已触发", "acknowledged": "已确认", "mitigated": "已缓解", "resolved": "已解决",
+           "closed": "已关闭", "completed": "完成", "failed": "失败", "crashed": "崩溃", "cancelled": "已取消",
+           "running": "运行中", "pending": "等待中", "succeeded": "成功", "skipped": "跳过", "reused": "复用",
+           "started": "开始", "delivered": "已送达", "sending": "发送中", "abort": "中止", "continue": "继续",
+           "escalate": "升级", "modified": "被修改", "deleted": "被删除", "inserted": "被插入",
+           "reordered": "被调换顺序"},
+}
+
+
+def labels(lang: str) -> dict[str, str]:
+    if lang not in LABELS:
+        raise ValueError(f"unknown report language {lang!r}; expected one of {', '.join(LANGUAGES)}")
+    return LABELS[lang]
+
+
+def word(value: str | None, lang: str) -> str:
+    """A status or policy word in the report's language."""
+    if value is None:
+        return "—"
+    return STATUS_WORDS.get(lang, {}).get(value, value)
+
+
+def format_utc(at: datetime | None) -> str:
+    if at is None:
+        return "—"
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") + "Z"
+
+
+def format_local(at: datetime | None, zone: ZoneInfo) -> str:
+    if at is None:
+        return "—"
+    local = at.astimezone(zone)
+    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname()} ({zone.key})"
+
+
+def format_duration(delta: timedelta | None, lang: str) -> str:
+    if delta is None:
+        return "—"
+    seconds = delta.total_seconds()
+    sign = "-" if seconds < 0 else ""
+    seconds = abs(seconds)
+    units = ("h", "min", "s") if lang == "en" else ("小时", "分", "秒")
+    if seconds < 60:
+        return f"{sign}{seconds:.1f} {units[2]}" if lang == "en" else f"{sign}{seconds:.1f} {units[2]}"
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{sign}{hours} {units[0]} {minutes:02d} {units[1]}"
+    return f"{sign}{minutes} {units[1]} {secs:02d} {units[2]}"

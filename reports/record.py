@@ -1,0 +1,115 @@
+"""Everything the records database holds about one incident, read in one place.
+
+Tables that other concerns own (alerts, acknowledgements, escalation tiers) are
+read when their modules are installed, and their columns with getattr, so a
+report works whichever of those concerns a deployment has.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import inspect, select
+
+from records import audit
+from records.audit import AuditHead, Verification, ChainRow, event_fields, verify_rows
+from records.db import session_scope
+from records.incidents import IncidentNotFound
+from records.models import Incident, Notification, TimelineEvent
+from records.reviews import IncidentReview, review_mismatches
+
+
+@dataclass
+class IncidentRecord:
+    incident: Incident
+    events: list[TimelineEvent]
+    notifications: list[Notification]
+    reviews: list[IncidentReview]
+    verification: Verification
+    review_problems: list[str]
+    alerts: list[Any] = field(default_factory=list)
+    acknowledgements: list[Any] = field(default_factory=list)
+    escalation_tiers: list[Any] = field(default_factory=list)
+
+    @property
+    def review(self) -> IncidentReview | None:
+        return self.reviews[-1] if self.reviews else None
+
+
+def _optional_rows(session: Any, module: str, class_name: str, incident_id: str, order: str) -> list[Any]:
+    try:
+        model = getattr(__import__(module, fromlist=[class_name]), class_name)
+    except (ImportError, AttributeError):
+        return []  # that concern is not part of this deployment
+    if not inspect(session.connection()).has_table(model.__tablename__):
+        return []  # installed, but its migration has not run on this database yet
+    return list(session.scalars(select(model).where(model.incident_id == incident_id)
+                                .order_by(getattr(model, order))))
+
+
+def load_record(incident_id: str) -> IncidentRecord:
+    with session_scope() as session:
+        incident = session.get(Incident, incident_id)
+        if incident is None:
+            raise IncidentNotFound(f"no incident {incident_id!r}")
+        events = list(session.scalars(select(TimelineEvent).where(TimelineEvent.incident_id == incident_id)
+                                      .order_by(TimelineEvent.seq)))
+        notifications = list(session.scalars(select(Notification).where(Notification.incident_id == incident_id)
+                                             .order_by(Notification.id)))
+        reviews = list(session.scalars(select(IncidentReview).where(IncidentReview.incident_id == incident_id)
+                                       .order_by(IncidentReview.revision)))
+        head = session.get(AuditHead, incident_id)
+        alerts = _optional_rows(session, "records.alerts", "Alert", incident_id, "id")
+        acknowledgements = _optional_rows(session, "records.acknowledgements", "Acknowledgement", incident_id, "id")
+        tiers = _optional_rows(session, "records.acknowledgements", "EscalationTier", incident_id, "id")
+    rows = [ChainRow(e.seq, e.prev_hash, e.hash, event_fields(e)) for e in events]
+    verification = verify_rows(incident_id, rows, (head.seq, head.hash) if head else None)
+    return IncidentRecord(incident, events, notifications, reviews, verification,
+                          review_mismatches(incident_id) if reviews else [], alerts, acknowledgements, tiers)
+
+
+#: Signed acknowledgement links in stored messages are bearer credentials (anyone holding
+#: one can acknowledge as that contact); an archive outside the database must not carry them.
+_ACK_TOKEN = re.compile(r"(/ack/)[A-Za-z0-9._%~-]+")
+
+
+def _without_ack_tokens(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: _ACK_TOKEN.sub(r"\1[redacted]", value) if isinstance(value, str) else value
+            for key, value in row.items()}
+
+
+def export_document(incident_id: str) -> dict[str, Any]:
+    """The complete raw record as JSON-ready data, for archiving outside the database."""
+    record = load_record(incident_id)
+
+    def columns(row: Any) -> dict[str, Any]:
+        out = {}
+        for column in row.__table__.columns:
+            value = getattr(row, column.key)
+            out[column.key] = value.isoformat() if hasattr(value, "isoformat") else value
+        return out
+
+    return {
+        "format": "firebreak-incident-export/1",
+        "incident": columns(record.incident),
+        "alerts": [columns(a) for a in record.alerts],
+        "events": [columns(e) for e in record.events],
+        "notifications": [_without_ack_tokens(columns(n)) for n in record.notifications],
+        "acknowledgements": [columns(a) for a in record.acknowledgements],
+        "escalation_tiers": [columns(t) for t in record.escalation_tiers],
+        "decisions": [columns(e) for e in record.events if e.status in ("approved", "rejected")
+                      or "decision" in (e.data or {})],
+        "reviews": [columns(r) for r in record.reviews],
+        "audit": {
+            "algorithm": "sha256(prev_hash + canonical JSON of the event)",
+            "hashed_fields": list(audit.HASHED_FIELDS),
+            "genesis": audit.GENESIS,
+            "head_seq": record.verification.head_seq,
+            "head_hash": record.verification.head_hash,
+            "intact": record.verification.intact,
+            "broken": None if record.verification.intact else {
+                "problem": record.verification.broken.problem, "seq": record.verification.broken.seq,
+                "detail": record.verification.broken.detail},
+        },
+    }

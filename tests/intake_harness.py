@@ -1,0 +1,119 @@
+"""The intake under a real uvicorn server on a free localhost port, for tests and benchmarks,
+plus a TCP forwarder that plays a Prefect API that goes away and comes back."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+import yaml
+
+from intake.app import create_app, load_intake
+from intake.settings import IntakeSettings
+
+TOKENS = {
+    "FIREBREAK_TEST_AM_TOKEN": "am-secret-token",
+    "FIREBREAK_TEST_GRAFANA_TOKEN": "grafana-secret-token",
+    "FIREBREAK_TEST_PD_KEY": "R0UTINGKEY0123456789abcdef012345",
+    "FIREBREAK_TEST_HMAC": "hmac-shared-secret",
+}
+
+SOURCES = {"sources": {
+    "alertmanager": {"format": "alertmanager", "auth": {"type": "bearer", "token_env": "FIREBREAK_TEST_AM_TOKEN"}},
+    "grafana": {"format": "grafana", "auth": {"type": "bearer", "token_env": "FIREBREAK_TEST_GRAFANA_TOKEN"}},
+    "pagerduty": {"format": "pagerduty", "auth": {"type": "routing_key", "routing_key_env": "FIREBREAK_TEST_PD_KEY"}},
+    "generic": {"format": "generic", "auth": {"type": "hmac", "secret_env": "FIREBREAK_TEST_HMAC",
+                                              "replay_window_seconds": 60}},
+    "unset": {"format": "alertmanager", "auth": {"type": "bearer", "token_env": "FIREBREAK_TEST_NEVER_SET"}},
+}}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write_config(directory: Path, route: dict[str, Any]) -> tuple[Path, Path]:
+    sources, routes = directory / "sources.yaml", directory / "routes.yaml"
+    sources.write_text(yaml.safe_dump(SOURCES))
+    routes.write_text(yaml.safe_dump({"route": route}, sort_keys=False))
+    return sources, routes
+
+
+class RunningIntake:
+    def __init__(self, sources: Path, routes: Path, *, executor: str = "warm", prefect_api_url: str | None = None,
+                 max_body_bytes: int = 65536, poll_seconds: float = 0.2):
+        self.settings = IntakeSettings(sources_file=sources, routes_file=routes, executor=executor,
+                                       max_body_bytes=max_body_bytes, outbox_poll_seconds=poll_seconds)
+        self.intake = load_intake(self.settings, prefect_api_url=prefect_api_url)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_app(self.intake), host="127.0.0.1", port=self.port, log_level="warning",
+                                lifespan="on", backlog=2048)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> RunningIntake:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the intake did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=20)
+
+    def wait_runs(self, timeout: float = 60) -> None:
+        """Wait for the runs this intake executed in-process (warm executor) to end."""
+        for future in list(self.intake.dispatcher.runs.values()):
+            future.result(timeout=timeout)
+
+
+class TcpForwarder:
+    """Listens on `port` and forwards every connection to `target`: an API that is up."""
+
+    def __init__(self, port: int, target: tuple[str, int]):
+        self.port, self.target = port, target
+        self.listener = socket.create_server(("127.0.0.1", port), reuse_port=False)
+        self.listener.settimeout(0.2)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.listener.close()
+        self.thread.join(timeout=5)

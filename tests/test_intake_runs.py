@@ -1,0 +1,216 @@
+"""Alerts that start runs, against the session's real Prefect server: dedup under
+200 parallel posts over real HTTP, Prefect down then up (the outbox), the store
+down (503), a webhook that drives a seed runbook end to end against the
+simulator, and dedup decided by PostgreSQL across concurrent writers."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from notifications.acknowledge import acknowledge_incident
+from records import alerts
+from records.alerts import Alert
+from records.db import session_scope
+from records.incidents import events, get_incident
+from tests.intake_harness import TOKENS, RunningIntake, TcpForwarder, free_port, write_config
+from tests.runbook_helpers import write_runbook
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+AM_AUTH = {"Authorization": f"Bearer {TOKENS['FIREBREAK_TEST_AM_TOKEN']}"}
+
+
+@pytest.fixture(autouse=True)
+def tokens():
+    saved = {k: os.environ.get(k) for k in TOKENS}
+    os.environ.update(TOKENS)
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def quick_runbook(tmp_path: Path) -> Path:
+    return write_runbook(tmp_path, "intake-quick", [
+        {"id": "note", "action": "record", "with": {"message": "started from an alert: {{ incident.summary }}"}},
+        {"id": "close", "action": "set_status", "needs": ["note"], "with": {"status": "closed", "reason": "done"}},
+    ])
+
+
+def group(fingerprint: str, **labels: str) -> dict:
+    return {"version": "4", "status": "firing", "receiver": "firebreak", "groupKey": "{}:{}", "truncatedAlerts": 0,
+            "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am:9093",
+            "alerts": [{"status": "firing", "labels": {"alertname": "ServiceDown", **labels},
+                        "annotations": {"summary": f"service down ({fingerprint})"},
+                        "startsAt": "2026-11-23T09:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                        "generatorURL": "", "fingerprint": fingerprint}]}
+
+
+def flow_runs_of(incident_id: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[incident_id])))
+
+
+def wait_for(predicate, timeout: float = 60, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_200_identical_alerts_in_parallel_give_one_incident_and_one_run(tmp_path: Path, quick_runbook: Path) -> None:
+    fingerprint = f"storm-{time.time_ns()}"
+    sources, routes = write_config(tmp_path, {"runbook": str(quick_runbook)})
+    with RunningIntake(sources, routes, executor="warm") as intake:
+        body = json.dumps(group(fingerprint)).encode()
+        with httpx.Client(limits=httpx.Limits(max_connections=64)) as client, ThreadPoolExecutor(64) as pool:
+            responses = list(pool.map(lambda _: client.post(f"{intake.url}/v1/alerts/alertmanager", content=body,
+                                                            headers=AM_AUTH, timeout=60), range(200)))
+        assert [r.status_code for r in responses] == [202] * 200
+        results = [r.json()["alerts"][0] for r in responses]
+        assert sorted(r["disposition"] for r in results).count("opened") == 1
+        incident_ids = {r["incident_id"] for r in results}
+        assert len(incident_ids) == 1
+        incident_id = incident_ids.pop()
+        wait_for(lambda: alerts.run_request(incident_id).status == "started", what="the run to start")
+        intake.wait_runs()
+    assert alerts.count_alerts(f"alertmanager/{fingerprint}") == 200
+    runs = flow_runs_of(incident_id)
+    assert len(runs) == 1 and runs[0].state.is_completed()
+    incident = get_incident(incident_id)
+    assert incident.status == "closed" and incident.flow_run_id == str(runs[0].id)
+    assert [e.status for e in events(incident_id)].count("triggered") == 1
+
+
+def test_prefect_down_then_up_starts_the_alert_exactly_once(tmp_path: Path, quick_runbook: Path,
+                                                           prefect_server: str) -> None:
+    port = free_port()  # nothing listens here yet: Prefect is "down"
+    sources, routes = write_config(tmp_path, {"runbook": str(quick_runbook)})
+    with RunningIntake(sources, routes, executor="warm", prefect_api_url=f"http://127.0.0.1:{port}/api",
+                       poll_seconds=0.2) as intake:
+        response = httpx.post(f"{intake.url}/v1/alerts/alertmanager", json=group(f"down-{time.time_ns()}"),
+                              headers=AM_AUTH)
+        assert response.status_code == 202  # accepted and stored although Prefect is unreachable
+        incident_id = response.json()["alerts"][0]["incident_id"]
+        waiting = wait_for(lambda: (r := alerts.run_request(incident_id)).attempts >= 2 and r, what="retries")
+        assert waiting.status in ("pending", "claimed") and waiting.flow_run_id is None
+        assert "Connect" in (waiting.last_error or "")
+        assert "unreachable" in httpx.get(f"{intake.url}/readyz").json()["prefect"]
+
+        real = urlparse(prefect_server)
+        forwarder = TcpForwarder(port, (real.hostname, real.port))  # Prefect is back
+        try:
+            started = wait_for(lambda: (r := alerts.run_request(incident_id)).status == "started" and r,
+                               timeout=60, what="the run to start once Prefect is back")
+            intake.wait_runs()
+            # Another pass over the outbox changes nothing: the row is started.
+            assert intake.intake.dispatcher.dispatch_due() == 0
+        finally:
+            # The forwarder stays open until the session ends: Prefect's process-wide events
+            # client keeps a connection through it, and a closed one only logs reconnect errors.
+            pass
+    runs = flow_runs_of(incident_id)
+    assert [str(r.id) for r in runs] == [started.flow_run_id]
+    assert get_incident(incident_id).status == "closed"
+
+
+def test_store_down_answers_503_and_the_monitor_can_retry(tmp_path: Path, quick_runbook: Path) -> None:
+    from firebreak.settings import reload_settings
+
+    sources, routes = write_config(tmp_path, {"runbook": str(quick_runbook)})
+    with RunningIntake(sources, routes, executor="none") as intake:
+        body = group(f"store-{time.time_ns()}")
+        previous = os.environ.get("FIREBREAK_DATABASE_URL")
+        os.environ["FIREBREAK_DATABASE_URL"] = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none"
+        reload_settings()
+        try:
+            response = httpx.post(f"{intake.url}/v1/alerts/alertmanager", json=body, headers=AM_AUTH)
+            assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+            assert "nothing was stored" in response.json()["error"]
+            assert httpx.get(f"{intake.url}/readyz").status_code == 503
+        finally:
+            if previous is None:
+                os.environ.pop("FIREBREAK_DATABASE_URL")
+            else:
+                os.environ["FIREBREAK_DATABASE_URL"] = previous
+            reload_settings()
+        retried = httpx.post(f"{intake.url}/v1/alerts/alertmanager", json=body, headers=AM_AUTH)
+        assert retried.status_code == 202 and retried.json()["alerts"][0]["disposition"] == "opened"
+
+
+def test_alertmanager_webhook_drives_the_system_outage_runbook(tmp_path: Path, simulator) -> None:
+    httpx.post(f"{simulator.url}/faults", json={"fault": "down"}).raise_for_status()
+    sources, routes = write_config(tmp_path, {"runbook": None, "routes": [
+        {"name": "outage", "matchers": ['alertname="ServiceDown"'], "runbook": "system-outage",
+         "parameters": {"service_url": "{{ labels.ops_api }}", "affected_service": "{{ labels.service }}",
+                        "check_interval_seconds": 0.2, "recovery_deadline_seconds": 30}}]})
+    with RunningIntake(sources, routes, executor="warm") as intake:
+        response = httpx.post(f"{intake.url}/v1/alerts/alertmanager", headers=AM_AUTH,
+                              json=group(f"e2e-{time.time_ns()}", service="hotline", ops_api=simulator.url))
+        incident_id = response.json()["alerts"][0]["incident_id"]
+        wait_for(lambda: alerts.run_request(incident_id).status == "started", what="the run to start")
+        # Not a drill: the pages escalate until a person acknowledges (notifications issue).
+        wait_for(lambda: any(e.status == "delivered" for e in events(incident_id)), what="the first page")
+        acknowledge_incident(incident_id, by="li-wei", via="cli")
+        intake.wait_runs(timeout=120)
+        shown = httpx.get(f"{intake.url}/v1/incidents/{incident_id}").json()
+    incident = get_incident(incident_id)
+    assert incident.status == "closed" and incident.run_state == "completed" and incident.source == "alert"
+    assert incident.parameters["affected_service"] == "hotline"
+    assert shown["status"] == "closed" and shown["run_url"].endswith(incident.flow_run_id)
+    assert httpx.get(f"{simulator.url}/health").json()["active_node"] == "standby"
+    succeeded = {e.step_id for e in events(incident_id) if e.phase == "outcome" and e.status == "succeeded"}
+    assert {"assess", "isolate_failed_node", "fail_over", "verify_recovery", "close"} <= succeeded
+
+
+def _postgres_url() -> str | None:
+    url = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    try:
+        import psycopg
+
+        psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=2).close()
+    except Exception:
+        return None
+    return url
+
+
+def test_postgresql_decides_dedup_across_concurrent_writers() -> None:
+    """Several intake replicas share one database: each writer here is a separate connection and
+    transaction, as replicas would be; the fingerprint's primary key decides."""
+    url = _postgres_url()
+    if url is None:
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
+    from records.db import migrate
+
+    migrate(url)
+    fingerprint = f"pg/{time.time_ns()}"
+    alert = alerts.IncomingAlert(source="pg", format="generic", fingerprint=fingerprint, status="firing",
+                                 summary="replicated", labels={})
+    plan = alerts.RunPlan(route="test", runbook_id="system-outage", runbook_version="1.0", level="II",
+                          parameters={}, flow_name="system-outage")
+    with ThreadPoolExecutor(24) as pool:
+        results = list(pool.map(lambda _: alerts.ingest([(alert, plan)], url=url)[0], range(120)))
+    assert [r.disposition for r in results].count("opened") == 1
+    assert len({r.incident_id for r in results}) == 1
+    with session_scope(url) as session:
+        assert session.scalar(select(func.count()).select_from(Alert).where(Alert.fingerprint == fingerprint)) == 120
+    claimed = alerts.claim_run_requests("replica-a", url=url)
+    assert results[0].incident_id in [r.incident_id for r in claimed]
+    assert results[0].incident_id not in [r.incident_id for r in alerts.claim_run_requests("replica-b", url=url)]

@@ -1,0 +1,132 @@
+"""Reports produced by real runs: each seed runbook against the simulator on the
+session's Prefect server, a failed run, and a crashed run found by reconciliation.
+Each report is checked against the records it was built from, and published as
+the Prefect artifact report-<incident id>."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from records import audit, incidents
+from records.incidents import events, get_incident, notifications
+from reports.i18n import format_utc
+from reports.publish import artifact_key
+from reports.render import report_path
+from runbooks import catalog
+from tests.runbook_helpers import run, write_runbook
+from tests.test_records import backend  # noqa: F401
+from tests.test_seed_runbooks import run_seed
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+PAYLOAD = "<script>alert(1)</script> {{ 'ab' * 3 }} [x](javascript:alert(1))"
+
+
+def _artifacts(incident_id: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifact_key(incident_id)])))
+
+
+def _reports(incident_id: str) -> dict[str, str]:
+    files = {f"{lang}.{fmt}": report_path(incident_id, lang, fmt) for lang in ("en", "zh") for fmt in ("md", "html")}
+    assert all(path.exists() for path in files.values()), files
+    return {name: path.read_text(encoding="utf-8") for name, path in files.items()}
+
+
+@pytest.mark.parametrize("runbook, fault", [("system-outage", "down"), ("network-congestion", "congested"),
+                                            ("staffing-shortage", "short-staffed")])
+def test_seed_runbook_run_produces_its_report(simulator, runbook: str, fault: str) -> None:
+    state, incident_id = run_seed(runbook, simulator, fault)
+    assert state.is_completed()
+    incident = get_incident(incident_id)
+    texts = _reports(incident_id)
+    md, zh = texts["en.md"], texts["zh.html"]
+    assert f"# Post-incident report: {incident_id}" in md and "DRILL" in md and "事件复盘报告" in zh
+    for step in catalog.load(runbook).runbook.steps:  # every step has its row
+        assert f"(`{step.id}`)" in md
+    for row in notifications(incident_id):  # every notification, with its channel as recorded
+        assert row.contact in md and row.channel.replace("_", "\\_") in md
+    for moment in (incident.triggered_at, incident.acknowledged_at, incident.mitigated_at, incident.resolved_at,
+                   incident.closed_at):
+        assert format_utc(moment) in md
+    for event in events(incident_id)[:-1]:  # the timeline up to the report's own moment
+        assert f"| {event.seq} | {event.at:%Y-%m-%d %H:%M:%S}" in md
+    # A drill that recovers in seconds meets every declared commitment.
+    for commitment in catalog.load(runbook).runbook.commitments:
+        assert commitment.id
+    assert "**FAIL**" not in md and md.count("**PASS**") == len(catalog.load(runbook).runbook.commitments)
+    assert "REVIEW PENDING" in md
+    verification = audit.verify(incident_id)
+    assert verification.intact and verification.head_hash in md
+    published = _artifacts(incident_id)
+    assert published and published[-1].type == "markdown"
+    assert any(a.flow_run_id and str(a.flow_run_id) == incident.flow_run_id for a in published)
+    assert incident_id in published[-1].data
+
+
+def test_failed_run_still_gets_a_report_that_says_so(tmp_path) -> None:
+    path = write_runbook(tmp_path, "doomed", [
+        {"id": "note", "action": "record", "with": {"message": "Alert said: {{ incident.summary }}"}},
+        {"id": "call_service", "action": "http", "needs": ["note"],
+         "with": {"method": "POST", "url": "http://127.0.0.1:9/failover"}, "timeout": 5},
+        {"id": "after", "action": "record", "needs": ["call_service"], "with": {"message": "never"}},
+    ])
+    state, incident_id = run(path, summary=PAYLOAD)
+    assert state.is_failed()
+    incident = get_incident(incident_id)
+    assert incident.run_state == "failed"
+    texts = _reports(incident_id)
+    md, html = texts["en.md"], texts["en.html"]
+    assert "> **Run outcome: failed** — step 'call\\_service' failed and its policy is abort" in md
+    assert "Run outcome: failed" in html and "执行结果: 失败" in texts["zh.html"]
+    # Run from a file outside the runbooks directory: the report still lists each step from the records.
+    assert "| call\\_service (`call_service`) | failed | 1 |" in md
+    assert "| after (`after`) | skipped |" in md
+    # The alert text went through the runbook's template as data: recorded literally, shown inert.
+    note = next(e for e in events(incident_id) if e.step_id == "note" and e.phase == "note")
+    assert note.summary == f"Alert said: {PAYLOAD}"
+    assert "ababab" not in md + html and "<script>" not in html and "&lt;script&gt;" in html
+    assert "[x](javascript" not in md
+    assert _artifacts(incident_id)
+
+
+def test_crashed_run_found_by_reconcile_gets_a_report(backend: str) -> None:
+    from flows.reconcile import reconcile_runs
+
+    incident = incidents.open_incident(runbook_id="staffing-shortage", runbook_version="1.0", title="Agents short",
+                                       level="II", source="operator", parameters={})
+    incidents.attach_run(incident.id, None)
+    incidents.append_event(incident.id, phase="intent", status="started", actor="runbook:staffing-shortage",
+                           step_id="call_in_reserve", action="http", summary="Call in reserve staff")
+    done = reconcile_runs(stale_after=timedelta(seconds=0))
+    assert [r.incident_id for r in done] == [incident.id]
+    texts = _reports(incident.id)
+    md = texts["en.md"]
+    assert "> **Run outcome: crashed** — no heartbeat since" in md
+    assert "| Call in reserve staff (`call_in_reserve`) | started | 1 |" in md  # the attempt that never ended
+    assert "崩溃" in texts["zh.md"]
+    assert audit.verify(incident.id).intact
+
+
+def test_review_form_flow_and_regeneration_flow(backend: str) -> None:
+    from flows.report import regenerate_report, review_incident
+    from records.reviews import ReviewInput
+
+    incident = incidents.open_incident(runbook_id="system-outage", runbook_version="1.0", title="Chat down",
+                                       level="II", source="operator", parameters={})
+    paths = regenerate_report(incident_id=incident.id)
+    assert "REVIEW PENDING" in open(paths["en.md"], encoding="utf-8").read()
+    review = ReviewInput(root_cause="Disk full on the primary", lessons=["Alert at 80%"], entered_by="qian-li",
+                         action_items=[{"text": "Add a disk alert", "owner": "chen-jing", "due": "2026-12-31"}])
+    result = review_incident(incident_id=incident.id, review=review)
+    assert result["revision"] == "1"
+    md = open(result["en.md"], encoding="utf-8").read()
+    assert "Disk full on the primary" in md and "| Add a disk alert | chen-jing | 2026-12-31 |" in md
+    assert "整改措施" in open(result["zh.html"], encoding="utf-8").read()
+    assert _artifacts(incident.id)
+    bad = review_incident(incident_id="not-an-id", review=review, return_state=True)
+    assert bad.is_failed()  # the form's pattern refuses it before anything is written
