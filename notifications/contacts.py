@@ -15,8 +15,9 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import apprise
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from firebreak.config_files import load_model
 
 from notifications.roles import ROLES
 
@@ -76,14 +77,7 @@ def load_directory(path: Path) -> Directory:
 @lru_cache(maxsize=8)
 def _load_cached(path_text: str, _mtime: float) -> Directory:
     path = Path(path_text)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        parsed = ContactsFile.model_validate(data)
-    except (OSError, yaml.YAMLError) as exc:
-        raise ContactsInvalid(f"{path}: cannot read contacts: {exc}") from exc
-    except ValidationError as exc:
-        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ContactsInvalid(f"{path}: {details}") from exc
+    parsed, _lines = load_model(path, ContactsFile, ContactsInvalid)
     seen: set[str] = set()
     for contact in parsed.contacts:
         where = f"{path}: contact {contact.id}"

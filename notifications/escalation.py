@@ -11,9 +11,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from firebreak.config_files import load_model
 from notifications.roles import ROLES
 
 
@@ -61,13 +61,7 @@ def load_policies(path: Path) -> dict[str, Policy]:
 @lru_cache(maxsize=8)
 def _load_cached(path_text: str, _mtime: float) -> dict[str, Policy]:
     path = Path(path_text)
-    try:
-        spec = PoliciesFile.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-    except (OSError, yaml.YAMLError) as exc:
-        raise EscalationInvalid(f"{path}: cannot read escalation policies: {exc}") from exc
-    except ValidationError as exc:
-        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise EscalationInvalid(f"{path}: {details}") from exc
+    spec, _lines = load_model(path, PoliciesFile, EscalationInvalid)
     for name, policy in spec.policies.items():
         for index, tier in enumerate(policy.tiers):
             unknown = [r for r in tier.roles if r not in ROLES]

@@ -13,9 +13,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from firebreak.config_files import load_model
 from notifications.roles import ROLES
 
 
@@ -59,13 +59,7 @@ def load_routing(path: Path) -> LevelRouting:
 @lru_cache(maxsize=8)
 def _load_cached(path_text: str, _mtime: float) -> LevelRouting:
     path = Path(path_text)
-    try:
-        spec = RoutingFile.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-    except (OSError, yaml.YAMLError) as exc:
-        raise RoutingInvalid(f"{path}: cannot read level routing: {exc}") from exc
-    except ValidationError as exc:
-        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise RoutingInvalid(f"{path}: {details}") from exc
+    spec, _lines = load_model(path, RoutingFile, RoutingInvalid)
     if set(spec.levels) != {"I", "II", "III"}:
         raise RoutingInvalid(f"{path}: levels must give exactly I, II and III (got {', '.join(spec.levels)})")
     if "default" not in spec.groups:

@@ -119,7 +119,7 @@ def parse_yaml(path: Path) -> tuple[Any, LineMap]:
     return data, lines
 
 
-def _pydantic_message(error: dict[str, Any]) -> str:
+def pydantic_message(error: dict[str, Any]) -> str:
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
@@ -148,6 +148,6 @@ def load_runbook(path: Path | str) -> LoadedRunbook:
         problems = []
         for error in exc.errors():
             loc = tuple(error["loc"])
-            problems.append(RunbookProblem(shown, lines.line_of(loc), format_path(loc), _pydantic_message(error)))
+            problems.append(RunbookProblem(shown, lines.line_of(loc), format_path(loc), pydantic_message(error)))
         raise RunbookInvalid(problems) from exc
     return LoadedRunbook(runbook=runbook, path=path, lines=lines, raw=data)
