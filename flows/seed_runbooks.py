@@ -31,7 +31,7 @@ def entry_flow(runbook_id: str) -> Flow[..., RunSummary]:
         return execute_runbook(runbook_id, parameters, level=level, incident_id=incident_id, source=source,
                                drill=drill, summary=summary)
 
-    run.__name__ = runbook_id.replace("-", "_")
+    run.__name__ = run.__qualname__ = runbook_id.replace("-", "_")  # importable name, e.g. for to_deployment()
     run.__doc__ = f"{runbook.title} ({runbook.title_zh or ''}): {runbook.description}"
     return flow(run, name=runbook_id, description=runbook.description.strip(), **RUN_HOOKS)
 

@@ -61,10 +61,12 @@ class RunDispatcher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pool = ThreadPoolExecutor(max_workers=max_concurrent_runs, thread_name_prefix="runbook-run")
+        # Runs execute in daemon threads (not a ThreadPoolExecutor, whose threads the interpreter
+        # joins at exit): stopping the intake must not wait for a run paused for an approval. A run
+        # cut short that way is recorded as crashed by `firebreak reconcile` (its heartbeat stops).
+        self._slots = threading.BoundedSemaphore(max_concurrent_runs)
         self._creators = ThreadPoolExecutor(max_workers=4, thread_name_prefix="run-creator")
         self.runs: dict[str, Future[Any]] = {}  # flow run id → its execution here (warm executor)
-        self._deployments: dict[str, tuple[float, Any]] = {}
         self._last_prune = 0.0
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -85,7 +87,9 @@ class RunDispatcher:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._creators.shutdown(wait=True)
-        self._pool.shutdown(wait=wait_for_runs, cancel_futures=not wait_for_runs)
+        if wait_for_runs:
+            for future in list(self.runs.values()):
+                future.exception()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -129,9 +133,11 @@ class RunDispatcher:
             return
         flow_run_id = str(flow_run.id)
         not_started = flow_run.state is None or flow_run.state.type.value in ("PENDING", "SCHEDULED")
-        alerts.mark_run_started(row.incident_id, flow_run_id, url=self.records_url)
+        # Run first, then record "started": whoever sees "started" can find the run here; and if the
+        # store fails in between, a later claim finds this flow run no longer Pending and only records it.
         if self.executor == "warm" and not_started and flow_run_id not in self.runs:
-            self.runs[flow_run_id] = self._pool.submit(self._execute, row.flow_name, flow_run, row.parameters)
+            self.runs[flow_run_id] = self._run_in_thread(row.flow_name, flow_run, row.parameters)
+        alerts.mark_run_started(row.incident_id, flow_run_id, url=self.records_url)
 
     def _create_flow_run(self, row: alerts.RunRequest) -> Any:
         from prefect.client.orchestration import get_client
@@ -144,6 +150,17 @@ class RunDispatcher:
                     deployment.id, parameters=row.parameters, idempotency_key=row.idempotency_key, tags=tags,
                     name=f"{row.incident_id} · {row.flow_name}")
             return _create_pending_run(client, entry_flow(row.flow_name), row, tags)
+
+    def _run_in_thread(self, flow_name: str, flow_run: Any, parameters: dict[str, Any]) -> Future[Any]:
+        future: Future[Any] = Future()
+
+        def target() -> None:
+            with self._slots:
+                future.set_running_or_notify_cancel()
+                future.set_result(self._execute(flow_name, flow_run, parameters))
+
+        threading.Thread(target=target, name=f"runbook-run-{flow_run.id}", daemon=True).start()
+        return future
 
     def _execute(self, flow_name: str, flow_run: Any, parameters: dict[str, Any]) -> Any:
         from prefect.flow_engine import run_flow
