@@ -64,12 +64,6 @@ def run_drill(runbook: str, *, level: str | None = None, fault: str | None = Non
                   f"(records: {get_settings().records_url})")
             _print_report(incident_id)
         print(f"Prefect UI: {server.ui_url}  (the local server keeps running; `make stop` ends it)")
-        if incident_id:
-            from notifications.summary import who_was_told
-
-            print()
-            for line in who_was_told(incident_id):
-                print(line)
     finally:
         simulator.stop()
     return 0 if state.is_completed() else 1
@@ -118,7 +112,7 @@ def _local(at: datetime) -> str:
 
 def print_record(incident_id: str, inbox: str | None = None) -> None:
     """Print the incident, its timeline and its notifications, from the records database."""
-    from records.incidents import events, get_incident, notifications
+    from records.incidents import events, get_incident
 
     incident = get_incident(incident_id)
     out = sys.stdout
@@ -134,17 +128,13 @@ def print_record(incident_id: str, inbox: str | None = None) -> None:
         step = f"[{event.step_id}{attempt}] " if event.step_id else ""
         error = f"  ✗ {event.error}" if event.error else ""
         out.write(f"  {event.seq:>3} {event.at:%H:%M:%S.%f}"[:-3] + f"  {event.phase:<7} {event.status:<12} {step}{event.summary}{error}\n")
-    rows = notifications(incident_id)
-    out.write(f"\nnotifications ({len(rows)}):\n")
-    for row in rows:
-        sent = f"{row.sent_at:%H:%M:%S}Z" if row.sent_at else "—"
-        out.write(f"  {row.status:<10} {row.contact:<14} {row.role or '':<32} {row.channel:<45} sent {sent}  "
-                  f"tries {row.attempts}{'  ✗ ' + row.error if row.error else ''}\n")
+    from notifications.summary import who_was_told
+
+    out.write("\n")
+    for line in who_was_told(incident_id):
+        out.write(line + "\n")
     if inbox:
         import httpx
 
         received = httpx.get(f"{inbox}/inbox", timeout=5).json()
-        out.write(f"\nthe demo inbox (the simulator's notification receiver) got {len(received)} message(s):\n")
-        for message in received:
-            title = (message.get("message") or {}).get("title", "")
-            out.write(f"  {message['received_at'][11:19]}Z  {message['recipient']:<14} ← {title}\n")
+        out.write(f"  (the demo inbox, the simulator's receiver, holds {len(received)} message(s))\n")
