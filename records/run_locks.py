@@ -8,7 +8,6 @@ that died (no renewal for `stale_after` seconds) loses it to the next run.
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -17,6 +16,7 @@ from sqlalchemy import ForeignKey, String, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
+from firebreak.background import repeating
 from records.db import session_scope
 from records.incidents import IncidentNotFound
 from records.models import Base, Incident, utcnow
@@ -88,20 +88,8 @@ def release(incident_id: str, holder: str) -> None:
 def held(incident_id: str, holder: str, *, every: float = RENEW_SECONDS) -> Iterator[None]:
     """Hold the lock for the body's duration, renewing it in the background (also while paused)."""
     acquire(incident_id, holder)
-    stop = threading.Event()
-
-    def keep() -> None:
-        while not stop.wait(every):
-            try:
-                renew(incident_id, holder)
-            except Exception:  # a missed renewal is retried; it must never kill the run
-                pass
-
-    thread = threading.Thread(target=keep, name=f"run-lock-{incident_id}", daemon=True)
-    thread.start()
     try:
-        yield
+        with repeating(lambda: renew(incident_id, holder), every, f"run-lock-{incident_id}", now=False):
+            yield
     finally:
-        stop.set()
-        thread.join(timeout=5)
         release(incident_id, holder)
