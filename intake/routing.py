@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from firebreak.config_files import load_model
 from runbooks.schema import Level
 from runbooks.templating import ENV, render_value
 
@@ -140,17 +140,7 @@ def _build(spec: RouteSpec, parent: Route | None, path: str) -> Route:
 
 
 def load_routes(path: Path) -> Route:
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise RoutesInvalid(f"{path}: cannot read: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise RoutesInvalid(f"{path}: not valid YAML: {exc}") from exc
-    try:
-        spec = RoutesFile.model_validate(document).route
-    except ValidationError as exc:
-        raise RoutesInvalid("\n".join(f"{path}: {'.'.join(map(str, e['loc']))}: {e['msg']}"
-                                      for e in exc.errors())) from exc
+    spec = load_model(path, RoutesFile, RoutesInvalid)[0].route
     root = _build(spec, None, "route")
     _check_runbooks(root, path)
     return root
