@@ -24,6 +24,8 @@ class WaitUntilInput(BaseModel):
     consecutive: int = Field(default=3, ge=1, le=1000)
     interval: float = Field(default=1.0, gt=0, le=3600)
     deadline: float = Field(default=300.0, gt=0, description="seconds before giving up")
+    finish_on_monitor_resolve: bool = Field(
+        default=False, description="stop waiting once the monitor that raised the incident reports it resolved")
 
 
 class WaitUntilOutput(BaseModel):
@@ -33,6 +35,7 @@ class WaitUntilOutput(BaseModel):
     elapsed_seconds: float
     last_status: int | None
     last_json: Any
+    resolved_by_monitor: bool = False
 
 
 class ConditionNotMet(TimeoutError):
@@ -65,13 +68,24 @@ def wait_until(inp: WaitUntilInput, attempt: Attempt) -> WaitUntilOutput:
         except Exception as exc:  # httpx transport errors
             status, body, holds = None, {"error": f"{type(exc).__name__}: {exc}"}, False
         streak = streak + 1 if holds else 0
-        if streak >= inp.consecutive:
+        monitor_says_resolved = inp.finish_on_monitor_resolve and _monitor_resolved(attempt.context.incident_id)
+        if streak >= inp.consecutive or monitor_says_resolved:
             return WaitUntilOutput(satisfied=True, checks=checks, consecutive=streak,
                                    elapsed_seconds=round(time.monotonic() - started, 3),
-                                   last_status=status, last_json=body)
+                                   last_status=status, last_json=body,
+                                   resolved_by_monitor=monitor_says_resolved and streak < inp.consecutive)
         if time.monotonic() + inp.interval > deadline:
             raise ConditionNotMet(
                 f"`{inp.condition}` held {streak}/{inp.consecutive} times in a row after {checks} checks "
                 f"in {time.monotonic() - started:.1f}s; last status {status}"
             )
         attempt.sleep(inp.interval)
+
+
+def _monitor_resolved(incident_id: str) -> bool:
+    """The monitor's latest word on this incident's alert is "resolved" (a later firing cancels it)."""
+    from records.alerts import monitor_reported
+
+    resolved = monitor_reported(incident_id, "resolved")
+    firing = monitor_reported(incident_id, "firing")
+    return resolved is not None and (firing is None or resolved > firing)

@@ -75,9 +75,13 @@ def wait_for(predicate, timeout: float = 60, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_200_identical_alerts_in_parallel_give_one_incident_and_one_run(tmp_path: Path, quick_runbook: Path) -> None:
+def test_200_identical_alerts_in_parallel_give_one_incident_and_one_run(tmp_path: Path) -> None:
+    # The runbook leaves the incident open: an alert arriving after the incident closed
+    # rightly opens a new one, and a fast run could close it while the storm still arrives.
+    open_ended = write_runbook(tmp_path, "intake-open-ended", [
+        {"id": "note", "action": "record", "with": {"message": "started from an alert: {{ incident.summary }}"}}])
     fingerprint = f"storm-{time.time_ns()}"
-    sources, routes = write_config(tmp_path, {"runbook": str(quick_runbook)})
+    sources, routes = write_config(tmp_path, {"runbook": str(open_ended)})
     with RunningIntake(sources, routes, executor="warm") as intake:
         body = json.dumps(group(fingerprint)).encode()
         with httpx.Client(limits=httpx.Limits(max_connections=64)) as client, ThreadPoolExecutor(64) as pool:
@@ -95,7 +99,8 @@ def test_200_identical_alerts_in_parallel_give_one_incident_and_one_run(tmp_path
     runs = flow_runs_of(incident_id)
     assert len(runs) == 1 and runs[0].state.is_completed()
     incident = get_incident(incident_id)
-    assert incident.status == "closed" and incident.flow_run_id == str(runs[0].id)
+    assert incident.status == "triggered" and incident.run_state == "completed"
+    assert incident.flow_run_id == str(runs[0].id)
     assert [e.status for e in events(incident_id)].count("triggered") == 1
 
 
@@ -214,3 +219,33 @@ def test_postgresql_decides_dedup_across_concurrent_writers() -> None:
     claimed = alerts.claim_run_requests("replica-a", url=url)
     assert results[0].incident_id in [r.incident_id for r in claimed]
     assert results[0].incident_id not in [r.incident_id for r in alerts.claim_run_requests("replica-b", url=url)]
+
+
+def test_monitor_resolve_finishes_recovery_verification_early(tmp_path: Path) -> None:
+    """A resolved notification from the monitor ends a wait_until that is told to accept it,
+    long before its own condition (never true here) or deadline would."""
+    runbook = write_runbook(tmp_path, "resolve-early", [
+        {"id": "verify", "action": "wait_until", "with": {
+            "url": "http://127.0.0.1:9/never", "condition": "status == 200", "interval": 0.2, "deadline": 120,
+            "finish_on_monitor_resolve": True}, "timeout": 180},
+        {"id": "close", "action": "set_status", "needs": ["verify"],
+         "when": "steps.verify.output.resolved_by_monitor", "with": {"status": "closed", "reason": "monitor"}},
+    ])
+    sources, routes = write_config(tmp_path, {"runbook": str(runbook)})
+    fingerprint = f"resolve-{time.time_ns()}"
+    with RunningIntake(sources, routes, executor="warm") as intake:
+        firing = group(fingerprint)
+        incident_id = httpx.post(f"{intake.url}/v1/alerts/alertmanager", headers=AM_AUTH,
+                                 json=firing).json()["alerts"][0]["incident_id"]
+        wait_for(lambda: any(e.step_id == "verify" and e.phase == "intent" for e in events(incident_id)),
+                 what="verification to start")
+        resolved = json.loads(json.dumps(firing))
+        resolved["status"] = "resolved"
+        for alert in resolved["alerts"]:
+            alert["status"] = "resolved"
+            alert["endsAt"] = "2026-11-23T12:00:00Z"
+        assert httpx.post(f"{intake.url}/v1/alerts/alertmanager", headers=AM_AUTH, json=resolved).status_code == 202
+        intake.wait_runs(timeout=60)
+    outcome = next(e for e in events(incident_id) if e.step_id == "verify" and e.phase == "outcome")
+    assert outcome.status == "succeeded" and outcome.data["output"]["resolved_by_monitor"] is True
+    assert get_incident(incident_id).status == "closed"
