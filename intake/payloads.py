@@ -29,13 +29,18 @@ class _Open(BaseModel):
 # --- Alertmanager ---------------------------------------------------------------------------------
 
 
-class AlertmanagerAlert(_Open):
+class _PrometheusStyleAlert(_Open):
+    """The alert fields Alertmanager and Grafana's webhook share."""
+
     status: Literal["firing", "resolved"]
     labels: Labels
     annotations: Labels = Field(default_factory=dict)
     startsAt: datetime | None = None
     endsAt: datetime | None = None
     generatorURL: str = ""
+
+
+class AlertmanagerAlert(_PrometheusStyleAlert):
     fingerprint: str = Field(min_length=1, max_length=200)
 
 
@@ -71,13 +76,7 @@ def from_alertmanager(source: str, body: AlertmanagerWebhook) -> list[IncomingAl
 # --- Grafana --------------------------------------------------------------------------------------
 
 
-class GrafanaAlert(_Open):
-    status: Literal["firing", "resolved"]
-    labels: Labels
-    annotations: Labels = Field(default_factory=dict)
-    startsAt: datetime | None = None
-    endsAt: datetime | None = None
-    generatorURL: str = ""
+class GrafanaAlert(_PrometheusStyleAlert):
     fingerprint: str | None = Field(default=None, max_length=200)
     silenceURL: str = ""
     dashboardURL: str = ""

@@ -10,15 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-from functools import lru_cache
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import apprise
 from pydantic import BaseModel, ConfigDict, Field
 
-from firebreak.config_files import load_model
-
+from firebreak.config_files import cached_by_mtime, load_model
 from notifications.roles import ROLES
 
 ENV_REFERENCE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
@@ -66,17 +64,8 @@ class Directory:
             raise ContactsInvalid(f"no contact {contact_id!r} in the directory") from None
 
 
+@cached_by_mtime(ContactsInvalid, "contacts")
 def load_directory(path: Path) -> Directory:
-    path = Path(path)
-    try:
-        return _load_cached(str(path), path.stat().st_mtime)
-    except OSError as exc:
-        raise ContactsInvalid(f"{path}: cannot read contacts: {exc}") from exc
-
-
-@lru_cache(maxsize=8)
-def _load_cached(path_text: str, _mtime: float) -> Directory:
-    path = Path(path_text)
     parsed, _lines = load_model(path, ContactsFile, ContactsInvalid)
     seen: set[str] = set()
     for contact in parsed.contacts:

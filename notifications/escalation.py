@@ -8,12 +8,11 @@ nobody acknowledges, the step fails and its on_failure policy applies.
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from firebreak.config_files import load_model
+from firebreak.config_files import cached_by_mtime, load_model
 from notifications.roles import ROLES
 
 
@@ -50,17 +49,8 @@ class PoliciesFile(BaseModel):
     policies: dict[str, Policy]
 
 
+@cached_by_mtime(EscalationInvalid, "escalation policies")
 def load_policies(path: Path) -> dict[str, Policy]:
-    path = Path(path)
-    try:
-        return _load_cached(str(path), path.stat().st_mtime)
-    except OSError as exc:
-        raise EscalationInvalid(f"{path}: cannot read escalation policies: {exc}") from exc
-
-
-@lru_cache(maxsize=8)
-def _load_cached(path_text: str, _mtime: float) -> dict[str, Policy]:
-    path = Path(path_text)
     spec, _lines = load_model(path, PoliciesFile, EscalationInvalid)
     for name, policy in spec.policies.items():
         for index, tier in enumerate(policy.tiers):

@@ -10,12 +10,11 @@
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from firebreak.config_files import load_model
+from firebreak.config_files import cached_by_mtime, load_model
 from notifications.roles import ROLES
 
 
@@ -48,17 +47,8 @@ class LevelRouting:
                 for r in self.roles_for(runbook, level)}
 
 
+@cached_by_mtime(RoutingInvalid, "level routing")
 def load_routing(path: Path) -> LevelRouting:
-    path = Path(path)
-    try:
-        return _load_cached(str(path), path.stat().st_mtime)
-    except OSError as exc:
-        raise RoutingInvalid(f"{path}: cannot read level routing: {exc}") from exc
-
-
-@lru_cache(maxsize=8)
-def _load_cached(path_text: str, _mtime: float) -> LevelRouting:
-    path = Path(path_text)
     spec, _lines = load_model(path, RoutingFile, RoutingInvalid)
     if set(spec.levels) != {"I", "II", "III"}:
         raise RoutingInvalid(f"{path}: levels must give exactly I, II and III (got {', '.join(spec.levels)})")

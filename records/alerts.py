@@ -209,7 +209,11 @@ def _claim(session: Session, fingerprint: str) -> AlertFingerprint | None:
         row = session.scalars(select(AlertFingerprint).where(AlertFingerprint.fingerprint == fingerprint)
                               .with_for_update()).first()
         if row is not None:
-            return row  # ours to reuse: _open_claim found its incident closed (or it is unset)
+            # A writer may have committed a new incident for it since our first look
+            # (PostgreSQL READ COMMITTED): now that the row is locked, look again.
+            if _open_claim(session, fingerprint) is not None:
+                return None
+            return row  # ours to reuse: its incident is closed (or it is unset)
         try:
             with session.begin_nested():
                 row = AlertFingerprint(fingerprint=fingerprint, incident_id=None)

@@ -6,7 +6,6 @@ import email
 import email.policy
 import os
 import socket
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import Message
@@ -134,11 +133,3 @@ def body_parts(message: Message) -> dict[str, str]:
         if not part.is_multipart():
             parts[part.get_content_type()] = part.get_payload(decode=True).decode(part.get_content_charset() or "utf-8")
     return parts
-
-
-def wait_for(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)

@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from records.incidents import events, get_incident, list_incidents
+from tests.polling import wait_for
 from tests.runbook_helpers import write_runbook
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -22,16 +22,6 @@ import sys
 from flows.engine import run_runbook
 run_runbook(runbook=sys.argv[1])
 """
-
-
-def _wait_for(predicate, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("condition not reached in time")
 
 
 def test_killed_run_is_reconciled_as_crashed(tmp_path: Path) -> None:
@@ -54,7 +44,7 @@ def test_killed_run_is_reconciled_as_crashed(tmp_path: Path) -> None:
                     return incident
             return None
 
-        incident = _wait_for(started)
+        incident = wait_for(started, what="the long wait to start")
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     finally:

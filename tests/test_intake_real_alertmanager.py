@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,21 +15,12 @@ import yaml
 from notifications.acknowledge import acknowledge_incident
 from records import alerts
 from records.incidents import events, get_incident, list_incidents
+from tests.polling import wait_for
 from tests.intake_harness import TOKENS, RunningIntake, free_port, write_config
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-
-
-def _wait_for(predicate, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.skipif(ALERTMANAGER is None, reason="no Alertmanager binary on this machine")
@@ -60,7 +50,7 @@ def test_real_alertmanager_starts_the_outage_runbook(tmp_path: Path, simulator, 
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             api = f"http://127.0.0.1:{port}/api/v2"
-            _wait_for(lambda: _ready(api), "Alertmanager to start")
+            wait_for(lambda: _ready(api), what="Alertmanager to start")
             httpx.post(f"{api}/alerts", json=[{
                 "labels": {"alertname": "ServiceDown", "service": "hotline", "ops_api": simulator.url,
                            "severity": "critical"},
@@ -68,12 +58,12 @@ def test_real_alertmanager_starts_the_outage_runbook(tmp_path: Path, simulator, 
                 "startsAt": datetime.now(timezone.utc).isoformat(),
             }]).raise_for_status()
 
-            incident = _wait_for(lambda: next((i for i in list_incidents(500) if i.id not in known), None),
-                                 "Alertmanager's webhook to open an incident")
+            incident = wait_for(lambda: next((i for i in list_incidents(500) if i.id not in known), None),
+                                 what="Alertmanager's webhook to open an incident")
             assert incident.runbook_id == "system-outage" and incident.source == "alert"
-            _wait_for(lambda: alerts.run_request(incident.id).status == "started", "the run to start")
+            wait_for(lambda: alerts.run_request(incident.id).status == "started", what="the run to start")
             # Not a drill: pages escalate until a person acknowledges.
-            _wait_for(lambda: any(e.status == "delivered" for e in events(incident.id)), "the first page")
+            wait_for(lambda: any(e.status == "delivered" for e in events(incident.id)), what="the first page")
             acknowledge_incident(incident.id, by="li-wei", via="cli")
             intake.wait_runs(timeout=120)
         finally:

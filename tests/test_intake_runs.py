@@ -21,6 +21,8 @@ from records.alerts import Alert
 from records.db import session_scope
 from records.incidents import events, get_incident
 from tests.intake_harness import TOKENS, RunningIntake, TcpForwarder, free_port, write_config
+from tests.polling import wait_for
+from tests.postgres import temporary_database
 from tests.runbook_helpers import write_runbook
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -63,16 +65,6 @@ def flow_runs_of(incident_id: str) -> list:
 
     with get_client(sync_client=True) as client:
         return client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[incident_id])))
-
-
-def wait_for(predicate, timeout: float = 60, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_200_identical_alerts_in_parallel_give_one_incident_and_one_run(tmp_path: Path) -> None:
@@ -185,23 +177,16 @@ def test_alertmanager_webhook_drives_the_system_outage_runbook(tmp_path: Path, s
     assert {"assess", "isolate_failed_node", "fail_over", "verify_recovery", "close"} <= succeeded
 
 
-def _postgres_url() -> str | None:
-    url = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-    try:
-        import psycopg
-
-        psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=2).close()
-    except Exception:
-        return None
-    return url
-
-
 def test_postgresql_decides_dedup_across_concurrent_writers() -> None:
     """Several intake replicas share one database: each writer here is a separate connection and
     transaction, as replicas would be; the fingerprint's primary key decides."""
-    url = _postgres_url()
-    if url is None:
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
+    # A fresh database: claims are taken oldest first, a batch at a time, so run
+    # requests left in a shared database by earlier runs would crowd this one out.
+    with temporary_database() as url:
+        _check_postgresql_dedup(url)
+
+
+def _check_postgresql_dedup(url: str) -> None:
     from records.db import migrate
 
     migrate(url)

@@ -17,7 +17,8 @@ from firebreak.cli import main as cli
 from records.acknowledgements import list_acknowledgements, paged_tiers
 from records.incidents import events, get_incident, notifications
 from tests.http_receivers import ScriptedServer
-from tests.notifications_support import contact, wait_for
+from tests.notifications_support import contact
+from tests.polling import wait_for
 from tests.notifications_support import notify_config  # noqa: F401 (fixture)
 from tests.runbook_helpers import run, write_runbook
 

@@ -3,66 +3,40 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import timezone
 
 import pytest
-from sqlalchemy import create_engine, inspect, text
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
 
 from firebreak.settings import reload_settings
 from records import deliveries, incidents
-from alembic.script import ScriptDirectory
-
 from records.db import MIGRATIONS_DIR, dispose_all, get_engine, migrate
 from records.models import EventPhase, IncidentStatus, RunState
-
-POSTGRES_ADMIN_URL = os.environ.get("FIREBREAK_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-def _postgres_available() -> bool:
-    try:
-        engine = create_engine(POSTGRES_ADMIN_URL, connect_args={"connect_timeout": 2})
-        with engine.connect():
-            pass
-        engine.dispose()
-        return True
-    except Exception:
-        return False
-
+from tests.postgres import temporary_database
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     """Point the records at a fresh database of each backend for one test."""
-    created_db = None
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'records.db'}"
-    else:
-        if not _postgres_available():
-            pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}")
-        created_db = f"firebreak_test_{uuid.uuid4().hex[:12]}"
-        admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{created_db}"'))
-        admin.dispose()
-        url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{created_db}"
-    previous = os.environ.get("FIREBREAK_DATABASE_URL")
-    os.environ["FIREBREAK_DATABASE_URL"] = url
-    reload_settings()
-    try:
-        yield request.param
-    finally:
-        dispose_all()
-        if previous is None:
-            os.environ.pop("FIREBREAK_DATABASE_URL", None)
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path / 'records.db'}"
         else:
-            os.environ["FIREBREAK_DATABASE_URL"] = previous
+            url = stack.enter_context(temporary_database())
+        previous = os.environ.get("FIREBREAK_DATABASE_URL")
+        os.environ["FIREBREAK_DATABASE_URL"] = url
         reload_settings()
-        if created_db:
-            admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{created_db}" WITH (FORCE)'))
-            admin.dispose()
+        try:
+            yield request.param
+        finally:
+            dispose_all()
+            if previous is None:
+                os.environ.pop("FIREBREAK_DATABASE_URL", None)
+            else:
+                os.environ["FIREBREAK_DATABASE_URL"] = previous
+            reload_settings()
 
 
 def _open(**overrides):
