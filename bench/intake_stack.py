@@ -42,7 +42,7 @@ class IntakeProcess:
     """`firebreak serve` in a subprocess, with its own FIREBREAK_HOME (SQLite records)."""
 
     def __init__(self, route: dict[str, Any], *, executor: str = "none", env: dict[str, str] | None = None,
-                 home: Path | None = None):
+                 home: Path | None = None, workers: int = 1):
         self.home = home or Path(tempfile.mkdtemp(prefix="firebreak-bench-intake-"))
         sources = self.home / "sources.yaml"
         routes = self.home / "routes.yaml"
@@ -55,6 +55,7 @@ class IntakeProcess:
                     "FIREBREAK_INTAKE_SOURCES_FILE": str(sources), "FIREBREAK_INTAKE_ROUTES_FILE": str(routes),
                     "FIREBREAK_INTAKE_PORT": str(self.port), "FIREBREAK_INTAKE_EXECUTOR": executor,
                     "FIREBREAK_INTAKE_OUTBOX_POLL_SECONDS": "0.5", "PREFECT_LOGGING_LEVEL": "WARNING",
+                    "FIREBREAK_INTAKE_WORKERS": str(workers),
                     **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -1,19 +1,20 @@
 """Durable intake throughput (alerts/s) and accept latency at a fixed rate, on SQLite.
 
-    .venv/bin/python bench/intake_throughput.py [--alerts 3000] [--rate 500] [--seconds 5]
+    .venv/bin/python bench/intake_throughput.py [--alerts 6000] [--rate 500] [--seconds 10] [--workers 1 2]
 
-1. Closed loop, 64 connections: N alerts with distinct fingerprints, each committed before
-   its 202 (unrouted here, so the figure is the store, not runbook starts).
-   Baseline in the same run: GET /healthz on the same server (HTTP and framework only).
-2. Open loop at --rate alerts/s for --seconds: accept latency p50/p99, measured from each
-   request's scheduled send time (so queueing in the client counts too).
-The client runs in this process and the intake in its own (`firebreak serve`); on a 2-core
-machine they share the CPUs. Prints figures and ratios; asserts nothing.
+For each worker count (`firebreak serve --workers N`, its own SQLite records database):
+1. Baseline: GET /healthz, closed loop over 64 connections (HTTP and framework only).
+2. Durable intake: N Alertmanager posts with distinct fingerprints, closed loop over 64
+   connections, each answered 202 only after its transaction committed (synchronous=FULL:
+   on disk). Unrouted here, so the figure is the store, not runbook starts.
+3. Open loop at --rate alerts/s for --seconds: accept latency p50/p99/max, from each
+   request's scheduled send time.
+The load generator (bench/http_load.py) runs in this process; the intake in its own
+process(es); on a 2-core machine they share the CPUs. Prints figures and ratios; asserts nothing.
 """
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
@@ -21,72 +22,47 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
-
+from bench.http_load import build_request, closed_loop, open_loop, run  # noqa: E402
 from bench.intake_stack import TOKEN, IntakeProcess, alertmanager_body, percentile  # noqa: E402
 
 HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 
 
-async def closed_loop(url: str, requests: list[tuple[str, str, bytes | None]], concurrency: int = 64) -> float:
-    queue: asyncio.Queue[tuple[str, str, bytes | None]] = asyncio.Queue()
-    for item in requests:
-        queue.put_nowait(item)
-    failures = 0
-    async with httpx.AsyncClient(base_url=url, limits=httpx.Limits(max_connections=concurrency), timeout=60) as client:
-        async def worker() -> None:
-            nonlocal failures
-            while not queue.empty():
-                method, path, body = queue.get_nowait()
-                response = await client.request(method, path, content=body, headers=HEADERS)
-                failures += response.status_code >= 300
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    if failures:
-        print(f"  ({failures} requests were not accepted)")
-    return elapsed
+def alert_request(fingerprint: str) -> bytes:
+    return build_request("POST", "/v1/alerts/alertmanager", json.dumps(alertmanager_body(fingerprint)).encode(), HEADERS)
 
 
-async def open_loop(url: str, rate: float, seconds: float) -> list[float]:
-    total = int(rate * seconds)
-    latencies: list[float] = []
-    tag = time.time_ns()
-    async with httpx.AsyncClient(base_url=url, limits=httpx.Limits(max_connections=256), timeout=60) as client:
-        async def one(i: int, at: float) -> None:
-            delay = at - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            body = json.dumps(alertmanager_body(f"rate-{tag}-{i}")).encode()
-            response = await client.post("/v1/alerts/alertmanager", content=body, headers=HEADERS)
-            if response.status_code == 202:
-                latencies.append(time.perf_counter() - at)
-        start = time.perf_counter() + 0.5
-        await asyncio.gather(*(one(i, start + i / rate) for i in range(total)))
-    return latencies
+def measure(workers: int, alerts: int, rate: float, seconds: float) -> dict[str, float]:
+    with IntakeProcess({"runbook": None}, workers=workers) as intake:
+        host, port = "127.0.0.1", intake.port
+        health = build_request("GET", "/healthz")
+        run(closed_loop(host, port, [health] * 500))  # warm-up
+        baseline = run(closed_loop(host, port, [health] * alerts))
+        tag = time.time_ns()
+        stored = run(closed_loop(host, port, [alert_request(f"tp-{tag}-{i}") for i in range(alerts)]))
+        paced = run(open_loop(host, port, lambda i: alert_request(f"rate-{tag}-{i}"), rate, seconds))
+    return {"health": alerts / baseline.seconds, "stored": stored.count(202) / stored.seconds,
+            "stored_failed": stored.failed, "stored_p99": percentile(stored.latencies, 0.99),
+            "offered": int(rate * seconds), "accepted": paced.count(202),
+            "p50": percentile(paced.latencies, 0.5), "p99": percentile(paced.latencies, 0.99),
+            "max": max(paced.latencies)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--alerts", type=int, default=3000)
+    parser.add_argument("--alerts", type=int, default=6000)
     parser.add_argument("--rate", type=float, default=500)
-    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
-    with IntakeProcess({"runbook": None}) as intake:
-        warm = [("GET", "/healthz", None)] * 200
-        asyncio.run(closed_loop(intake.url, warm))
-        health = asyncio.run(closed_loop(intake.url, [("GET", "/healthz", None)] * args.alerts))
-        tag = time.time_ns()
-        bodies = [("POST", "/v1/alerts/alertmanager", json.dumps(alertmanager_body(f"tp-{tag}-{i}")).encode())
-                  for i in range(args.alerts)]
-        stored = asyncio.run(closed_loop(intake.url, bodies))
-        print(f"baseline GET /healthz:         {args.alerts / health:8.0f} requests/s")
-        print(f"durable intake (commit → 202): {args.alerts / stored:8.0f} alerts/s   "
-              f"({health / stored:.2f} of the baseline rate)")
-        latencies = asyncio.run(open_loop(intake.url, args.rate, args.seconds))
-        offered = int(args.rate * args.seconds)
-        print(f"at {args.rate:.0f} alerts/s for {args.seconds:g}s: {len(latencies)}/{offered} accepted; accept latency "
-              f"p50 {percentile(latencies, 0.5) * 1000:.1f} ms, p99 {percentile(latencies, 0.99) * 1000:.1f} ms")
+    for workers in args.workers:
+        m = measure(workers, args.alerts, args.rate, args.seconds)
+        print(f"--- firebreak serve --workers {workers}")
+        print(f"baseline GET /healthz:         {m['health']:8.0f} requests/s")
+        print(f"durable intake (commit → 202): {m['stored']:8.0f} alerts/s   ({m['stored'] / m['health']:.2f} of the "
+              f"baseline rate; closed-loop p99 {m['stored_p99'] * 1000:.0f} ms; not accepted: {m['stored_failed']})")
+        print(f"open loop {args.rate:.0f}/s for {args.seconds:g}s: {m['accepted']}/{m['offered']} accepted; accept "
+              f"latency p50 {m['p50'] * 1000:.1f} ms, p99 {m['p99'] * 1000:.1f} ms, max {m['max'] * 1000:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from intake import payloads
+from intake.alert_writer import GroupCommitWriter
 from intake.plans import plan_run
 from intake.routing import Route, decide, load_routes
 from intake.runs import RunDispatcher
@@ -42,7 +43,7 @@ from intake.sources import (
     verify_hmac,
 )
 from records import alerts
-from records.alerts import IncomingAlert, RunPlan, SignatureReplayed
+from records.alerts import IncomingAlert, IngestRequest, RunPlan, SignatureReplayed
 
 log = logging.getLogger("firebreak.intake")
 
@@ -63,6 +64,7 @@ class Intake:
     sources: dict[str, Source]
     routes: Route
     dispatcher: RunDispatcher
+    writer: GroupCommitWriter
 
 
 # --- request pipeline --------------------------------------------------------------------------------
@@ -138,7 +140,7 @@ def route(intake: Intake, alert: IncomingAlert, generic: payloads.GenericAlert |
 
 async def store(intake: Intake, items: list[tuple[IncomingAlert, RunPlan]], verified: Verified) -> list[alerts.AlertResult]:
     try:
-        results = await run_in_threadpool(alerts.ingest, items, signature=verified.signature, source=verified.source)
+        results = await intake.writer.ingest(IngestRequest(items, verified.signature, verified.source))
     except SignatureReplayed:
         raise Refused(401, "this signature was already used (replayed request)") from None
     except STORE_DOWN as exc:
@@ -179,7 +181,8 @@ def load_intake(settings: IntakeSettings | None = None, *, prefect_api_url: str 
     settings = settings or IntakeSettings()
     dispatcher = RunDispatcher(settings.executor, max_concurrent_runs=settings.max_concurrent_runs,
                                poll_seconds=settings.outbox_poll_seconds, prefect_api_url=prefect_api_url)
-    return Intake(settings, load_sources(settings.sources_file), load_routes(settings.routes_file), dispatcher)
+    return Intake(settings, load_sources(settings.sources_file), load_routes(settings.routes_file), dispatcher,
+                  GroupCommitWriter())
 
 
 def create_app(intake: Intake | None = None) -> FastAPI:
@@ -187,10 +190,12 @@ def create_app(intake: Intake | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        intake.writer.start()
         intake.dispatcher.start()
         try:
             yield
         finally:
+            intake.writer.stop()
             intake.dispatcher.stop()
 
     app = FastAPI(title="Firebreak intake", version="1",
@@ -203,15 +208,17 @@ def create_app(intake: Intake | None = None) -> FastAPI:
     @app.exception_handler(Refused)
     async def _refused(_request: Request, exc: Refused) -> JSONResponse:
         if _request.url.path == "/v2/enqueue":  # PagerDuty's error shape
-            body: dict[str, Any] = {"status": "invalid event" if exc.status in (400, 422) else "error",
-                                    "message": exc.error, "errors": [f"{d['field']}: {d['reason']}" for d in exc.details]
+            invalid = exc.status in (400, 422)
+            body: dict[str, Any] = {"status": "invalid event" if invalid else "error",
+                                    # PagerDuty's documented message; `errors` names each field and why.
+                                    "message": "Event object is invalid" if invalid and exc.details else exc.error, "errors": [f"{d['field']}: {d['reason']}" for d in exc.details]
                                     or [exc.error]}
         else:
             body = {"error": exc.error, "details": exc.details}
         return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
     @app.get("/healthz", tags=["service"], summary="The process is up")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["service"], summary="The alert store answers; Prefect's reachability is reported")

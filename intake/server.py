@@ -2,17 +2,33 @@
 from __future__ import annotations
 
 import uvicorn
+from fastapi import FastAPI
 
 from intake.app import create_app, load_intake
 from intake.settings import IntakeSettings
+
+# Longer than monitors' idle pools, so a reused connection is not closed under a request.
+KEEP_ALIVE_SECONDS = 75
+
+
+def app_from_environment() -> FastAPI:
+    """The app each worker process builds for itself (settings from FIREBREAK_INTAKE_*)."""
+    return create_app(load_intake(IntakeSettings()))
 
 
 def serve(settings: IntakeSettings) -> None:
     intake = load_intake(settings)
     enabled = ", ".join(f"{name} ({source.format})" for name, source in sorted(intake.sources.items()))
     print(f"intake: http://{settings.host}:{settings.port}  (docs: /docs; sources: {enabled}; "
-          f"runs: {settings.executor} executor)", flush=True)
-    uvicorn.run(create_app(intake), host=settings.host, port=settings.port, log_level="warning",
-                timeout_graceful_shutdown=10,
-                # Longer than monitors' idle pools, so a reused connection is not closed under a request.
-                timeout_keep_alive=75, backlog=2048)
+          f"runs: {settings.executor} executor; {settings.workers} worker process(es))", flush=True)
+    options = {"host": settings.host, "port": settings.port, "log_level": "warning",
+               "timeout_graceful_shutdown": 10, "timeout_keep_alive": KEEP_ALIVE_SECONDS, "backlog": 2048}
+    if settings.workers == 1:
+        uvicorn.run(create_app(intake), **options)
+        return
+    # Worker processes import the app by name; they read the same settings from the environment
+    # (the caller's overrides are exported by `firebreak serve`).
+    from records.db import migrate
+
+    migrate()  # once, before the workers race to do it
+    uvicorn.run("intake.server:app_from_environment", factory=True, workers=settings.workers, **options)

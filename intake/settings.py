@@ -23,5 +23,9 @@ class IntakeSettings(BaseSettings):
     #: none: runs are only created by another replica (this one only records).
     executor: Literal["warm", "deployment", "none"] = "warm"
     max_concurrent_runs: int = Field(default=16, ge=1)
+    #: Processes serving the intake on one port. Each parses and checks requests on its own CPU;
+    #: they share the records database (on SQLite they take turns to write, each committing its
+    #: queued requests together). 2 on a 2-core machine roughly doubles the accepted alerts/s.
+    workers: int = Field(default=1, ge=1, le=64)
     #: How often the outbox is polled when nothing new arrives (another replica's alerts, Prefect back up).
     outbox_poll_seconds: float = Field(default=2.0, gt=0)

@@ -16,14 +16,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import uuid
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, delete, func, or_, select, update
+try:
+    import fcntl
+except ImportError:  # Windows: threads still take turns; processes meet at SQLite's own lock
+    fcntl = None  # type: ignore[assignment]
+
+from sqlalchemy import ForeignKey, Index, bindparam, Integer, String, Text, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -150,56 +157,216 @@ def idempotency_key(incident_id: str) -> str:
     return f"firebreak-incident-run:{incident_id}:{uuid.uuid4().hex}"
 
 
+@dataclass(frozen=True)
+class IngestRequest:
+    """One monitor request: its alerts (each with its routing decision) and, for HMAC sources, its signature."""
+
+    items: list[tuple[IncomingAlert, RunPlan]]
+    signature: str | None = None
+    source: str = ""
+
+
 def ingest(items: list[tuple[IncomingAlert, RunPlan]], *, signature: str | None = None, source: str = "",
            url: str | None = None) -> list[AlertResult]:
     """Record a request's alerts (and its signature) atomically; open incidents and outbox rows as needed.
 
     Raises SignatureReplayed (nothing is written) when `signature` was seen before.
     """
+    (outcome,) = ingest_many([IngestRequest(items, signature, source)], url=url)
+    if isinstance(outcome, SignatureReplayed):
+        raise outcome
+    return outcome
+
+
+def ingest_many(requests: list[IngestRequest], *, url: str | None = None) -> list[list[AlertResult] | SignatureReplayed]:
+    """Record several requests in ONE transaction (group commit), in order, as if one after another.
+
+    A request whose signature was seen before (earlier, or earlier in this batch) gets
+    SignatureReplayed and writes nothing; the others are unaffected. Any other error rolls the
+    whole batch back and is raised: the caller may retry the requests one by one.
+    """
     with _writer_turn(url), session_scope(url) as session:
-        if signature is not None:
-            try:
-                with session.begin_nested():
-                    session.add(SeenSignature(signature=signature, source=source))
-            except IntegrityError:
-                raise SignatureReplayed(source) from None
-        return [_ingest_one(session, alert, plan) for alert, plan in items]
+        replayed = _replayed_signatures(session, requests)
+        batch = _Batch(session)
+        batch.look_up({alert.fingerprint for request in requests for alert, _plan in request.items})
+        outcomes: list[list[AlertResult] | SignatureReplayed] = []
+        for request in requests:
+            if request.signature is not None and id(request) in replayed:
+                outcomes.append(SignatureReplayed(request.source))
+                continue
+            outcomes.append([batch.ingest_one(alert, plan) for alert, plan in request.items])
+        batch.write_alert_rows()
+        return [[r.resolve() for r in outcome] if isinstance(outcome, list) else outcome for outcome in outcomes]
+
+
+def _replayed_signatures(session: Session, requests: list[IngestRequest]) -> set[int]:
+    """Record the batch's new signatures; return the ids of the requests whose signature is not new.
+    Two replicas inserting the same signature at once: the loser's batch fails on the primary key
+    (IntegrityError), and its writer retries request by request, where the replay is then seen."""
+    signed = [r for r in requests if r.signature is not None]
+    if not signed:
+        return set()
+    known = set(session.scalars(select(SeenSignature.signature)
+                                .where(SeenSignature.signature.in_({r.signature for r in signed}))))
+    replayed: set[int] = set()
+    fresh: list[dict[str, Any]] = []
+    for request in signed:
+        if request.signature in known:
+            replayed.add(id(request))
+        else:
+            known.add(request.signature)
+            fresh.append({"signature": request.signature, "source": request.source, "seen_at": utcnow()})
+    if fresh:
+        session.execute(insert(SeenSignature), fresh)
+    return replayed
 
 
 _SQLITE_WRITER = threading.Lock()
 
 
 def _writer_turn(url: str | None) -> AbstractContextManager[Any]:
-    """On SQLite, take turns in this process before BEGIN IMMEDIATE: SQLite lets one writer in
-    at a time anyway, and writers that wait in its busy handler sleep in growing steps (up to
-    100 ms), which under a burst costs far more than queueing here. Other processes still
-    meet at SQLite's own lock; PostgreSQL needs no turn-taking (row locks decide)."""
-    if get_engine(url).dialect.name == "sqlite":
-        return _SQLITE_WRITER
-    return nullcontext()
+    """On SQLite, take turns before BEGIN IMMEDIATE: SQLite lets one writer in at a time anyway,
+    and writers that wait in its busy handler sleep in growing steps (up to 100 ms), which under
+    a burst costs far more than queueing. Threads of this process queue on a lock; processes
+    (several intake workers on one database) on an advisory file lock, which wakes the next
+    waiter the moment it is released. PostgreSQL needs no turn-taking (row locks decide)."""
+    engine = get_engine(url)
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    return _sqlite_turn(engine.url.database)
 
 
-def _ingest_one(session: Session, alert: IncomingAlert, plan: RunPlan) -> AlertResult:
-    claim = _open_claim(session, alert.fingerprint)
-    if claim is not None:
-        return _absorb(session, alert, plan, claim)
-    if alert.status != "firing":
-        return _record(session, alert, plan, "unmatched-resolve", None)
-    if plan.runbook_id is None:
-        return _record(session, alert, plan, "unrouted", None)
-    if plan.error is not None:
-        return _record(session, alert, plan, "not-startable", None, error=plan.error)
-    return _open(session, alert, plan)
+@contextmanager
+def _sqlite_turn(database: str | None) -> Iterator[None]:
+    with _SQLITE_WRITER:
+        descriptor = _turn_file(database)
+        if descriptor is None:
+            yield
+            return
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
 
 
-def _open_claim(session: Session, fingerprint: str) -> AlertFingerprint | None:
-    """The fingerprint's row, locked, if its incident is still open; else None (and no row is held open)."""
-    row = session.scalars(select(AlertFingerprint).where(AlertFingerprint.fingerprint == fingerprint)
-                          .with_for_update()).first()
+_turn_files: dict[str, int] = {}
+
+
+def _turn_file(database: str | None) -> int | None:
+    if fcntl is None or not database or database == ":memory:":
+        return None
+    descriptor = _turn_files.get(database)
+    if descriptor is None:
+        descriptor = _turn_files[database] = os.open(f"{database}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    return descriptor
+
+
+class _PendingResult:
+    """An alert's result whose row id is known only once the batch's rows are inserted."""
+
+    def __init__(self, fingerprint: str, disposition: str, incident_id: str | None):
+        self.fingerprint, self.disposition, self.incident_id = fingerprint, disposition, incident_id
+        self.alert_id: int | None = None
+
+    def resolve(self) -> AlertResult:
+        assert self.alert_id is not None
+        return AlertResult(self.alert_id, self.fingerprint, self.disposition, self.incident_id)
+
+
+class _Batch:
+    """The alerts of one transaction. Dispositions are decided alert by alert, in order; the alert
+    rows themselves are inserted together at the end (one multi-row INSERT … RETURNING id)."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        self.rows: list[dict[str, Any]] = []
+        self.results: list[_PendingResult] = []
+        #: fingerprint → its open incident (or None), as seen in this transaction; the fingerprint's
+        #: row lock (PostgreSQL) is held until commit, so the answer cannot change under us.
+        self.open_incident: dict[str, str | None] = {}
+
+    def ingest_one(self, alert: IncomingAlert, plan: RunPlan) -> _PendingResult:
+        incident_id = self.open_incident_of(alert.fingerprint)
+        if incident_id is not None:
+            return self._absorb(alert, plan, incident_id)
+        if alert.status != "firing":
+            return self.record(alert, plan, "unmatched-resolve", None)
+        if plan.runbook_id is None:
+            return self.record(alert, plan, "unrouted", None)
+        if plan.error is not None:
+            return self.record(alert, plan, "not-startable", None, error=plan.error)
+        incident_id, disposition = _open(self.session, alert, plan)
+        self.open_incident[alert.fingerprint] = incident_id
+        return self.record(alert, plan, disposition, incident_id)
+
+    def look_up(self, fingerprints: set[str]) -> None:
+        """Find (and on PostgreSQL lock, in a fixed order) the open incidents of many fingerprints at once."""
+        ordered = sorted(fingerprints - self.open_incident.keys())
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start:start + 500]
+            found = {row.fingerprint: row.incident_id if row.status in OPEN_STATUSES else None
+                     for row in self.session.connection().execute(_CLAIMS_OF_MANY, {"fingerprints": chunk})}
+            self.open_incident.update({fingerprint: found.get(fingerprint) for fingerprint in chunk})
+
+    def open_incident_of(self, fingerprint: str) -> str | None:
+        if fingerprint not in self.open_incident:
+            self.open_incident[fingerprint] = _open_claim(self.session, fingerprint)
+        return self.open_incident[fingerprint]
+
+    def _absorb(self, alert: IncomingAlert, plan: RunPlan, incident_id: str) -> _PendingResult:
+        if alert.status == "firing":
+            # Repeats are kept in the alerts table (counted by the incidents API), not one timeline line each:
+            # an alert storm must not bury the steps in the timeline.
+            return self.record(alert, plan, "absorbed", incident_id)
+        verb = "resolved" if alert.status == "resolved" else "acknowledged"
+        incidents._locked(self.session, incident_id)
+        incidents._append(self.session, incident_id, phase=EventPhase.note, status=f"monitor-{verb}",
+                          actor=f"monitor:{alert.source}",
+                          summary=f"The monitor reports the alert {verb}: {alert.summary}",
+                          data={"fingerprint": alert.fingerprint, "labels": alert.labels})
+        return self.record(alert, plan, verb, incident_id)
+
+    def record(self, alert: IncomingAlert, plan: RunPlan, disposition: str, incident_id: str | None,
+               error: str | None = None) -> _PendingResult:
+        self.rows.append({
+            "received_at": utcnow(), "source": alert.source, "format": alert.format, "fingerprint": alert.fingerprint,
+            "status": alert.status, "summary": alert.summary, "labels": alert.labels,
+            "annotations": alert.annotations, "payload": alert.payload, "disposition": disposition,
+            "route": plan.route, "runbook_id": plan.runbook_id, "level": plan.level, "error": error,
+            "incident_id": incident_id})
+        result = _PendingResult(alert.fingerprint, disposition, incident_id)
+        self.results.append(result)
+        return result
+
+    def write_alert_rows(self) -> None:
+        if not self.rows:
+            return
+        # Core, not the ORM's bulk insert: the same statement at a fraction of the Python overhead.
+        ids = self.session.connection().execute(_INSERT_ALERTS, self.rows).scalars().all()
+        for result, alert_id in zip(self.results, ids, strict=True):
+            result.alert_id = alert_id
+
+
+_INSERT_ALERTS = insert(Alert.__table__).returning(Alert.__table__.c.id, sort_by_parameter_order=True)
+
+
+def _claims_query(condition: Any) -> Any:
+    return (select(AlertFingerprint.fingerprint, AlertFingerprint.incident_id, Incident.status)
+            .outerjoin(Incident, Incident.id == AlertFingerprint.incident_id)
+            .where(condition).with_for_update(of=AlertFingerprint))
+
+
+_CLAIMS_OF_MANY = (_claims_query(AlertFingerprint.fingerprint.in_(bindparam("fingerprints", expanding=True)))
+                   .order_by(AlertFingerprint.fingerprint))
+
+
+def _open_claim(session: Session, fingerprint: str) -> str | None:
+    """The fingerprint's open incident, its claim row locked (PostgreSQL); None if it has none open."""
+    row = session.execute(_claims_query(AlertFingerprint.fingerprint == fingerprint)).first()
     if row is None or row.incident_id is None:
         return None
-    status = session.scalar(select(Incident.status).where(Incident.id == row.incident_id))
-    return row if status in OPEN_STATUSES else None
+    return row.incident_id if row.status in OPEN_STATUSES else None
 
 
 def _claim(session: Session, fingerprint: str) -> AlertFingerprint | None:
@@ -225,12 +392,14 @@ def _claim(session: Session, fingerprint: str) -> AlertFingerprint | None:
                 return None
 
 
-def _open(session: Session, alert: IncomingAlert, plan: RunPlan) -> AlertResult:
+def _open(session: Session, alert: IncomingAlert, plan: RunPlan) -> tuple[str, str]:
+    """Open an incident for a firing alert: (incident id, "opened"); or, if a concurrent writer
+    opened one for this fingerprint first, (that incident, "absorbed")."""
     claim = _claim(session, alert.fingerprint)
     if claim is None:
         winner = _open_claim(session, alert.fingerprint)
         assert winner is not None
-        return _absorb(session, alert, plan, winner)
+        return winner, "absorbed"
     now = utcnow()
     number = incidents._next_number(session, f"incident-{now.year}")
     incident_id = f"INC-{now.year}-{number:04d}"
@@ -255,33 +424,7 @@ def _open(session: Session, alert: IncomingAlert, plan: RunPlan) -> AlertResult:
     session.add(RunRequest(incident_id=incident_id, flow_name=plan.flow_name, parameters=flow_parameters,
                            idempotency_key=idempotency_key(incident_id), status="pending", attempts=0,
                            next_attempt_at=now, created_at=now))
-    return _record(session, alert, plan, "opened", incident_id)
-
-
-def _absorb(session: Session, alert: IncomingAlert, plan: RunPlan, claim: AlertFingerprint) -> AlertResult:
-    incident_id = claim.incident_id
-    assert incident_id is not None
-    if alert.status == "firing":
-        # Repeats are kept in the alerts table (counted by the incidents API), not one timeline line each:
-        # an alert storm must not bury the steps in the timeline.
-        return _record(session, alert, plan, "absorbed", incident_id)
-    verb = "resolved" if alert.status == "resolved" else "acknowledged"
-    incidents._locked(session, incident_id)
-    incidents._append(session, incident_id, phase=EventPhase.note, status=f"monitor-{verb}",
-                      actor=f"monitor:{alert.source}", summary=f"The monitor reports the alert {verb}: {alert.summary}",
-                      data={"fingerprint": alert.fingerprint, "labels": alert.labels})
-    return _record(session, alert, plan, verb, incident_id)
-
-
-def _record(session: Session, alert: IncomingAlert, plan: RunPlan, disposition: str, incident_id: str | None,
-            error: str | None = None) -> AlertResult:
-    row = Alert(source=alert.source, format=alert.format, fingerprint=alert.fingerprint, status=alert.status,
-                summary=alert.summary, labels=alert.labels, annotations=alert.annotations, payload=alert.payload,
-                disposition=disposition, route=plan.route, runbook_id=plan.runbook_id, level=plan.level,
-                error=error, incident_id=incident_id)
-    session.add(row)
-    session.flush()
-    return AlertResult(alert_id=row.id, fingerprint=alert.fingerprint, disposition=disposition, incident_id=incident_id)
+    return incident_id, "opened"
 
 
 def fingerprint_of_labels(labels: dict[str, str]) -> str:

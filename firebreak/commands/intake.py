@@ -26,8 +26,12 @@ RUNNER_POLL_SECONDS = "1"
 def cmd_serve(args: argparse.Namespace) -> int:
     from intake.settings import IntakeSettings
 
-    overrides: dict[str, Any] = {"host": args.host, "port": args.port, "executor": args.executor}
-    settings = IntakeSettings(**{k: v for k, v in overrides.items() if v is not None})
+    overrides: dict[str, Any] = {"host": args.host, "port": args.port, "executor": args.executor,
+                                 "workers": args.workers}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    # Worker processes read their settings from the environment, so the flags go there too.
+    os.environ.update({f"FIREBREAK_INTAKE_{k.upper()}": str(v) for k, v in overrides.items()})
+    settings = IntakeSettings(**overrides)
     if settings.executor != "none":
         from firebreak.prefect_server import ensure_server
 
@@ -135,6 +139,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = subparsers.add_parser("serve", help="run the intake HTTP service (monitors post alerts here)")
     p.add_argument("--host", help="default 127.0.0.1 (FIREBREAK_INTAKE_HOST)")
     p.add_argument("--port", type=int, help="default 8700 (FIREBREAK_INTAKE_PORT)")
+    p.add_argument("--workers", type=int, help="processes on the port, default 1 (FIREBREAK_INTAKE_WORKERS)")
     p.add_argument("--executor", choices=["warm", "deployment", "none"],
                    help="warm: run alert-started runbooks in this process (sub-second start; default); "
                         "deployment: create runs from the deployments for workers; none: only record")

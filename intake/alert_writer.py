@@ -1,0 +1,121 @@
+"""Group commit: one thread writes every accepted request, many per transaction.
+
+A request handler hands its alerts to the writer and waits; the writer takes
+everything that has queued up (up to `max_batch` requests), stores it in one
+transaction (records.alerts.ingest_many) and only then wakes each waiting
+handler, which answers 202. Under load, requests that arrive while one batch
+commits form the next one, so the cost of a commit (and its fsync) is shared;
+when idle, a batch is a single request and nothing waits for company.
+
+If a batch fails, its requests are retried one per transaction, so one request
+the store refuses cannot fail the others; a store that is down fails each of
+them (the handler answers 503).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from records import alerts
+from records.alerts import AlertResult, IngestRequest
+
+log = logging.getLogger("firebreak.intake.writer")
+
+
+@dataclass
+class _Waiting:
+    request: IngestRequest
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[list[AlertResult]]
+
+
+def _settle(future: asyncio.Future[list[AlertResult]], outcome: list[AlertResult] | BaseException) -> None:
+    if future.done():  # the client went away; its alerts are stored all the same
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+class GroupCommitWriter:
+    def __init__(self, *, max_batch: int = 256, url: str | None = None):
+        self.max_batch = max_batch
+        self.url = url
+        self._queue: queue.SimpleQueue[_Waiting | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.batches = 0
+        self.requests = 0
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="alert-writer", daemon=True)
+                self._thread.start()
+
+    def stop(self, timeout: float = 30) -> None:
+        """Store what is queued, then end the thread."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout)
+
+    async def ingest(self, request: IngestRequest) -> list[AlertResult]:
+        """Store the request (committed when this returns); raises SignatureReplayed or the store's error."""
+        self.start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[AlertResult]] = loop.create_future()
+        self._queue.put(_Waiting(request, loop, future))
+        return await asyncio.shield(future)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            stopping = False
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._write(batch)
+            if stopping:
+                return
+
+    def _write(self, batch: list[_Waiting]) -> None:
+        try:
+            outcomes: list[Any] = alerts.ingest_many([w.request for w in batch], url=self.url)
+        except Exception as exc:
+            if len(batch) == 1:
+                outcomes = [exc]
+            else:
+                log.warning("a batch of %d requests failed (%s: %s); storing them one by one",
+                            len(batch), type(exc).__name__, exc)
+                outcomes = [self._write_one(w.request) for w in batch]
+        self.batches += 1
+        self.requests += len(batch)
+        for waiting, outcome in zip(batch, outcomes, strict=True):
+            try:
+                waiting.loop.call_soon_threadsafe(_settle, waiting.future, outcome)
+            except RuntimeError:  # that event loop has closed: nobody is waiting any more
+                pass
+
+    def _write_one(self, request: IngestRequest) -> list[AlertResult] | BaseException:
+        try:
+            (outcome,) = alerts.ingest_many([request], url=self.url)
+            return outcome
+        except Exception as exc:
+            return exc
+
