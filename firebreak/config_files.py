@@ -7,18 +7,22 @@ import functools
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from runbooks.loader import LineMap, RunbookInvalid, display_path, format_path, parse_yaml, pydantic_message
+from runbooks.loader import LineMap, Path_, RunbookInvalid, display_path, format_path, parse_yaml, pydantic_message
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 T = TypeVar("T")
 
 
-def load_model(path: Path, model: type[ModelT], error: type[Exception]) -> tuple[ModelT, LineMap]:
-    """Parse `path` into `model`; raise `error` with one located line per problem."""
+def load_model(path: Path, model: type[ModelT], error: type[Exception],
+               explain: Callable[[dict[str, Any]], str | None] | None = None) -> tuple[ModelT, LineMap]:
+    """Parse `path` into `model`; raise `error` with one located line per problem.
+
+    `explain(pydantic_error)` may return a file-specific message for a problem (None: the
+    usual one); whatever it returns is shown as is, so it must not repeat a secret."""
     shown = display_path(Path(path))
     try:
         data, lines = parse_yaml(Path(path))
@@ -27,10 +31,44 @@ def load_model(path: Path, model: type[ModelT], error: type[Exception]) -> tuple
     try:
         return model.model_validate(data if data is not None else {}), lines
     except ValidationError as exc:
-        problems = [f"{shown}:{lines.line_of(tuple(e['loc']))}: {format_path(tuple(e['loc'])) or '(file)'}: "
-                    f"{pydantic_message(e)}" for e in exc.errors()]
+        problems = []
+        for problem in exc.errors():
+            where, message = _in_document(data, problem)
+            message = (explain(problem) if explain else None) or message
+            problems.append(f"{shown}:{lines.line_of(where)}: {format_path(where) or '(file)'}: {message}")
         raise error("\n".join(problems)) from exc
 
+
+def _in_document(data: Any, problem: dict[str, Any]) -> tuple[Path_, str]:
+    """Where a pydantic problem is in the YAML document, and what to say about it.
+
+    Pydantic's locations name things that are not in the file: the tag of a discriminated
+    union (`auth.bearer.token_env` for `auth: {type: bearer}`) and `[key]` for a bad mapping
+    key. Those are left out so the path (and its line) is the one a reader sees."""
+    where: list[str | int] = []
+    node = data
+    loc = tuple(problem["loc"])
+    for index, part in enumerate(loc):
+        last = index == len(loc) - 1
+        if part == "[key]":
+            continue
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif not last:
+            continue  # a union tag or model name pydantic added
+        else:
+            node = None
+        where.append(part)
+    context = problem.get("ctx") or {}
+    if problem["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        # The problem is the discriminator field itself (e.g. `type`), so point at it.
+        where.append(str(context.get("discriminator", "")).strip("'"))
+        if problem["type"] == "union_tag_not_found":
+            return tuple(where), "required field is missing"
+        return tuple(where), f"got {context.get('tag')!r}; expected one of {context.get('expected_tags')}"
+    return tuple(where), pydantic_message(problem)
 
 
 def cached_by_mtime(error: type[Exception], what: str) -> Callable[[Callable[[Path], T]], Callable[[Path], T]]:

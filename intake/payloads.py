@@ -3,10 +3,14 @@
 Field names and shapes follow each format's published documentation:
 - Alertmanager webhook_config, payload version 4 (prometheus.io/docs/alerting/latest/configuration/#webhook_config);
 - Grafana alerting webhook contact point (grafana.com/docs/grafana/latest/alerting/configure-notifications/
-  manage-contact-points/integrations/webhook-notifier/);
-- PagerDuty Events API v2 `POST /v2/enqueue` (developer.pagerduty.com/docs/events-api-v2/trigger-events/);
+  manage-contact-points/integrations/webhook-notifier/, "JSON payload", "Body" and "Alert" tables);
+- PagerDuty Events API v2 `POST /v2/enqueue` (developer.pagerduty.com/docs/events-api-v2/trigger-events/,
+  developer.pagerduty.com/docs/events-api-v2/overview/, and the OpenAPI file PagerDuty publishes,
+  github.com/PagerDuty/api-schema reference/events-v2/openapiv3.json);
 - our generic format, documented here and in the OpenAPI page.
-Unknown extra fields are accepted (monitors add fields over time); the ones we rely on are checked.
+The documented examples are posted as they are in tests/test_intake_formats.py
+(fixtures in tests/fixtures/intake/). Unknown extra fields are accepted (monitors add
+fields over time); the documented ones are typed and checked.
 """
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from records.alerts import IncomingAlert, fingerprint_of_labels
 from runbooks.schema import Level
@@ -77,16 +82,22 @@ def from_alertmanager(source: str, body: AlertmanagerWebhook) -> list[IncomingAl
 
 
 class GrafanaAlert(_PrometheusStyleAlert):
+    # Documented as always sent ("the labels fingerprint"); without it (hand-made bodies)
+    # the label set stands in, as for generic alerts.
     fingerprint: str | None = Field(default=None, max_length=200)
     silenceURL: str = ""
     dashboardURL: str = ""
     panelURL: str = ""
-    values: dict[str, Any] | None = None
+    imageURL: str = ""
+    #: Query ref id → value that triggered the state; null when the rule reported none.
+    values: dict[str, float] | None = None
+    #: The older text form of `values` (Grafana 9–11).
     valueString: str = ""
+    orgId: int | None = None
 
 
 class GrafanaWebhook(_Open):
-    """Grafana's alerting webhook: Alertmanager's shape plus `orgId`, `title`, `state`, `message`."""
+    """Grafana's alerting webhook: Alertmanager's shape plus `orgId`, `state`, `title`, `message`."""
 
     receiver: str = ""
     status: Literal["firing", "resolved"]
@@ -96,11 +107,14 @@ class GrafanaWebhook(_Open):
     commonLabels: Labels = Field(default_factory=dict)
     commonAnnotations: Labels = Field(default_factory=dict)
     externalURL: str = ""
-    version: str = "1"
+    #: The payload structure's version; Grafana sends "1" (Alertmanager's own webhook sends "4").
+    version: Literal["1"]
     groupKey: str = ""
-    truncatedAlerts: int = 0
+    truncatedAlerts: int = Field(default=0, ge=0)
+    #: The group's state: `alerting` while any alert fires, else `ok`.
+    state: Literal["alerting", "ok"] | None = None
+    #: Rendered from the contact point's title and message templates: free text.
     title: str = ""
-    state: str = ""
     message: str = ""
 
 
@@ -108,7 +122,9 @@ def from_grafana(source: str, body: GrafanaWebhook) -> list[IncomingAlert]:
     return [IncomingAlert(source=source, format="grafana",
                           fingerprint=f"{source}/{alert.fingerprint or fingerprint_of_labels(alert.labels)}",
                           status=alert.status, summary=_summary(alert.labels, alert.annotations), labels=alert.labels,
-                          annotations=alert.annotations, payload={**alert.model_dump(mode="json"), "orgId": body.orgId})
+                          annotations=alert.annotations,
+                          payload={**alert.model_dump(mode="json"), "orgId": body.orgId, "groupKey": body.groupKey,
+                                   "receiver": body.receiver, "externalURL": body.externalURL})
             for alert in body.alerts]
 
 
@@ -116,34 +132,62 @@ def from_grafana(source: str, body: GrafanaWebhook) -> list[IncomingAlert]:
 
 
 class PagerDutyPayload(_Open):
-    summary: str = Field(min_length=1, max_length=1024)
-    source: str = Field(min_length=1, max_length=255)
+    """PD-CEF: `summary`, `source` and `severity` are required; the rest is optional."""
+
+    summary: str = Field(min_length=1, max_length=1024)  # "The maximum permitted length … is 1024 characters"
+    source: str = Field(min_length=1)
     severity: Literal["critical", "error", "warning", "info"]
-    timestamp: datetime | None = None
+    timestamp: datetime | None = None  # ISO 8601; PagerDuty's examples write the offset as +0000
     component: str | None = None
     group: str | None = None
     # `class` is a Python keyword; PagerDuty's field name is kept on the wire.
     class_: str | None = Field(default=None, alias="class")
+    # Documented as an object; a plain string is taken too (some senders put text there).
     custom_details: dict[str, Any] | str | None = None
 
 
+class PagerDutyImage(_Open):
+    src: str = Field(min_length=1)
+    href: str | None = None
+    alt: str | None = None
+
+
+class PagerDutyLink(_Open):
+    href: str = Field(min_length=1)
+    text: str | None = None
+
+
+def _required_when(value: Any, info: ValidationInfo, actions: tuple[str, ...]) -> Any:
+    """A field required only for some `event_action`s, reported at that field."""
+    action = info.data.get("event_action")  # absent when event_action itself was invalid
+    if value is None and action in actions:
+        raise PydanticCustomError("missing", "Field required when event_action is {action}", {"action": action})
+    return value
+
+
 class PagerDutyEvent(_Open):
+    """An alert event. `trigger` needs `payload`; `acknowledge` and `resolve` need only
+    `routing_key`, `event_action` and `dedup_key` (anything else they carry is kept)."""
+
     routing_key: str = Field(min_length=1, max_length=64)
     event_action: Literal["trigger", "acknowledge", "resolve"]
-    dedup_key: str | None = Field(default=None, min_length=1, max_length=255)
-    payload: PagerDutyPayload | None = None
+    # validate_default: the "required for this action" check must run when the field is absent.
+    dedup_key: str | None = Field(default=None, min_length=1, max_length=255, validate_default=True)
+    payload: PagerDutyPayload | None = Field(default=None, validate_default=True)
     client: str | None = None
     client_url: str | None = None
-    links: list[dict[str, Any]] = Field(default_factory=list)
-    images: list[dict[str, Any]] = Field(default_factory=list)
+    links: list[PagerDutyLink] = Field(default_factory=list)
+    images: list[PagerDutyImage] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _required_by_action(self) -> PagerDutyEvent:
-        if self.event_action == "trigger" and self.payload is None:
-            raise ValueError("payload is required when event_action is trigger")
-        if self.event_action != "trigger" and not self.dedup_key:
-            raise ValueError(f"dedup_key is required when event_action is {self.event_action}")
-        return self
+    @field_validator("dedup_key")
+    @classmethod
+    def _dedup_key_for_follow_ups(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _required_when(value, info, ("acknowledge", "resolve"))
+
+    @field_validator("payload")
+    @classmethod
+    def _payload_for_trigger(cls, value: PagerDutyPayload | None, info: ValidationInfo) -> PagerDutyPayload | None:
+        return _required_when(value, info, ("trigger",))
 
 
 PD_STATUS = {"trigger": "firing", "acknowledge": "acknowledged", "resolve": "resolved"}

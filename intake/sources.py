@@ -12,10 +12,11 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from firebreak.config_files import load_model
 
 ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
 Format = Literal["alertmanager", "grafana", "pagerduty", "generic"]
@@ -60,11 +61,15 @@ class Source(BaseModel):
     description: str = ""
     auth: Auth
 
-    @model_validator(mode="after")
-    def _auth_fits_format(self) -> Source:
-        if (self.format == "pagerduty") != isinstance(self.auth, RoutingKeyAuth):
+    @field_validator("auth")
+    @classmethod
+    def _auth_fits_format(cls, auth: BearerAuth | RoutingKeyAuth | HmacAuth,
+                          info: ValidationInfo) -> BearerAuth | RoutingKeyAuth | HmacAuth:
+        # On `auth` (not the whole source) so the problem is reported at the auth line.
+        source_format = info.data.get("format")
+        if source_format is not None and (source_format == "pagerduty") != isinstance(auth, RoutingKeyAuth):
             raise ValueError("a pagerduty source authenticates with `type: routing_key`, and only it does")
-        return self
+        return auth
 
 
 class SourcesFile(BaseModel):
@@ -76,24 +81,24 @@ class SourcesInvalid(ValueError):
     pass
 
 
+#: Keys someone might write the secret itself under, instead of naming its variable.
+_SECRET_KEYS = ("token", "secret", "routing_key", "password", "key")
+
+
+def _explain(problem: dict[str, Any]) -> str | None:
+    """Messages for the two ways a secret ends up in this file; neither repeats the value."""
+    field = str(problem["loc"][-1]) if problem["loc"] else ""
+    if problem["type"] == "extra_forbidden" and field in _SECRET_KEYS:
+        return "secrets are not written in this file; name the environment variable that holds it (…_env)"
+    if problem["type"] == "string_pattern_mismatch" and field.endswith("_env"):
+        # Not echoed: a value that is not a variable name may well be the secret itself.
+        return f"must be the name of an environment variable ({ENV_NAME}); the value is not shown"
+    return None
+
+
 def load_sources(path: Path) -> dict[str, Source]:
-    try:
-        document = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise SourcesInvalid(f"{path}: cannot read: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise SourcesInvalid(f"{path}: not valid YAML: {exc}") from exc
-    try:
-        return SourcesFile.model_validate(document).sources
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            where = ".".join(str(p) for p in error["loc"] if not str(p).endswith("Auth"))
-            message = error["msg"]
-            if error["type"] == "extra_forbidden" and error["loc"][-1] in ("token", "secret", "routing_key"):
-                message = "secrets are not written in this file; name the environment variable that holds it (…_env)"
-            problems.append(f"{path}: {where}: {message}")
-        raise SourcesInvalid("\n".join(problems)) from exc
+    """The sources in `path`; SourcesInvalid names `file:line: field: problem` for each problem."""
+    return load_model(path, SourcesFile, SourcesInvalid, explain=_explain)[0].sources
 
 
 class AuthFailed(Exception):
