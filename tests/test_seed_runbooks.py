@@ -3,10 +3,17 @@ runbook's fault injected, notifications delivered to the simulator's inbox, and
 the timeline asserted step by step from the records database."""
 from __future__ import annotations
 
+import threading
+import uuid
+from contextlib import ExitStack
+from typing import Any
+
 import httpx
 import pytest
 
-from records.incidents import events, get_incident, notifications
+from records.incidents import events, get_incident, list_incidents, notifications
+from tests.polling import wait_for
+from tests.test_approval import resume
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -110,6 +117,7 @@ def test_network_congestion(simulator) -> None:
     assert outcomes(incident_id) == {
         "measure_load": "succeeded", "record_load": "succeeded", "start_emergency_response": "succeeded",
         "acknowledge": "succeeded", "divert_to_ivr": "succeeded", "brief_marketing": "succeeded",
+        "approve_customer_notices": "succeeded",  # a drill: approved by the gate's in_drill policy
         "publish_social_notice": "succeeded", "publish_faq": "succeeded", "keep_key_customer_channel": "succeeded",
         "mitigated": "succeeded", "wait_for_load_to_fall": "succeeded", "restore_normal_routing": "succeeded",
         "confirm_normal_load": "succeeded", "resolved": "succeeded", "stand_down": "succeeded", "close": "succeeded",
@@ -120,6 +128,111 @@ def test_network_congestion(simulator) -> None:
     channels = {n["channel"] for n in httpx.get(f"{simulator.url}/notices").json()}
     assert {"social_media", "forum"} <= channels
     assert "zhou-min" in {n.contact for n in notifications(incident_id)}  # Marketing was briefed
+    gate = next(e for e in events(incident_id) if e.step_id == "approve_customer_notices" and e.status == "approved")
+    assert gate.actor == "drill-policy"
+
+
+class OperatorRun:
+    """A seed runbook started by an operator (not a drill, so its approval gates pause and ask),
+    in a thread of this process, with the stand-in on-call person acknowledging the first page."""
+
+    def __init__(self, name: str, simulator: Any, fault: str):
+        from flows.seed_runbooks import ENTRY_FLOWS
+
+        httpx.post(f"{simulator.url}/faults", json={"fault": fault}).raise_for_status()
+        self.summary = f"{name} started by a test ({uuid.uuid4().hex[:8]})"  # finds this run's incident
+        self.state: Any = None
+        self._flow = ENTRY_FLOWS[name]
+        self._parameters = {"service_url": simulator.url, **QUICK}
+        self._inbox = simulator.url
+        self._stack = ExitStack()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        self.state = self._flow(parameters=self._parameters, summary=self.summary, return_state=True)
+
+    def __enter__(self) -> OperatorRun:
+        from notifications.drill_responder import AckServer, DrillResponder
+
+        self._stack.enter_context(AckServer())
+        self._stack.enter_context(DrillResponder(self._inbox))
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._thread.join(60)
+        self._stack.close()
+
+    def paused(self) -> tuple[str, str]:
+        """(incident id, flow run id) once the run is paused at a gate."""
+        from prefect.client.orchestration import get_client
+
+        def paused_incident() -> tuple[str, str] | None:
+            incident = next((i for i in list_incidents(100) if i.title == self.summary), None)
+            if incident is None or not incident.flow_run_id:
+                return None
+            with get_client(sync_client=True) as client:
+                if client.read_flow_run(incident.flow_run_id).state.is_paused():
+                    return incident.id, incident.flow_run_id
+            return None
+
+        return wait_for(paused_incident, timeout=60, what="the run to pause at its approval gate")
+
+    def finish(self) -> Any:
+        self._thread.join(90)
+        assert not self._thread.is_alive(), "the run did not finish"
+        return self.state
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+def test_network_congestion_notices_wait_for_marketing(simulator, decision: str) -> None:
+    from reports.commitments import CATALOGUE
+    from reports.record import load_record
+    from reports.render import build_view
+
+    with OperatorRun("network-congestion", simulator, "congested") as run:
+        incident_id, flow_run_id = run.paused()
+        asking = [e for e in events(incident_id) if e.status == "awaiting-approval"]
+        assert [e.step_id for e in asking] == ["approve_customer_notices"]
+        assert "social media" in asking[0].data["action"] and "help.example.com" in asking[0].data["action"]
+        # Marketing was asked before the run paused, and nothing is public yet.
+        assert any(n.contact == "zhou-min" and n.step_id == "brief_marketing" and n.status == "delivered"
+                   for n in notifications(incident_id))
+        assert httpx.get(f"{simulator.url}/notices").json() == []
+        resume(flow_run_id, run_input={"decision": decision, "approver": "Zhou Min",
+                                       "comment": "wording agreed" if decision == "approve" else "hold: PR review"})
+        state = run.finish()
+
+    assert state.is_completed()
+    incident = get_incident(incident_id)
+    assert incident.status == "closed" and incident.run_state == "completed" and not incident.drill
+    assert_every_attempt_recorded(incident_id)
+    verb = "approved" if decision == "approve" else "rejected"
+    recorded = next(e for e in events(incident_id) if e.step_id == "approve_customer_notices" and e.status == verb)
+    assert recorded.actor == "Zhou Min" and recorded.data["decided_at"]
+    result = outcomes(incident_id)
+    channels = [n["channel"] for n in httpx.get(f"{simulator.url}/notices").json()]
+    view = build_view(load_record(incident_id), "en")
+    workaround = next(c for c in view["commitments"] if c["title"] == CATALOGUE["workaround_4h"].title_en)
+    assert any(d["who"] == "Zhou Min" and d["decision"] == verb for d in view["decisions"])
+    stand_down = [n.body for n in notifications(incident_id) if n.step_id == "stand_down"]
+    assert stand_down
+    if decision == "approve":
+        assert result["approve_customer_notices"] == "succeeded"
+        assert result["publish_social_notice"] == result["publish_faq"] == "succeeded"
+        assert sorted(channels) == ["forum", "social_media"]
+        assert workaround["raw_result"] == "pass"
+        assert all("retire the diversion notices" in body for body in stand_down)
+    else:
+        assert result["approve_customer_notices"] == "failed"  # recorded as refused; on_failure: continue
+        assert result["publish_social_notice"] == result["publish_faq"] == "skipped"
+        assert channels == []
+        # The report says the workaround was not fed back (not a pass), beside who decided that and why.
+        assert workaround["raw_result"] == "not_measured" and "did not run" in workaround["note"]
+        assert any(d["comment"] == "hold: PR review" for d in view["decisions"])
+        assert all("No public notices were published" in body for body in stand_down)
+    # The rest of the response ran either way.
+    assert result["divert_to_ivr"] == result["keep_key_customer_channel"] == result["close"] == "succeeded"
 
 
 def test_staffing_shortage(simulator) -> None:

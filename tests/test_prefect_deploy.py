@@ -1,0 +1,148 @@
+"""`prefect deploy --all` from prefect.yaml to a process work pool, and a worker running a deployment.
+
+The rest of the suite runs flows in-process or through `serve`; this is the production path
+(README, "Production layout"): the work pool is created with the documented command, the
+deployments are registered by the Prefect CLI from prefect.yaml, and a `prefect worker`
+process starts the flow run in a subprocess of its own, which must find the repository (the
+pull step), the records database (FIREBREAK_* inherited from the worker) and the simulator.
+
+Slower than the other tests (about a minute): it starts three Prefect CLI processes and a
+flow-run process, each importing Prefect and the flows. Deselect it with `-m "not slow"`.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from firebreak.settings import PROJECT_ROOT
+from records.incidents import events, get_incident, list_incidents
+from runbooks import catalog
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+PROJECT_FILE = PROJECT_ROOT / "prefect.yaml"
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+DECLARED: list[dict[str, Any]] = yaml.safe_load(PROJECT_FILE.read_text())["deployments"]
+SEED_RUNBOOKS = {"system-outage", "network-congestion", "staffing-shortage"}
+
+
+def _prefect(*args: str, env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([PREFECT, *args], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, f"prefect {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def deployed() -> dict[str, Any]:
+    """The work pool and every deployment in prefect.yaml, created by the Prefect CLI as the README says."""
+    from prefect.client.orchestration import get_client
+
+    # PWD as a shell has it in the repository root: prefect.yaml's pull step records `{{ $PWD }}`.
+    env = {**os.environ, "PREFECT_CLI_PROMPT": "false", "PWD": str(PROJECT_ROOT)}
+    _prefect("work-pool", "create", "firebreak", "--type", "process", "--overwrite", env=env)
+    _prefect("deploy", "--all", "--no-prompt", env=env)
+    with get_client(sync_client=True) as client:
+        return {d.name: d for d in client.read_deployments() if d.work_pool_name == "firebreak"}
+
+
+def _entry_function(entrypoint: str) -> Any:
+    from prefect.flows import load_flow_from_entrypoint
+
+    return load_flow_from_entrypoint(str(PROJECT_ROOT / entrypoint)).fn
+
+
+def test_every_declared_deployment_is_registered_as_declared(deployed: dict[str, Any]) -> None:
+    assert len(DECLARED) == 7 and {entry["name"] for entry in DECLARED} <= deployed.keys()
+    for entry in DECLARED:
+        deployment = deployed[entry["name"]]
+        assert deployment.description == entry["description"]
+        assert sorted(deployment.tags) == sorted(entry["tags"])
+        assert deployment.enforce_parameter_schema is True
+        assert deployment.entrypoint == entry["entrypoint"]
+        # The worker's flow-run process starts in the repository, wherever the worker runs.
+        assert deployment.pull_steps == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT_ROOT)}}]
+        schema = deployment.parameter_openapi_schema
+        assert set(schema["properties"]) == set(inspect.signature(_entry_function(entry["entrypoint"])).parameters)
+        if entry["name"] in SEED_RUNBOOKS:
+            # The UI form of a seed runbook is its YAML's parameters, with their constraints.
+            runbook = catalog.load(entry["name"]).runbook
+            assert set(_runbook_form(schema)["properties"]) == set(runbook.parameters)
+    outage = _runbook_form(deployed["system-outage"].parameter_openapi_schema)["properties"]
+    assert outage["affected_service"]["enum"] == ["online_chat", "order_handling", "hotline", "email", "social_media"]
+    assert outage["affected_customers"]["minimum"] == 0
+
+
+def _runbook_form(schema: dict[str, Any]) -> dict[str, Any]:
+    """The definition the `parameters` argument refers to (the runbook's own parameters)."""
+    reference = schema["properties"]["parameters"]["$ref"]  # "#/definitions/<Model>"
+    return schema["definitions"][reference.rsplit("/", 1)[-1]]
+
+
+def test_the_server_refuses_parameters_outside_the_schema(deployed: dict[str, Any]) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    with get_client(sync_client=True) as client, pytest.raises(PrefectHTTPStatusError) as refused:
+        client.create_flow_run_from_deployment(deployed["system-outage"].id,
+                                               parameters={"parameters": {"affected_customers": "many"}})
+    assert refused.value.response.status_code == 409 and "affected_customers" in refused.value.response.text
+
+
+@pytest.mark.slow
+def test_a_process_worker_runs_the_outage_deployment_to_a_closed_incident(deployed: dict[str, Any], simulator,
+                                                                           tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+
+    from notifications.drill_responder import AckServer, DrillResponder
+
+    httpx.post(f"{simulator.url}/faults", json={"fault": "down"}).raise_for_status()
+    with get_client(sync_client=True) as client:
+        # By the name the intake's `deployment` executor uses (<flow>/<flow>).
+        deployment = client.read_deployment_by_name("system-outage/system-outage")
+        assert deployment.id == deployed["system-outage"].id
+        flow_run = client.create_flow_run_from_deployment(deployment.id, parameters={
+            "parameters": {"service_url": simulator.url, "check_interval_seconds": 0.2,
+                           "recovery_deadline_seconds": 30},
+            "drill": True, "source": "drill"})
+
+    worker_log = tmp_path / "worker.log"
+    with ExitStack() as stack:
+        stack.enter_context(AckServer())  # sets FIREBREAK_PUBLIC_URL, which the worker's runs inherit
+        stack.enter_context(DrillResponder(simulator.url))
+        # The worker and its flow-run process inherit FIREBREAK_HOME (the records database),
+        # FIREBREAK_INBOX (the simulator) and PREFECT_API_URL from this process.
+        with worker_log.open("w") as log:
+            worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "firebreak", "--run-once"],
+                                      cwd=tmp_path, env=dict(os.environ),
+                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                worker.wait(timeout=240)  # --run-once: one poll, then it waits for the runs it started
+            finally:
+                if worker.poll() is None:
+                    worker.kill()
+                    worker.wait()
+    assert worker.returncode == 0, worker_log.read_text()
+
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(flow_run.id).state  # the worker waited for its flow-run process
+    assert state.type is StateType.COMPLETED, f"{state.name}: {state.message}\n{worker_log.read_text()}"
+
+    incident = next(i for i in list_incidents(200) if i.flow_run_id == str(flow_run.id))
+    incident = get_incident(incident.id)
+    assert incident.status == "closed" and incident.run_state == "completed" and incident.drill
+    assert any(e.step_id == "fail_over" and e.phase == "outcome" and e.status == "succeeded"
+               for e in events(incident.id))
+    sim = httpx.get(f"{simulator.url}/state").json()
+    assert sim["active_node"] == "standby" and sim["failover_count"] == 1
