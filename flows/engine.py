@@ -4,15 +4,23 @@ Steps are submitted as soon as everything they need has finished, with
 `wait_for` on those steps' futures so Prefect shows the graph and independent
 branches run at the same time. Each step's retries, back-off and timeout map
 onto Prefect task options; its failure policy is applied here.
+
+An in-flow action (an approval gate) runs in a thread of its own with the
+flow's context, so while it waits for a person only the steps that need it
+wait; the rest of the graph keeps starting and finishing.
 """
 from __future__ import annotations
 
+import concurrent.futures
+import contextvars
+import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import allow_failure, flow, get_run_logger
-from prefect.futures import PrefectFuture, as_completed
+from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run as current_flow_run
 from pydantic import BaseModel, ValidationError
 
@@ -134,23 +142,58 @@ def execute_runbook(
 
 def _schedule(run: _Run, title: str, summary: str | None) -> None:
     remaining = list(run.runbook.steps)
-    running: dict[PrefectFuture[Any], Step] = {}
+    # Everything in flight, as one kind of future so a single wait covers both Prefect
+    # task runs and in-flow actions; the value says how to read the step's result.
+    running: dict[concurrent.futures.Future[Any], tuple[Step, PrefectFuture[Any] | None]] = {}
+    # Gates take turns: a flow run has one Paused state (one pause key, one input form in the
+    # UI), so two gates pausing at once would overwrite each other. A gate that becomes ready
+    # while another is waiting starts, with its `when` evaluated then, once that one is decided.
+    gate_in_flight: str | None = None
+    told_to_wait: set[str] = set()
     while remaining or running:
         # A step that is skipped or fails before submission finishes at once and
         # may make others ready, so keep starting until nothing more is ready.
-        while ready := [s for s in remaining if all(n in run.results for n in s.needs)]:
-            for step in ready:
+        started = True
+        while started:
+            started = False
+            for step in [s for s in remaining if all(n in run.results for n in s.needs)]:
+                if _is_in_flow(step) and gate_in_flight:
+                    if step.id not in told_to_wait:
+                        told_to_wait.add(step.id)
+                        _record_gate_turn(run, step, gate_in_flight)
+                    continue
                 remaining.remove(step)
-                future = _start(run, step, title, summary)
-                if future is not None:
-                    running[future] = step
+                started = True
+                launched = _start(run, step, title, summary)
+                if launched is not None:
+                    done, task_future = launched
+                    running[done] = (step, task_future)
+                    if task_future is None:
+                        gate_in_flight = step.id
         if not running:
             if remaining:  # cannot happen for a validated runbook (no cycles); guard anyway
                 raise RunbookFailed(f"steps never became ready: {[s.id for s in remaining]}")
             break
-        finished = next(as_completed(list(running)))
-        step = running.pop(finished)
-        _finish(run, step, finished)
+        finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+        for done in finished:
+            step, task_future = running.pop(done)
+            if task_future is None:
+                gate_in_flight = None
+                _finish_in_flow(run, step, done)
+            else:
+                _finish(run, step, task_future)
+
+
+def _is_in_flow(step: Step) -> bool:
+    return ACTIONS[step.action].prefect_task is None
+
+
+def _record_gate_turn(run: _Run, step: Step, waiting_on: str) -> None:
+    incidents.append_event(run.incident_id, phase=EventPhase.note, status="waiting-for-gate",
+                           actor=f"runbook:{run.runbook.id}",
+                           summary=f"{step.display_title}: ready; waits for step {waiting_on!r} to be decided "
+                                   "before it starts",
+                           step_id=step.id, action=step.action, flow_run_id=run.flow_run_id)
 
 
 def _record_skip(run: _Run, step: Step, reason: str) -> None:
@@ -160,7 +203,11 @@ def _record_skip(run: _Run, step: Step, reason: str) -> None:
                            flow_run_id=run.flow_run_id)
 
 
-def _start(run: _Run, step: Step, title: str, summary: str | None) -> PrefectFuture[Any] | None:
+def _start(run: _Run, step: Step, title: str, summary: str | None
+           ) -> tuple[concurrent.futures.Future[Any], PrefectFuture[Any] | None] | None:
+    """Start the step; None if it finished at once (skipped, or failed before it could start),
+    else a future that completes when it ends, and its Prefect task future (None for an
+    in-flow action, whose future holds its output)."""
     if run.aborted_by:
         _record_skip(run, step, f"run aborted after step {run.aborted_by!r} failed")
         return None
@@ -182,16 +229,8 @@ def _start(run: _Run, step: Step, title: str, summary: str | None) -> PrefectFut
                                step_title=step.display_title, action=step.action, level=run.level.value,
                                drill=run.drill, timeout=step.timeout, flow_run_id=run.flow_run_id)
     spec = ACTIONS[step.action]
-    if spec.prefect_task is None:  # an in-flow action (a gate): it runs here, now
-        try:
-            output = spec.run_in_flow(step_context, arguments)
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            run.results[step.id] = StepResult(status="failed", error=error)
-            _apply_policy(run, step, error)
-        else:
-            run.results[step.id] = StepResult(status="succeeded", output=output)
-        return None
+    if spec.prefect_task is None:  # an in-flow action (a gate): in its own thread, so only its dependants wait
+        return _in_thread(f"{step.id}-{run.incident_id}", spec.run_in_flow, step_context, arguments), None
     prefect_task = spec.prefect_task.with_options(
         task_run_name=step.id,
         retries=step.retries,
@@ -201,7 +240,45 @@ def _start(run: _Run, step: Step, title: str, summary: str | None) -> PrefectFut
     upstream = [allow_failure(run.futures[n]) for n in step.needs if n in run.futures]
     future = prefect_task.submit(step_context, arguments, wait_for=upstream)
     run.futures[step.id] = future
-    return future
+    return _when_done(future), future
+
+
+def _when_done(future: PrefectFuture[Any]) -> concurrent.futures.Future[None]:
+    done: concurrent.futures.Future[None] = concurrent.futures.Future()
+    future.add_done_callback(lambda _finished: done.set_result(None))
+    return done
+
+
+def _in_thread(name: str, function: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+    """Run `function` in a new thread inside a copy of this flow run's context (Prefect's run
+    context, logger and task runner, which pause_flow_run and task submission look up).
+
+    A daemon thread: if the run ends some other way (crash, cancellation) while a gate
+    waits, the process must not be held open until that gate's timeout."""
+    done: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    context = contextvars.copy_context()
+
+    def body() -> None:
+        done.set_running_or_notify_cancel()
+        try:
+            done.set_result(context.run(function, *args))
+        except BaseException as exc:  # handed to the scheduler's thread, which decides
+            done.set_exception(exc)
+
+    threading.Thread(target=body, name=name, daemon=True).start()
+    return done
+
+
+def _finish_in_flow(run: _Run, step: Step, done: concurrent.futures.Future[Any]) -> None:
+    exc = done.exception()
+    if exc is None:
+        run.results[step.id] = StepResult(status="succeeded", output=done.result())
+        return
+    if not isinstance(exc, Exception):  # cancellation, interpreter exit: not a step failure
+        raise exc
+    error = f"{type(exc).__name__}: {exc}"
+    run.results[step.id] = StepResult(status="failed", error=error)
+    _apply_policy(run, step, error)
 
 
 def _finish(run: _Run, step: Step, future: PrefectFuture[Any]) -> None:

@@ -133,14 +133,19 @@ def _pause_key(step_id: str, escalated: bool) -> str:
 
 def _back_to_running(flow_run_id: str | None) -> None:
     """After a pause times out the run is still Paused on the server; the flow carries on
-    (its policy decides what next), so it must be Running again for its later tasks to start."""
+    (its policy decides what next), so it must be Running again: the UI would show it Paused,
+    and the server turns a run leaving an expired pause for Completed into Failed ("never
+    resumed"). Only from Paused: the gate waits in a thread of its own, and a run that
+    meanwhile ended (failed, cancelled) must stay ended."""
     if not flow_run_id:
         return
     from prefect.client.orchestration import get_client
     from prefect.states import Running
 
     with get_client(sync_client=True) as client:
-        client.set_flow_run_state(flow_run_id, Running(), force=True)
+        state = client.read_flow_run(flow_run_id).state
+        if state is not None and state.is_paused():
+            client.set_flow_run_state(flow_run_id, Running(), force=True)
 
 
 def _escalate(ctx: StepContext, inp: ApprovalInput) -> None:

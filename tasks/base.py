@@ -118,9 +118,10 @@ def action(
     expression_fields maps arguments that are Jinja2 expressions evaluated by the
     action itself (e.g. a poll condition) to the names they may use.
 
-    in_flow: the action runs in the flow body instead of as a task, because it
+    in_flow: the action runs in the flow run instead of as a task, because it
     needs what only a flow can do (pause_flow_run for an operator's input). The
-    engine starts nothing else while it runs, so keep such actions to gates.
+    engine runs it in a thread of its own with the flow's context, one in-flow
+    action at a time (a flow run has one Paused state), so keep such actions to gates.
     """
 
     def register(function: Callable[[InputT, Attempt], Any]) -> Action[InputT]:

@@ -1,6 +1,7 @@
 """Approval gates: a run pauses for input, a person answers through the API
 (`resume(..., run_input=...)`, what the Prefect UI form does), and the
-decision is on the timeline. Also the timeout policies, the drill policy, and
+decision is on the timeline. A paused gate holds back only the steps that need
+it; two gates take turns. Also the timeout policies, the drill policy, and
 that a paused run keeps a second run of its incident from starting."""
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from records.incidents import events, get_incident, list_incidents
+from tests.polling import wait_for
 from tests.runbook_helpers import step_events, write_runbook
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -99,6 +101,98 @@ def test_rejected_through_the_api(tmp_path: Path) -> None:
     assert decision.actor == "Zhao Min" and decision.data["comment"] == "standby is cold"
     assert step_events(incident_id, "approve_failover")[-1][:2] == ("outcome", "failed")
     assert ("note", "skipped", 1) in step_events(incident_id, "fail_over")
+
+
+def branching(tmp_path: Path, name: str, on_failure: str) -> Path:
+    """A gate and, beside it, a branch that needs only the gate's predecessor: two steps in a row,
+    so the second is started (not merely still running) while the run is paused."""
+    return write_runbook(tmp_path, name, [
+        {"id": "assess", "action": "record", "with": {"message": "load measured"}},
+        {"id": "approve_notice", "action": "approval", "needs": ["assess"], "on_failure": on_failure,
+         "with": {"action": "publish a notice", "reason": "lines are busy", "timeout": 60}},
+        {"id": "publish_notice", "action": "record", "needs": ["approve_notice"],
+         "when": "steps.approve_notice.status == 'succeeded'", "with": {"message": "notice published"}},
+        {"id": "divert", "action": "wait", "needs": ["assess"], "with": {"seconds": 2.0}},
+        {"id": "mitigated", "action": "record", "needs": ["divert"], "with": {"message": "callers diverted"}},
+    ])
+
+
+def prefect_view(flow_run_id: str) -> tuple[list[Any], dict[str, Any]]:
+    """The flow run's state history and its task runs by name, as the Prefect server has them."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        states = client.read_flow_run_states(flow_run_id)
+        task_runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return sorted(states, key=lambda s: s.timestamp), {t.name: t for t in task_runs}
+
+
+@pytest.mark.parametrize(("decision", "on_failure"), [("approve", "continue"), ("reject", "continue"),
+                                                      ("reject", "abort")])
+def test_a_paused_gate_holds_back_only_its_dependants(tmp_path: Path, decision: str, on_failure: str) -> None:
+    run = Background(branching(tmp_path, f"gate-branch-{decision}-{on_failure}", on_failure))
+    incident_id, flow_run_id = run.paused_incident()
+
+    # While the gate waits, the branch that does not need it runs to its end.
+    wait_for(lambda: step_events(incident_id, "mitigated")[-1:] == [("outcome", "succeeded", 1)], timeout=30,
+             what="the independent branch to finish while the run is paused")
+    assert step_events(incident_id, "divert")[-1] == ("outcome", "succeeded", 1)
+    assert step_events(incident_id, "publish_notice") == []
+    states, _ = prefect_view(flow_run_id)
+    assert states[-1].is_paused()
+    paused_at = next(s.timestamp for s in states if s.is_paused())
+    # Prefect records task runs started while the flow run is Paused (task states are reported
+    # by the client, not refused by the server); their events reach the server shortly after.
+    _, task_runs = wait_for(
+        lambda: (view := prefect_view(flow_run_id))[1].get("mitigated") and view[1]["mitigated"].state.is_completed()
+        and view, timeout=30, what="Prefect to record the task run started while paused")
+    assert task_runs["divert"].state.is_completed()
+    assert task_runs["mitigated"].start_time > paused_at
+
+    resume(flow_run_id, run_input={"decision": decision, "approver": "Zhou Min", "comment": "checked"})
+    state = run.finish()
+    states, _ = prefect_view(flow_run_id)
+    assert [s.type.value for s in states][-3:] == ["PAUSED", "RUNNING", "COMPLETED" if on_failure == "continue"
+                                                   else "FAILED"]
+    if decision == "approve":
+        assert state.is_completed()
+        assert step_events(incident_id, "publish_notice")[-1] == ("outcome", "succeeded", 1)
+    elif on_failure == "continue":
+        assert state.is_completed()
+        skipped = next(e for e in events(incident_id) if e.step_id == "publish_notice")
+        assert skipped.status == "skipped" and "is false" in skipped.summary
+    else:  # the rejection aborts: nothing new starts, and what already ran stays done
+        assert state.is_failed()
+        assert get_incident(incident_id).run_state == "failed"
+        skipped = next(e for e in events(incident_id) if e.step_id == "publish_notice")
+        assert skipped.status == "skipped" and "run aborted after step 'approve_notice'" in skipped.summary
+    assert step_events(incident_id, "mitigated")[-1] == ("outcome", "succeeded", 1)
+
+
+def test_two_gates_ready_at_once_take_turns(tmp_path: Path) -> None:
+    path = write_runbook(tmp_path, "gate-turns", [
+        {"id": "assess", "action": "record", "with": {"message": "load measured"}},
+        {"id": "approve_notice", "action": "approval", "needs": ["assess"],
+         "with": {"action": "publish a notice", "reason": "lines are busy", "timeout": 60}},
+        {"id": "approve_overtime", "action": "approval", "needs": ["assess"], "on_failure": "continue",
+         "with": {"action": "call in the overtime roster", "reason": "queue is long", "timeout": 60}},
+    ])
+    run = Background(path)
+    incident_id, flow_run_id = run.paused_incident()
+    assert [e.step_id for e in events(incident_id) if e.status == "awaiting-approval"] == ["approve_notice"]
+    queued = next(e for e in events(incident_id) if e.status == "waiting-for-gate")
+    assert queued.step_id == "approve_overtime" and "approve_notice" in queued.summary
+    resume(flow_run_id, run_input={"decision": "approve", "approver": "Zhou Min"})
+
+    asked = wait_for(lambda: next((e for e in events(incident_id) if e.status == "awaiting-approval"
+                                   and e.step_id == "approve_overtime"), None), what="the second gate to ask")
+    decided = next(e for e in events(incident_id) if e.status == "approved" and e.step_id == "approve_notice")
+    assert decided.seq < asked.seq
+    run.paused_incident()
+    resume(flow_run_id, run_input={"decision": "reject", "approver": "Qian Li", "comment": "not today"})
+    assert run.finish().is_completed()
+    assert step_events(incident_id, "approve_overtime")[-1][:2] == ("outcome", "failed")
 
 
 def test_timeout_policies(tmp_path: Path) -> None:
