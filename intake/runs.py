@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from datetime import timedelta
 from typing import Any
@@ -61,11 +63,12 @@ class RunDispatcher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # Runs execute in daemon threads (not a ThreadPoolExecutor, whose threads the interpreter
-        # joins at exit): stopping the intake must not wait for a run paused for an approval. A run
-        # cut short that way is recorded as crashed by `firebreak reconcile` (its heartbeat stops).
-        self._slots = threading.BoundedSemaphore(max_concurrent_runs)
-        self._creators = ThreadPoolExecutor(max_workers=4, thread_name_prefix="run-creator")
+        self._run_threads = _RunThreads(max_concurrent_runs, self._settings)
+        # Each creator thread keeps one Prefect client: a new client costs ~50 ms of CPU (an SSL
+        # context), more than creating the run does.
+        self._creators = ThreadPoolExecutor(max_workers=4, thread_name_prefix="run-creator",
+                                            initializer=self._hold_client)
+        self._flow_ids: dict[str, Any] = {}  # flow name → id on the Prefect server (for run creation)
         self.runs: dict[str, Future[Any]] = {}  # flow run id → its execution here (warm executor)
         self._last_prune = 0.0
 
@@ -107,11 +110,17 @@ class RunDispatcher:
     # --- one pass ----------------------------------------------------------------------------------
 
     def dispatch_due(self) -> int:
-        """Claim and start the due outbox rows; returns how many were claimed."""
+        """Claim the due outbox rows and hand them to the creator threads; returns how many were claimed."""
         rows = alerts.claim_run_requests(self.worker_id, url=self.records_url)
-        # In parallel: in a burst, one slow creation must not hold up the runs behind it.
-        list(self._creators.map(self._start, rows))
+        # Not waited for: in a burst, rows committed while these runs are being created are
+        # claimed at once rather than after the slowest creation of this batch.
+        for row in rows:
+            self._creators.submit(self._start, row)
         return len(rows)
+
+    def _hold_client(self) -> None:
+        """Thread initializer: enter a Prefect client context for the thread's life (see _RunThreads)."""
+        _enter_client_context(self._settings)
 
     def _settings(self) -> AbstractContextManager[Any]:
         if not self.prefect_api_url:
@@ -126,6 +135,7 @@ class RunDispatcher:
             with self._settings():
                 flow_run = self._create_flow_run(row)
         except Exception as exc:
+            self._flow_ids.pop(row.flow_name, None)  # in case the server is a new one that never saw it
             delay = min(30.0, 0.5 * 2 ** min(row.attempts, 6))
             log.warning("could not create the run of %s (attempt %d), retrying in %.1fs: %s: %s",
                         row.incident_id, row.attempts, delay, type(exc).__name__, exc)
@@ -149,25 +159,19 @@ class RunDispatcher:
                 return client.create_flow_run_from_deployment(
                     deployment.id, parameters=row.parameters, idempotency_key=row.idempotency_key, tags=tags,
                     name=f"{row.incident_id} · {row.flow_name}")
-            return _create_pending_run(client, entry_flow(row.flow_name), row, tags)
+            flow = entry_flow(row.flow_name)
+            if row.flow_name not in self._flow_ids:
+                self._flow_ids[row.flow_name] = _register_flow(client, flow)
+            return _create_pending_run(client, flow, self._flow_ids[row.flow_name], row, tags)
 
     def _run_in_thread(self, flow_name: str, flow_run: Any, parameters: dict[str, Any]) -> Future[Any]:
-        future: Future[Any] = Future()
-
-        def target() -> None:
-            with self._slots:
-                future.set_running_or_notify_cancel()
-                future.set_result(self._execute(flow_name, flow_run, parameters))
-
-        threading.Thread(target=target, name=f"runbook-run-{flow_run.id}", daemon=True).start()
-        return future
+        return self._run_threads.submit(lambda: self._execute(flow_name, flow_run, parameters))
 
     def _execute(self, flow_name: str, flow_run: Any, parameters: dict[str, Any]) -> Any:
         from prefect.flow_engine import run_flow
 
-        try:
-            with self._settings():
-                return run_flow(entry_flow(flow_name), flow_run=flow_run, parameters=parameters, return_type="state")
+        try:  # the thread's settings and client are already in place (_RunThreads)
+            return run_flow(entry_flow(flow_name), flow_run=flow_run, parameters=parameters, return_type="state")
         except BaseException as exc:  # the flow's own hooks record the failure on the incident
             log.warning("run %s ended with %s: %s", flow_run.id, type(exc).__name__, exc)
             return None
@@ -179,15 +183,22 @@ class RunDispatcher:
         alerts.forget_signatures_before(utcnow() - SIGNATURE_RETENTION, url=self.records_url)
 
 
-def _create_pending_run(client: Any, flow: Any, row: alerts.RunRequest, tags: list[str]) -> Any:
+def _register_flow(client: Any, flow: Any) -> Any:
+    """The flow's id on the server (POST /flows/ returns the existing flow for a known name)."""
+    from prefect.client.schemas.actions import FlowCreate
+    from prefect.client.schemas.objects import Flow
+
+    return Flow.model_validate(
+        client.request("POST", "/flows/", json=FlowCreate(name=flow.name).model_dump(mode="json")).json()).id
+
+
+def _create_pending_run(client: Any, flow: Any, flow_id: Any, row: alerts.RunRequest, tags: list[str]) -> Any:
     """POST /flow_runs/ with the incident's idempotency key (the client's create_flow_run has no
     such argument; the server returns the existing run for a key it has seen)."""
-    from prefect.client.schemas.actions import FlowCreate, FlowRunCreate
-    from prefect.client.schemas.objects import Flow, FlowRun, FlowRunPolicy
+    from prefect.client.schemas.actions import FlowRunCreate
+    from prefect.client.schemas.objects import FlowRun, FlowRunPolicy
     from prefect.states import Pending, to_state_create
 
-    flow_id = Flow.model_validate(
-        client.request("POST", "/flows/", json=FlowCreate(name=flow.name).model_dump(mode="json")).json()).id
     create = FlowRunCreate(
         flow_id=flow_id, flow_version=flow.version, name=f"{row.incident_id} · {row.flow_name}",
         parameters=row.parameters, tags=tags, state=to_state_create(Pending()),
@@ -196,3 +207,61 @@ def _create_pending_run(client: Any, flow: Any, row: alerts.RunRequest, tags: li
     )
     response = client.request("POST", "/flow_runs/", json=create.model_dump(mode="json", exclude_unset=True))
     return FlowRun.model_validate(response.json())
+
+
+def _enter_client_context(settings: Callable[[], AbstractContextManager[Any]]) -> None:
+    """Enter (and never leave) the API settings and a Prefect client context in this thread, so
+    every flow run and API call made from it reuses one client. If Prefect cannot be reached
+    now, the thread goes on without: each run then makes its own client, as Prefect does."""
+    settings().__enter__()
+    try:
+        from prefect.context import SyncClientContext
+
+        SyncClientContext.get_or_create().__enter__()
+    except Exception as exc:
+        log.info("no lasting Prefect client for %s: %s: %s", threading.current_thread().name,
+                 type(exc).__name__, exc)
+
+
+class _RunThreads:
+    """The threads that execute runs: at most `size`, started as runs need them and kept, each
+    with its own lasting Prefect client (a run started on a warm thread saves building one).
+
+    Daemon threads, not a ThreadPoolExecutor (whose threads the interpreter joins at exit):
+    stopping the intake must not wait for a run paused for an approval. A run cut short that
+    way is recorded as crashed by `firebreak reconcile` (its heartbeat stops)."""
+
+    def __init__(self, size: int, settings: Callable[[], AbstractContextManager[Any]]):
+        self.size = size
+        self._settings = settings
+        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+        self._waiting = 0  # submitted, not yet taken by a thread
+
+    def submit(self, work: Callable[[], Any]) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._lock:
+            self._waiting += 1
+            self._queue.put((work, future))
+            if self._waiting > self._idle and self._threads < self.size:
+                self._threads += 1
+                threading.Thread(target=self._serve, name=f"runbook-runs-{self._threads}", daemon=True).start()
+        return future
+
+    def _serve(self) -> None:
+        _enter_client_context(self._settings)
+        while True:
+            with self._lock:
+                self._idle += 1
+            work, future = self._queue.get()
+            with self._lock:
+                self._idle -= 1
+                self._waiting -= 1
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(work())
+            except BaseException as exc:
+                future.set_exception(exc)
