@@ -11,7 +11,6 @@ Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
@@ -19,35 +18,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
+from bench.http_load import build_request, closed_loop, run as run_load  # noqa: E402
 from bench.intake_stack import TOKEN, IntakeProcess, alertmanager_body  # noqa: E402
 
+HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+
 ROUTE = {"runbook": "system-outage"}
-
-
-async def post_all(url: str, bodies: list[bytes], concurrency: int = 64) -> tuple[float, list[int]]:
-    statuses: list[int] = []
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for body in bodies:
-        queue.put_nowait(body)
-    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency), timeout=120) as client:
-        async def worker() -> None:
-            while not queue.empty():
-                body = queue.get_nowait()
-                for _attempt in range(5):  # as a monitor does: a dropped connection is sent again
-                    try:
-                        response = await client.post(f"{url}/v1/alerts/alertmanager", content=body, headers=headers)
-                    except httpx.TransportError:
-                        statuses.append(-1)
-                        continue
-                    statuses.append(response.status_code)
-                    break
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return time.perf_counter() - started, statuses
 
 
 def count(records_url: str, sql: str) -> int:
@@ -59,11 +37,12 @@ def count(records_url: str, sql: str) -> int:
 def run(alerts: int, same_fingerprint: bool) -> dict[str, float]:
     with IntakeProcess(ROUTE) as intake:
         tag = f"storm-{time.time_ns()}"
-        bodies = [json.dumps(alertmanager_body(tag if same_fingerprint else f"{tag}-{i}")).encode()
-                  for i in range(alerts)]
-        elapsed, statuses = asyncio.run(post_all(intake.url, bodies))
+        requests = [build_request("POST", "/v1/alerts/alertmanager", json.dumps(
+            alertmanager_body(tag if same_fingerprint else f"{tag}-{i}")).encode(), HEADERS) for i in range(alerts)]
+        result = run_load(closed_loop("127.0.0.1", intake.port, requests, connections=64))
         url = intake.records_url()
-        return {"seconds": elapsed, "dropped": statuses.count(-1), "accepted": statuses.count(202), "other": len(statuses) - statuses.count(202) - statuses.count(-1),
+        return {"seconds": result.seconds, "dropped": result.count(-1), "accepted": result.count(202),
+                "other": result.failed - result.count(-1),
                 "incidents": count(url, "select count(*) from incidents"),
                 "runs": count(url, "select count(*) from run_requests"),
                 "alerts": count(url, "select count(*) from alerts")}

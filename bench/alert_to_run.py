@@ -1,10 +1,11 @@
 """Alert → flow-run start, and alert → first page delivered, side by side:
 the intake's warm executor against Prefect's default `serve()` in the same run.
 
-    .venv/bin/python bench/alert_to_run.py [--alerts 50] [--baseline-alerts 10]
+    .venv/bin/python bench/alert_to_run.py [--alerts 50] [--spacing 1.0] [--burst-spacing 0.2] [--baseline-alerts 10]
 
-Warm: `firebreak serve` (executor warm) runs each alert's runbook in its own process
-as soon as the alert is committed. Baseline: the same intake creating the runs from
+Warm: `firebreak serve` (executor warm) runs each alert's runbook in its own threads
+as soon as the alert is committed; measured twice, with alerts (each a new incident)
+arriving --spacing apart, and in a burst --burst-spacing apart. Baseline: the same intake creating the runs from
 the `run-runbook` deployment, served by `run_runbook.serve()` with Prefect's default
 settings (a new process per run, polling every 10 s). The runbook pages
 technical_support (notify), delivered to a local receiver (the simulator's inbox).
@@ -22,6 +23,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -73,6 +75,32 @@ def measure(intake: IntakeProcess, alerts: int, spacing: float, timeout: float) 
     return list(starts.values()), list(pages.values())
 
 
+def postgres_prefect_server() -> Any:
+    """A Prefect server of its own on a fresh PostgreSQL database (127.0.0.1:5432, trust auth);
+    stopped when this process exits."""
+    import atexit
+
+    import psycopg
+
+    from bench.intake_stack import free_port
+    from firebreak.prefect_server import PrefectServer, start_local_server, wait_until_healthy
+
+    name = "firebreak_bench_prefect"
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        connection.execute(f"CREATE DATABASE {name}")
+    os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    home = Path(tempfile.mkdtemp(prefix="firebreak-bench-prefect-"))
+    port = free_port()
+    process = start_local_server(home, port, home / "server.log", detach=False)
+    atexit.register(process.terminate)
+    api_url = f"http://127.0.0.1:{port}/api"
+    wait_until_healthy(api_url, process, home / "server.log")
+    os.environ.pop("PREFECT_API_DATABASE_CONNECTION_URL")
+    os.environ["PREFECT_API_URL"] = api_url
+    return PrefectServer(api_url, started_here=True)
+
+
 def show(label: str, starts: list[float], pages: list[float], alerts: int) -> None:
     def figures(values: list[float]) -> str:
         if not values:
@@ -85,12 +113,21 @@ def show(label: str, starts: list[float], pages: list[float], alerts: int) -> No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--alerts", type=int, default=50)
+    parser.add_argument("--spacing", type=float, default=1.0, help="seconds between alerts (paced)")
+    parser.add_argument("--burst-spacing", type=float, default=0.2, help="seconds between alerts (burst); 0 skips")
     parser.add_argument("--baseline-alerts", type=int, default=10)
+    parser.add_argument("--prefect-database", choices=["default", "postgres"], default="default",
+                        help="default: PREFECT_API_URL or the local SQLite server; postgres: start a Prefect server "
+                             "on the local PostgreSQL (the production layout) for this run")
     args = parser.parse_args()
 
-    from firebreak.prefect_server import ensure_server
+    if args.prefect_database == "postgres":
+        server = postgres_prefect_server()
+    else:
+        from firebreak.prefect_server import ensure_server
 
-    server = ensure_server()
+        server = ensure_server()
+    print(f"Prefect server: {server.api_url} ({args.prefect_database} database)", flush=True)
     from simulator import start_simulator
 
     receiver = start_simulator(fault="none")
@@ -100,7 +137,9 @@ def main() -> None:
     env = {"PREFECT_API_URL": server.api_url, "FIREBREAK_INBOX": f"{receiver.host}:{receiver.port}"}
     try:
         with IntakeProcess({"runbook": str(runbook)}, executor="warm", env=env) as warm:
-            warm_starts, warm_pages = measure(warm, args.alerts, spacing=0.2, timeout=120)
+            measure(warm, 3, spacing=0.5, timeout=60)  # warm-up: the first run imports the runbook machinery
+            warm_starts, warm_pages = measure(warm, args.alerts, spacing=args.spacing, timeout=180)
+            burst = measure(warm, args.alerts, spacing=args.burst_spacing, timeout=300) if args.burst_spacing else None
         home = Path(tempfile.mkdtemp(prefix="firebreak-bench-intake-"))
         runner_env = {**os.environ, **env, "FIREBREAK_HOME": str(home)}
         runner_env.pop("PREFECT_RUNNER_POLL_FREQUENCY", None)  # Prefect's default (10 s)
@@ -116,7 +155,9 @@ def main() -> None:
             runner.wait(timeout=30)
     finally:
         receiver.stop()
-    show("warm executor (intake)", warm_starts, warm_pages, args.alerts)
+    show(f"warm, one per {args.spacing:g}s", warm_starts, warm_pages, args.alerts)
+    if burst is not None:
+        show(f"warm, burst one per {args.burst_spacing:g}s", *burst, args.alerts)
     show("Prefect serve() defaults", base_starts, base_pages, args.baseline_alerts)
     if warm_starts and base_starts:
         print(f"ratio of p50 run start, serve()/warm: {percentile(base_starts, 0.5) / percentile(warm_starts, 0.5):.1f}×")

@@ -26,7 +26,7 @@ from intake.sources import load_sources, sign
 from records.alerts import Alert, SeenSignature
 from records.db import session_scope
 from records.incidents import events, get_incident
-from tests.intake_harness import TOKENS, RunningIntake, write_config
+from tests.intake_harness import TOKENS, RunningIntake, write_config, own_records_database
 
 AM_AUTH = {"Authorization": f"Bearer {TOKENS['FIREBREAK_TEST_AM_TOKEN']}"}
 GRAFANA_AUTH = {"Authorization": f"Bearer {TOKENS['FIREBREAK_TEST_GRAFANA_TOKEN']}"}
@@ -50,9 +50,11 @@ ROUTE = {
 def intake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningIntake]:
     saved = {k: os.environ.get(k) for k in TOKENS}
     os.environ.update(TOKENS)
-    sources, routes = write_config(tmp_path_factory.mktemp("intake"), ROUTE)
+    directory = tmp_path_factory.mktemp("intake")
+    sources, routes = write_config(directory, ROUTE)
     try:
-        with RunningIntake(sources, routes, executor="none", max_body_bytes=32768) as running:
+        with own_records_database(directory), \
+                RunningIntake(sources, routes, executor="none", max_body_bytes=32768) as running:
             yield running
     finally:
         for key, value in saved.items():
