@@ -1,6 +1,8 @@
 """Run the intake under uvicorn (`firebreak serve`)."""
 from __future__ import annotations
 
+import sys
+
 import uvicorn
 from fastapi import FastAPI
 
@@ -9,14 +11,20 @@ from intake.settings import IntakeSettings
 
 # Longer than monitors' idle pools, so a reused connection is not closed under a request.
 KEEP_ALIVE_SECONDS = 75
+SWITCH_INTERVAL_SECONDS = 0.001
 
 
 def app_from_environment() -> FastAPI:
     """The app each worker process builds for itself (settings from FIREBREAK_INTAKE_*)."""
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     return create_app(load_intake(IntakeSettings()))
 
 
 def serve(settings: IntakeSettings) -> None:
+    # Requests pass between threads (event loop → writer → dispatcher → run threads); with
+    # Python's default 5 ms GIL switch interval each hand-off can wait that long behind a busy
+    # run thread, which adds tens of milliseconds from alert to run start.
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     intake = load_intake(settings)
     enabled = ", ".join(f"{name} ({source.format})" for name, source in sorted(intake.sources.items()))
     print(f"intake: http://{settings.host}:{settings.port}  (docs: /docs; sources: {enabled}; "
