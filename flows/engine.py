@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextvars
 import threading
+import typing
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -329,7 +330,6 @@ def _rename_flow_run(flow_run_id: str | None, name: str) -> None:
         get_run_logger().warning("could not rename flow run: %s", exc)
 
 
-@flow(name="run-runbook", description="Run any Firebreak runbook definition by id.", **RUN_HOOKS)
 def run_runbook(
     runbook: str,
     parameters: dict[str, Any] | None = None,
@@ -341,3 +341,12 @@ def run_runbook(
 ) -> RunSummary:
     return execute_runbook(runbook, parameters, level=level, incident_id=incident_id, source=source, drill=drill,
                            summary=summary)
+
+
+# This module's annotations are strings (`from __future__ import annotations`). A flow-run process
+# started by a runner or worker loads the flow from its file under another module name, where
+# Prefect's parameter model cannot look `Level` up by name ("Run_RunbookModel is not fully
+# defined"), so every deployed run failed before its first step. Resolved here, once, instead.
+run_runbook.__annotations__ = typing.get_type_hints(run_runbook)
+run_runbook = flow(name="run-runbook", description="Run any Firebreak runbook definition by id.",
+                   **RUN_HOOKS)(run_runbook)

@@ -53,6 +53,23 @@ def _field(parameter: Parameter) -> tuple[Any, Any]:
 
 
 def parameter_model(runbook: Runbook) -> type[BaseModel]:
+    """The runbook's parameters as a pydantic model (built once per loaded runbook: the intake
+    checks every routed alert's parameters with it, and building a model costs milliseconds)."""
+    cached = _parameter_models.get(id(runbook))
+    if cached is not None and cached[0] is runbook:
+        return cached[1]
+    model = _build_parameter_model(runbook)
+    if len(_parameter_models) >= 256:
+        _parameter_models.clear()
+    _parameter_models[id(runbook)] = (runbook, model)
+    return model
+
+
+#: id(runbook) → (that runbook, its model); the runbook is kept so its id cannot be reused meanwhile.
+_parameter_models: dict[int, tuple[Runbook, type[BaseModel]]] = {}
+
+
+def _build_parameter_model(runbook: Runbook) -> type[BaseModel]:
     name = "".join(part.capitalize() for part in runbook.id.split("-")) + "Parameters"
     fields = {key: _field(parameter) for key, parameter in runbook.parameters.items()}
     return create_model(name, __config__=ConfigDict(extra="forbid"), __doc__=runbook.description, **fields)

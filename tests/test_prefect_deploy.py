@@ -26,6 +26,8 @@ import yaml
 from firebreak.settings import PROJECT_ROOT
 from records.incidents import events, get_incident, list_incidents
 from runbooks import catalog
+from tests.polling import wait_for
+from tests.runbook_helpers import write_runbook
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -116,6 +118,14 @@ def test_a_process_worker_runs_the_outage_deployment_to_a_closed_incident(deploy
             "parameters": {"service_url": simulator.url, "check_interval_seconds": 0.2,
                            "recovery_deadline_seconds": 30},
             "drill": True, "source": "drill"})
+        # The generic engine's deployment too: its flow is typed with this module's annotations,
+        # which a flow-run process loading it from its file once could not resolve.
+        quick = write_runbook(tmp_path, "deployed-quick", [
+            {"id": "note", "action": "record", "with": {"message": "run by a worker"}},
+            {"id": "close", "action": "set_status", "needs": ["note"], "with": {"status": "closed", "reason": "done"}}])
+        generic_run = client.create_flow_run_from_deployment(
+            client.read_deployment_by_name("run-runbook/run-runbook").id,
+            parameters={"runbook": str(quick), "level": "III", "drill": True, "source": "drill"})
 
     worker_log = tmp_path / "worker.log"
     with ExitStack() as stack:
@@ -137,7 +147,11 @@ def test_a_process_worker_runs_the_outage_deployment_to_a_closed_incident(deploy
 
     with get_client(sync_client=True) as client:
         state = client.read_flow_run(flow_run.id).state  # the worker waited for its flow-run process
+        generic_state = client.read_flow_run(generic_run.id).state
     assert state.type is StateType.COMPLETED, f"{state.name}: {state.message}\n{worker_log.read_text()}"
+    assert generic_state.type is StateType.COMPLETED, f"{generic_state.name}: {generic_state.message}"
+    generic_incident = next(i for i in list_incidents(200) if i.flow_run_id == str(generic_run.id))
+    assert get_incident(generic_incident.id).status == "closed"
 
     incident = next(i for i in list_incidents(200) if i.flow_run_id == str(flow_run.id))
     incident = get_incident(incident.id)
@@ -146,3 +160,42 @@ def test_a_process_worker_runs_the_outage_deployment_to_a_closed_incident(deploy
                for e in events(incident.id))
     sim = httpx.get(f"{simulator.url}/state").json()
     assert sim["active_node"] == "standby" and sim["failover_count"] == 1
+
+
+@pytest.mark.slow
+def test_a_served_run_runbook_deployment_runs_in_its_own_process(prefect_server: str, tmp_path: Path) -> None:
+    """`run_runbook.serve()` (as `firebreak up` and the alert→run benchmark's baseline serve it): the
+    runner starts each run in a new process, which once failed every run while building the flow's
+    parameter model ("Run_RunbookModel is not fully defined; you should define `Level`")."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.deployments import run_deployment
+
+    quick = write_runbook(tmp_path, "served-quick", [
+        {"id": "note", "action": "record", "with": {"message": "run by a served deployment"}},
+        {"id": "close", "action": "set_status", "needs": ["note"], "with": {"status": "closed", "reason": "done"}}])
+    name = f"served-{tmp_path.name}"
+    log_path = tmp_path / "runner.log"
+    with log_path.open("w") as log:
+        runner = subprocess.Popen(
+            [sys.executable, "-c", f"from flows.engine import run_runbook; run_runbook.serve(name={name!r})"],
+            cwd=PROJECT_ROOT, env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            def registered() -> bool:
+                with get_client(sync_client=True) as client:
+                    try:
+                        client.read_deployment_by_name(f"run-runbook/{name}")
+                        return True
+                    except Exception:
+                        return False
+
+            wait_for(registered, timeout=60, what="the served deployment")
+            flow_run = run_deployment(f"run-runbook/{name}", timeout=120, parameters={
+                "runbook": str(quick), "level": "III", "drill": True, "source": "drill"})
+        finally:
+            runner.terminate()
+            runner.wait(timeout=30)
+    assert flow_run.state.type is StateType.COMPLETED, f"{flow_run.state.message}\n{log_path.read_text()[-3000:]}"
+    incident = next(i for i in list_incidents(200) if i.flow_run_id == str(flow_run.id))
+    assert get_incident(incident.id).status == "closed"
