@@ -319,7 +319,7 @@ def _escalate(run: _Run, step: Step, error: str) -> None:
 
 
 def _rename_flow_run(flow_run_id: str | None, name: str) -> None:
-    if not flow_run_id:
+    if not flow_run_id or current_flow_run.name == name:  # the intake names its runs so already
         return
     from prefect.client.orchestration import get_client
 
