@@ -101,8 +101,10 @@ class GroupCommitWriter:
             if len(batch) == 1:
                 outcomes = [exc]
             else:
+                # The driver's own error, not SQLAlchemy's wrapper: that one repeats every row's values.
+                cause = getattr(exc, "orig", None) or exc
                 log.warning("a batch of %d requests failed (%s: %s); storing them one by one",
-                            len(batch), type(exc).__name__, exc)
+                            len(batch), type(cause).__name__, cause)
                 outcomes = [self._write_one(w.request) for w in batch]
         self.batches += 1
         self.requests += len(batch)
