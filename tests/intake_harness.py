@@ -2,21 +2,19 @@
 plus a TCP forwarder that plays a Prefect API that goes away and comes back."""
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 import yaml
 
-from firebreak.settings import reload_settings
 from intake.app import create_app, load_intake
 from intake.settings import IntakeSettings
+from tests.records_env import records_database_at
 
 TOKENS = {
     "FIREBREAK_TEST_AM_TOKEN": "am-secret-token",
@@ -41,24 +39,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@contextmanager
-def own_records_database(directory: Path) -> Iterator[str]:
+def own_records_database(directory: Path) -> AbstractContextManager[str]:
     """A records database of the test's own, for an intake that only records (executor none):
     the outbox rows it leaves waiting would otherwise be started, rightly, by a later test's
     warm intake on the shared database, before that test's own. (Only for intakes that start
     no runs: incident ids restart in a new database, and runs are found in Prefect by them.)"""
-    saved = os.environ.get("FIREBREAK_DATABASE_URL")
-    url = f"sqlite:///{directory / 'records.db'}"
-    os.environ["FIREBREAK_DATABASE_URL"] = url
-    reload_settings()
-    try:
-        yield url
-    finally:
-        if saved is None:
-            os.environ.pop("FIREBREAK_DATABASE_URL", None)
-        else:
-            os.environ["FIREBREAK_DATABASE_URL"] = saved
-        reload_settings()
+    return records_database_at(f"sqlite:///{directory / 'records.db'}")
 
 
 def write_config(directory: Path, route: dict[str, Any]) -> tuple[Path, Path]:

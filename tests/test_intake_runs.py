@@ -23,6 +23,7 @@ from records.incidents import events, get_incident
 from tests.intake_harness import TOKENS, RunningIntake, TcpForwarder, free_port, write_config
 from tests.polling import wait_for
 from tests.postgres import temporary_database
+from tests.records_env import records_database_at
 from tests.runbook_helpers import write_runbook
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -129,25 +130,14 @@ def test_prefect_down_then_up_starts_the_alert_exactly_once(tmp_path: Path, quic
 
 
 def test_store_down_answers_503_and_the_monitor_can_retry(tmp_path: Path, quick_runbook: Path) -> None:
-    from firebreak.settings import reload_settings
-
     sources, routes = write_config(tmp_path, {"runbook": str(quick_runbook)})
     with RunningIntake(sources, routes, executor="none") as intake:
         body = group(f"store-{time.time_ns()}")
-        previous = os.environ.get("FIREBREAK_DATABASE_URL")
-        os.environ["FIREBREAK_DATABASE_URL"] = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none"
-        reload_settings()
-        try:
+        with records_database_at(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none"):  # nothing there
             response = httpx.post(f"{intake.url}/v1/alerts/alertmanager", json=body, headers=AM_AUTH)
             assert response.status_code == 503 and response.headers["Retry-After"] == "5"
             assert "nothing was stored" in response.json()["error"]
             assert httpx.get(f"{intake.url}/readyz").status_code == 503
-        finally:
-            if previous is None:
-                os.environ.pop("FIREBREAK_DATABASE_URL")
-            else:
-                os.environ["FIREBREAK_DATABASE_URL"] = previous
-            reload_settings()
         retried = httpx.post(f"{intake.url}/v1/alerts/alertmanager", json=body, headers=AM_AUTH)
         assert retried.status_code == 202 and retried.json()["alerts"][0]["disposition"] == "opened"
 

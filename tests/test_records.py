@@ -1,7 +1,6 @@
 """The incident record on SQLite and, where it is reachable, PostgreSQL."""
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -11,11 +10,11 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
-from firebreak.settings import reload_settings
 from records import deliveries, incidents
 from records.db import MIGRATIONS_DIR, dispose_all, get_engine, migrate
 from records.models import EventPhase, IncidentStatus, RunState
 from tests.postgres import temporary_database
+from tests.records_env import records_database_at
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
@@ -25,18 +24,9 @@ def backend(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
             url = f"sqlite:///{tmp_path / 'records.db'}"
         else:
             url = stack.enter_context(temporary_database())
-        previous = os.environ.get("FIREBREAK_DATABASE_URL")
-        os.environ["FIREBREAK_DATABASE_URL"] = url
-        reload_settings()
-        try:
-            yield request.param
-        finally:
-            dispose_all()
-            if previous is None:
-                os.environ.pop("FIREBREAK_DATABASE_URL", None)
-            else:
-                os.environ["FIREBREAK_DATABASE_URL"] = previous
-            reload_settings()
+        stack.enter_context(records_database_at(url))
+        stack.callback(dispose_all)  # runs first: the engines go before the URL is restored
+        yield request.param
 
 
 def _open(**overrides):
