@@ -83,7 +83,7 @@ def postgres_prefect_server() -> Any:
     import psycopg
 
     from bench.intake_stack import free_port
-    from firebreak.prefect_server import PrefectServer, start_local_server, wait_until_healthy
+    from firebreak.cli.prefect_server import PrefectServer, start_local_server, wait_until_healthy
 
     name = "firebreak_bench_prefect"
     with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as connection:
@@ -124,7 +124,7 @@ def main() -> None:
     if args.prefect_database == "postgres":
         server = postgres_prefect_server()
     else:
-        from firebreak.prefect_server import ensure_server
+        from firebreak.cli.prefect_server import ensure_server
 
         server = ensure_server()
     print(f"Prefect server: {server.api_url} ({args.prefect_database} database)", flush=True)

@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args()
 
-    from firebreak.prefect_server import ensure_server
+    from firebreak.cli.prefect_server import ensure_server
 
     server = ensure_server()
     import yaml

@@ -39,7 +39,7 @@ os.environ.update({
 os.environ.pop("FIREBREAK_DATABASE_URL", None)
 os.environ.pop("FIREBREAK_CONTACTS_FILE", None)
 
-from firebreak.prefect_server import start_local_server, wait_until_healthy  # noqa: E402
+from firebreak.cli.prefect_server import start_local_server, wait_until_healthy  # noqa: E402
 
 # Started at import so the ~17 s start-up overlaps test collection.
 _SERVER_LOG = _SESSION_DIR / "prefect-server.log"

@@ -22,7 +22,7 @@ QUICK_PARAMETERS = {"check_interval_seconds": 0.5, "recovery_deadline_seconds": 
 
 
 def run_drill(runbook: str, *, level: str | None = None, fault: str | None = None, quick: bool = True) -> int:
-    from firebreak.prefect_server import ensure_server
+    from firebreak.cli.prefect_server import ensure_server
 
     server = ensure_server()  # before Prefect is imported, so the run reports there
     from flows.reconcile import reconcile_runs

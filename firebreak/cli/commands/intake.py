@@ -33,7 +33,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ.update({f"FIREBREAK_INTAKE_{k.upper()}": str(v) for k, v in overrides.items()})
     settings = IntakeSettings(**overrides)
     if settings.executor != "none":
-        from firebreak.prefect_server import ensure_server
+        from firebreak.cli.prefect_server import ensure_server
 
         ensure_server()  # before Prefect is imported by the intake, so runs report there
     from intake.server import serve
@@ -57,7 +57,7 @@ def load_deployments(project_file: Path = PROJECT_ROOT / "prefect.yaml") -> list
 
 
 def cmd_serve_deployments(args: argparse.Namespace) -> int:
-    from firebreak.prefect_server import ensure_server
+    from firebreak.cli.prefect_server import ensure_server
 
     ensure_server()
     from prefect import serve
@@ -90,7 +90,7 @@ def _stop(children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from firebreak.prefect_server import ensure_server, stop_local_server
+    from firebreak.cli.prefect_server import ensure_server, stop_local_server
     from intake.settings import IntakeSettings
 
     server = ensure_server()

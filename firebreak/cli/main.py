@@ -34,16 +34,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
-    from firebreak.drill import run_drill
+    from firebreak.cli.drill import run_drill
 
     return run_drill(args.runbook, level=args.level, fault=args.fault, quick=not args.real_time)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from firebreak.prefect_server import ensure_server
+    from firebreak.cli.prefect_server import ensure_server
 
     ensure_server()
-    from firebreak.drill import print_record
+    from firebreak.cli.drill import print_record
     from flows.engine import run_runbook
 
     parameters = dict(_parse_assignment(a) for a in args.param)
@@ -76,14 +76,14 @@ def cmd_incidents(args: argparse.Namespace) -> int:
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:
-    from firebreak.drill import print_record
+    from firebreak.cli.drill import print_record
 
     print_record(args.incident)
     return 0
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from firebreak.prefect_server import ensure_server
+    from firebreak.cli.prefect_server import ensure_server
 
     ensure_server()
     from flows.reconcile import reconcile_runs
@@ -96,7 +96,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from firebreak.prefect_server import ensure_server, healthy, stop_local_server
+    from firebreak.cli.prefect_server import ensure_server, healthy, stop_local_server
 
     if args.action == "start":
         server = ensure_server()
@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fault", default="none")
     p.set_defaults(func=cmd_simulator)
 
-    from firebreak.commands import register_all
+    from firebreak.cli.commands import register_all
 
     register_all(sub)
     return parser
