@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUNBOOK ?= system-outage
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: setup demo test validate up stop clean
+.PHONY: setup demo test lint validate up stop clean
 
 # Reinstall only when the dependency declarations change.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -21,6 +21,11 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# Bug-catching lint rules (ruff) and types (mypy) over the application packages; see pyproject.toml.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 validate: setup
 	$(BIN)/firebreak validate

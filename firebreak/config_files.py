@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from runbooks.loader import LineMap, Path_, RunbookInvalid, display_path, format_path, parse_yaml, pydantic_message
+from firebreak.yaml_lines import LineMap, Path_, YamlInvalid, display_path, format_path, parse_yaml, pydantic_message
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 T = TypeVar("T")
@@ -26,7 +26,7 @@ def load_model(path: Path, model: type[ModelT], error: type[Exception],
     shown = display_path(Path(path))
     try:
         data, lines = parse_yaml(Path(path))
-    except RunbookInvalid as exc:  # unreadable, YAML syntax, duplicate keys: already located
+    except YamlInvalid as exc:  # unreadable, YAML syntax, duplicate keys: already located
         raise error(str(exc)) from exc
     try:
         return model.model_validate(data if data is not None else {}), lines

@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     prefect_port: int = Field(default=4200, description="Port of the local Prefect server that `firebreak` starts itself.")
     simulator_port: int = Field(default=8765)
     # Notifications (issue 3). The acknowledgement-link secret is never written to git or logs:
-    # unset, a random one is kept in FIREBREAK_HOME/ack-secret (mode 0600), see notifications.ack_links.
+    # unset, a random one is kept in FIREBREAK_HOME/ack-secret (mode 0600), see notifications.acknowledgement.links.
     ack_secret: SecretStr | None = Field(default=None, description="HMAC key that signs acknowledgement links.")
     public_url: str = Field(default="http://127.0.0.1:8700",
                             description="Base URL of the HTTP service that serves acknowledgement links.")

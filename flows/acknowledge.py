@@ -10,7 +10,7 @@ sees the acknowledgement in the records and stops.
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from notifications.acknowledge import AcknowledgementResult, acknowledge_incident
+from notifications.acknowledgement.service import AcknowledgementResult, acknowledge_incident
 
 
 class AcknowledgementForm(BaseModel):

@@ -8,6 +8,13 @@ onto Prefect task options; its failure policy is applied here.
 An in-flow action (an approval gate) runs in a thread of its own with the
 flow's context, so while it waits for a person only the steps that need it
 wait; the rest of the graph keeps starting and finishing.
+
+The run holds its incident's run lock, a fenced lease (records.run_locks), for as long as
+it runs; its generation is the run generation every step's context carries (reuse per run,
+tasks.base). Each step's intent is written under that lease. If the lease is lost (another
+run took the incident over, or it could not be renewed within the stale time), the engine
+starts nothing more, records why on the timeline and ends the run failed (RunLeaseLost);
+the flow-run hooks then raise the run-failure alarm if no other run has the incident.
 """
 from __future__ import annotations
 
@@ -23,22 +30,33 @@ from typing import Any
 from prefect import allow_failure, flow, get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run as current_flow_run
+from prefect.states import Completed, State
 from pydantic import BaseModel, ValidationError
 
+from firebreak.errors import FirebreakError
+from flows import run_failure
 from flows.heartbeat import heartbeat
 from flows.hooks import RUN_HOOKS
 from records import incidents, run_locks
 from records.models import EventPhase, RunState
 from reports.publish import publish_report
-from runbooks import catalog
+from runbooks import library
 from runbooks.schema import FailurePolicy, Level, Runbook, Step
 from runbooks.templating import evaluate, render_value
 from tasks.base import StepContext
-from tasks.catalog import ACTIONS
+from tasks.catalog import ACTIONS, load_runbook
 
 
-class RunbookFailed(RuntimeError):
+class RunbookFailed(FirebreakError, RuntimeError):
     """The run ended because a step failed under the `abort` policy (or could not start)."""
+
+
+class RunLeaseLost(RunbookFailed):
+    """The run lost its incident's run lock: it started nothing more and ended."""
+
+
+#: How often the scheduler looks at the lease while it waits for steps to finish.
+LEASE_POLL_SECONDS = 0.5
 
 
 class StepResult(BaseModel):
@@ -54,6 +72,8 @@ class RunSummary(BaseModel):
     status: str
     run_state: str
     steps: dict[str, StepResult]
+    needs_attention: bool = False  # the run ended with the incident still open (Incident.attention_reason)
+    attention_reason: str | None = None
 
 
 @dataclass
@@ -68,6 +88,19 @@ class _Run:
     futures: dict[str, PrefectFuture[Any]] = field(default_factory=dict)
     aborted_by: str | None = None
     failures: list[str] = field(default_factory=list)
+    incident_uid: str | None = None
+    lease: run_locks.Lease | None = None
+
+    def step_context(self, **fields: Any) -> StepContext:
+        """A StepContext for this run: its incident (and uid), runbook, level, and lease (run generation)."""
+        lease = self.lease
+        return StepContext(incident_id=self.incident_id, incident_uid=self.incident_uid, runbook_id=self.runbook.id,
+                           level=self.level.value, drill=self.drill, flow_run_id=self.flow_run_id,
+                           run_generation=lease.generation if lease else None,
+                           lock_holder=lease.holder if lease else None, **fields)
+
+    def lease_lost(self) -> str | None:
+        return self.lease.lost if self.lease is not None else None
 
     def context(self, title: str, summary: str | None) -> dict[str, Any]:
         return {
@@ -89,22 +122,30 @@ def execute_runbook(
     source: str = "operator",
     drill: bool = False,
     summary: str | None = None,
-) -> RunSummary:
-    """Open (or attach to) the incident and run every step. Call inside a flow."""
+) -> RunSummary | State[RunSummary]:
+    """Open (or attach to) the incident and run every step. Call inside a flow.
+
+    Returns the run's summary; when the run completed but left the incident open, a Completed
+    state holding it, whose message says the incident needs attention (a flow that returns a
+    state ends in it; calling the flow still gives the summary)."""
     logger = get_run_logger()
-    loaded = catalog.load(runbook_id)
+    loaded = load_runbook(runbook_id)
     runbook = loaded.runbook
     raw = parameters.model_dump() if isinstance(parameters, BaseModel) else dict(parameters or {})
     try:
-        params = catalog.parameter_model(runbook).model_validate(raw).model_dump(mode="json")
+        params = library.parameter_model(runbook).model_validate(raw).model_dump(mode="json")
     except ValidationError as exc:
         raise RunbookFailed(f"parameters rejected for runbook {runbook.id}: {exc}") from exc
-    resolved_level = catalog.resolve_level(runbook, params, level)
+    resolved_level = library.resolve_level(runbook, params, level)
     flow_run_id = str(current_flow_run.id) if current_flow_run.id else None
     title = summary or runbook.title
 
     # One run per incident at a time, held while paused too (see records.run_locks).
     lock_holder = flow_run_id or f"local-{uuid.uuid4().hex}"
+    if not incident_id and flow_run_id:
+        # A retry of this flow run carries on the incident its first attempt opened (so recorded
+        # side effects and the run-failure page are reused, not repeated for a second incident).
+        incident_id = incidents.incident_of_flow_run(flow_run_id)
     if incident_id:
         try:
             run_locks.acquire(incident_id, lock_holder)
@@ -124,21 +165,56 @@ def execute_runbook(
     _rename_flow_run(flow_run_id, f"{incident.id} · {runbook.id}{' (drill)' if drill else ''}")
     logger.info("incident: %s  runbook: %s v%s  level: %s", incident.id, runbook.id, runbook.version, resolved_level.value)
 
-    run = _Run(runbook, incident.id, resolved_level, params, drill, flow_run_id)
-    with run_locks.held(incident.id, lock_holder), heartbeat(incident.id):
+    run = _Run(runbook, incident.id, resolved_level, params, drill, flow_run_id, incident_uid=incident.uid)
+    alarm = None
+    with run_locks.held(incident.id, lock_holder) as lease, heartbeat(incident.id):
+        run.lease = lease
         _schedule(run, title, summary)
+        lost = lease.lost
+        if lost is None and run.aborted_by:
+            message = f"step {run.aborted_by!r} failed and its policy is abort: " + "; ".join(run.failures)
+            # No incident ends silently: page its responsible roles before the end is recorded (a crash in
+            # between leaves the run to reconcile, whose page has the same key). Inside the lock and the
+            # heartbeat, because the page may follow an escalation policy and wait for an acknowledgement.
+            alarm = run_failure.raise_alarm(incident.id, outcome=RunState.failed, reason=message,
+                                            flow_run_id=flow_run_id, runbook=runbook, wait_for_acknowledgement=True,
+                                            actor=f"runbook:{runbook.id}")
 
+    if lost is not None:
+        _end_lost_run(run, lost)
     if run.aborted_by:
-        message = f"step {run.aborted_by!r} failed and its policy is abort: " + "; ".join(run.failures)
-        incidents.set_run_state(incident.id, RunState.failed, error=message)
+        assert alarm is not None
+        final = incidents.set_run_state(incident.id, RunState.failed, error=message)
         publish_report(incident.id, flow_run_id)  # the failed run's report is the one auditors want most
-        raise RunbookFailed(message)
+        attention = f"{incident.id} NEEDS ATTENTION (still {final.status})" if final.needs_attention else incident.id
+        raise RunbookFailed(f"{message} — {attention}: {alarm.summary}")
     incidents.set_run_state(incident.id, RunState.completed,
                             error=("; ".join(run.failures) if run.failures else None))
     publish_report(incident.id, flow_run_id)
     final = incidents.get_incident(incident.id)
-    return RunSummary(incident_id=incident.id, runbook=runbook.id, level=resolved_level.value, status=final.status,
-                      run_state=final.run_state, steps=run.results)
+    result = RunSummary(incident_id=incident.id, runbook=runbook.id, level=resolved_level.value, status=final.status,
+                        run_state=final.run_state, steps=run.results, needs_attention=final.needs_attention,
+                        attention_reason=final.attention_reason)
+    if final.needs_attention:
+        # The run completed but left the incident open: the flow run's final state says so, in the UI too.
+        logger.warning("%s needs attention: %s", incident.id, final.attention_reason)
+        return Completed(message=f"{incident.id} NEEDS ATTENTION: {final.attention_reason}", data=result)
+    return result
+
+
+def _end_lost_run(run: _Run, reason: str) -> typing.NoReturn:
+    """The run no longer holds its incident: say so on the timeline and end the run failed. Its end is
+    not recorded on the incident here (another run may drive it now); the flow-run hook records it,
+    and raises the alarm, if the incident is still this run's."""
+    not_done = [s.id for s in run.runbook.steps if s.id not in run.results]
+    summary = (f"Run stopped: it no longer holds the incident's run lock ({reason}); nothing more is started"
+               + (f"; steps not done: {', '.join(not_done)}" if not_done else ""))
+    incidents.append_event(run.incident_id, phase=EventPhase.note, status="run-lease-lost",
+                           actor=f"runbook:{run.runbook.id}", summary=summary, error=reason,
+                           flow_run_id=run.flow_run_id,
+                           data={"generation": run.lease.generation if run.lease else None, "not_done": not_done})
+    get_run_logger().error("%s: %s", run.incident_id, summary)
+    raise RunLeaseLost(f"{run.incident_id}: {summary}")
 
 
 def _schedule(run: _Run, title: str, summary: str | None) -> None:
@@ -152,6 +228,8 @@ def _schedule(run: _Run, title: str, summary: str | None) -> None:
     gate_in_flight: str | None = None
     told_to_wait: set[str] = set()
     while remaining or running:
+        if run.lease_lost():
+            return  # start nothing more; the caller records why and ends the run
         # A step that is skipped or fails before submission finishes at once and
         # may make others ready, so keep starting until nothing more is ready.
         started = True
@@ -175,7 +253,9 @@ def _schedule(run: _Run, title: str, summary: str | None) -> None:
             if remaining:  # cannot happen for a validated runbook (no cycles); guard anyway
                 raise RunbookFailed(f"steps never became ready: {[s.id for s in remaining]}")
             break
-        finished, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+        # With a timeout, so a lost lease is noticed while a long step or a paused gate runs.
+        finished, _ = concurrent.futures.wait(running, timeout=LEASE_POLL_SECONDS,
+                                              return_when=concurrent.futures.FIRST_COMPLETED)
         for done in finished:
             step, task_future = running.pop(done)
             if task_future is None:
@@ -226,9 +306,8 @@ def _start(run: _Run, step: Step, title: str, summary: str | None
                                error=error, step_id=step.id, action=step.action, flow_run_id=run.flow_run_id)
         _apply_policy(run, step, error)
         return None
-    step_context = StepContext(incident_id=run.incident_id, runbook_id=run.runbook.id, step_id=step.id,
-                               step_title=step.display_title, action=step.action, level=run.level.value,
-                               drill=run.drill, timeout=step.timeout, flow_run_id=run.flow_run_id)
+    step_context = run.step_context(step_id=step.id, step_title=step.display_title, action=step.action,
+                                    timeout=step.timeout)
     spec = ACTIONS[step.action]
     if spec.prefect_task is None:  # an in-flow action (a gate): in its own thread, so only its dependants wait
         return _in_thread(f"{step.id}-{run.incident_id}", spec.run_in_flow, step_context, arguments), None
@@ -279,7 +358,7 @@ def _finish_in_flow(run: _Run, step: Step, done: concurrent.futures.Future[Any])
         raise exc
     error = f"{type(exc).__name__}: {exc}"
     run.results[step.id] = StepResult(status="failed", error=error)
-    _apply_policy(run, step, error)
+    _apply_policy(run, step, error, exc)
 
 
 def _finish(run: _Run, step: Step, future: PrefectFuture[Any]) -> None:
@@ -291,11 +370,15 @@ def _finish(run: _Run, step: Step, future: PrefectFuture[Any]) -> None:
     error = future.result(raise_on_failure=False)
     message = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(state.message or state.name)
     run.results[step.id] = StepResult(status="failed", error=message)
-    _apply_policy(run, step, message)
+    _apply_policy(run, step, message, error)
 
 
-def _apply_policy(run: _Run, step: Step, error: str) -> None:
+def _apply_policy(run: _Run, step: Step, error: str, exc: Any = None) -> None:
     run.failures.append(f"{step.id}: {error}")
+    if isinstance(exc, run_locks.LeaseLost) and run.lease is not None:
+        run.lease.mark_lost(exc.reason)  # the step's intent was refused: no policy applies, the run ends
+    if run.lease_lost():
+        return
     if step.on_failure is FailurePolicy.abort:
         run.aborted_by = run.aborted_by or step.id
     elif step.on_failure is FailurePolicy.escalate:
@@ -305,9 +388,8 @@ def _apply_policy(run: _Run, step: Step, error: str) -> None:
 def _escalate(run: _Run, step: Step, error: str) -> None:
     notify = ACTIONS["notify"].prefect_task.with_options(task_run_name=f"{step.id}-escalation", retries=2,
                                                          retry_delay_seconds=[1, 2])
-    context = StepContext(incident_id=run.incident_id, runbook_id=run.runbook.id, step_id=f"{step.id}__escalation",
-                          step_title=f"Escalation of {step.display_title}", action="notify", level=run.level.value,
-                          drill=run.drill, timeout=60, flow_run_id=run.flow_run_id)
+    context = run.step_context(step_id=f"{step.id}__escalation", step_title=f"Escalation of {step.display_title}",
+                               action="notify", timeout=60)
     arguments = {"to": step.escalate_to, "title": f"Step failed: {step.display_title}",
                  "message": f"Runbook {run.runbook.title}: step '{step.display_title}' failed and needs a decision.\n{error}"}
     future = notify.submit(context, arguments)

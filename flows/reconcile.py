@@ -3,6 +3,8 @@
 For every incident whose run has not recorded an end: if Prefect knows the run
 ended, record that; if Prefect still thinks it runs but the heartbeat stopped,
 the process died: mark the incident's run crashed and tell Prefect the same.
+A failed or crashed end recorded here also pages the incident's responsible roles
+(flows.run_failure), once per run end however often reconcile runs.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.states import Crashed
 
+from flows import run_failure
 from flows.heartbeat import HEARTBEAT_SECONDS
 from records import incidents
 from records.models import RunState, utcnow
@@ -39,9 +42,12 @@ def reconcile_runs(stale_after: timedelta = STALE_AFTER) -> list[Reconciled]:
         for incident in incidents.open_runs():
             last_sign = incident.heartbeat_at or incident.created_at
             prefect_state = None
+            runbook = None  # the run-runbook flow's `runbook` parameter: the definition the run used
             if incident.flow_run_id:
                 try:
-                    prefect_state = client.read_flow_run(incident.flow_run_id).state
+                    flow_run = client.read_flow_run(incident.flow_run_id)
+                    prefect_state = flow_run.state
+                    runbook = (flow_run.parameters or {}).get("runbook")
                 except Exception:
                     prefect_state = None  # unknown to this server: judge by the heartbeat alone
             if prefect_state is not None and prefect_state.type.value in _FINAL:
@@ -55,6 +61,11 @@ def reconcile_runs(stale_after: timedelta = STALE_AFTER) -> list[Reconciled]:
                     client.set_flow_run_state(incident.flow_run_id, Crashed(message=reason), force=True)
             else:
                 continue
+            if state in (RunState.failed, RunState.crashed):
+                # Nobody was told when it ended (no hook ran, or it died first): no incident ends silently.
+                run_failure.raise_alarm(incident.id, outcome=state, reason=reason, flow_run_id=incident.flow_run_id,
+                                        runbook=runbook if isinstance(runbook, str) else None,
+                                        actor="firebreak:reconcile")
             incidents.set_run_state(incident.id, state, error=reason, actor="firebreak:reconcile")
             publish_report(incident.id, incident.flow_run_id)
             done.append(Reconciled(incident.id, state, reason))

@@ -1,6 +1,6 @@
 """One Prefect entry flow per seed runbook, each with a typed parameter form.
 
-The forms are built from the runbook YAML (runbooks.catalog.parameter_model),
+The forms are built from the runbook YAML (runbooks.library.parameter_model),
 so the YAML stays the single source of truth for a contingency's parameters.
 """
 # No `from __future__ import annotations`: Prefect reads these annotations at
@@ -11,13 +11,14 @@ from prefect import Flow, flow
 
 from flows.engine import RunSummary, execute_runbook
 from flows.hooks import RUN_HOOKS
-from runbooks import catalog
+from runbooks import library
 from runbooks.schema import Level
+from tasks.catalog import load_runbook
 
 
 def entry_flow(runbook_id: str) -> Flow[..., RunSummary]:
-    runbook = catalog.load(runbook_id).runbook
-    Parameters = catalog.parameter_model(runbook)
+    runbook = load_runbook(runbook_id).runbook
+    Parameters = library.parameter_model(runbook)
     defaults: Any = Parameters() if all(not p.required for p in runbook.parameters.values()) else None
 
     def run(

@@ -2,7 +2,7 @@
 
 A request handler hands its alerts to the writer and waits; the writer takes
 everything that has queued up (up to `max_batch` requests), stores it in one
-transaction (records.alerts.ingest_many) and only then wakes each waiting
+transaction (records.alert_ingest.ingest_many) and only then wakes each waiting
 handler, which answers 202. Under load, requests that arrive while one batch
 commits form the next one, so the cost of a commit (and its fsync) is shared;
 when idle, a batch is a single request and nothing waits for company.
@@ -20,8 +20,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from records import alerts
-from records.alerts import AlertResult, IngestRequest
+from records import alert_ingest
+from records.alert_ingest import AlertResult, IngestRequest
 
 log = logging.getLogger("firebreak.intake.writer")
 
@@ -96,7 +96,7 @@ class GroupCommitWriter:
 
     def _write(self, batch: list[_Waiting]) -> None:
         try:
-            outcomes: list[Any] = alerts.ingest_many([w.request for w in batch], url=self.url)
+            outcomes: list[Any] = alert_ingest.ingest_many([w.request for w in batch], url=self.url)
         except Exception as exc:
             if len(batch) == 1:
                 outcomes = [exc]
@@ -116,7 +116,7 @@ class GroupCommitWriter:
 
     def _write_one(self, request: IngestRequest) -> list[AlertResult] | BaseException:
         try:
-            (outcome,) = alerts.ingest_many([request], url=self.url)
+            (outcome,) = alert_ingest.ingest_many([request], url=self.url)
             return outcome
         except Exception as exc:
             return exc

@@ -3,7 +3,7 @@
 Every alert request goes through the same checks, in this order, and the first
 failure answers:  404 unknown source · 413 too large · 401 not authenticated ·
 400 not JSON · 422 (PagerDuty: 400) does not fit the format, naming each field
-and why.  Then routing, and one transaction stores everything (records.alerts);
+and why.  Then routing, and one transaction stores everything (records.alert_ingest);
 only after it commits is the answer 202. If the store cannot be reached: 503
 with Retry-After, so the monitor sends it again.
 """
@@ -25,12 +25,13 @@ from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from firebreak import errors
 from intake import payloads
 from intake.alert_writer import GroupCommitWriter
 from intake.plans import plan_run
 from intake.routing import Route, decide, load_routes
 from intake.runs import RunDispatcher
-from intake.settings import IntakeSettings
+from intake.settings import IntakeSettings, WorkerSettings
 from intake.sources import (
     AuthFailed,
     BearerAuth,
@@ -42,8 +43,11 @@ from intake.sources import (
     verify_bearer,
     verify_hmac,
 )
-from records import alerts
-from records.alerts import IncomingAlert, IngestRequest, RunPlan, SignatureReplayed
+from notifications.acknowledgement.http import router as ack_router
+from notifications.acknowledgement.service import acknowledge_incident
+from records import alert_queries, run_outbox
+from records.alert_ingest import AlertResult, IncomingAlert, IngestRequest, RunPlan
+from records.signatures import SignatureReplayed
 
 log = logging.getLogger("firebreak.intake")
 
@@ -51,11 +55,35 @@ STORE_DOWN = (OperationalError, InterfaceError, PoolTimeout, OSError)
 RETRY_AFTER_SECONDS = "5"
 
 
-class Refused(Exception):
+class Refused(errors.Refused):
+    """A request the intake refuses at its edge, carrying its HTTP answer (status, error, details, headers)."""
+
     def __init__(self, status: int, error: str, details: list[dict[str, str]] | None = None,
                  headers: dict[str, str] | None = None):
         super().__init__(error)
         self.status, self.error, self.details, self.headers = status, error, details or [], headers or {}
+
+
+#: The one place Firebreak's errors become HTTP answers: status, the error shown (None: the
+#: exception's own message) and headers; an exception takes the first of its classes listed.
+#: `Refused` carries its own answer. Any other error is not meant for the client: it stays a 500.
+HTTP_ANSWERS: dict[type[errors.FirebreakError], tuple[int, str | None, dict[str, str]]] = {
+    AuthFailed: (401, None, {"WWW-Authenticate": "Bearer"}),
+    SignatureReplayed: (401, "this signature was already used (replayed request)", {}),
+    errors.NotFound: (404, None, {}),
+    errors.StoreUnavailable: (503, None, {"Retry-After": RETRY_AFTER_SECONDS}),
+}
+
+
+def as_refused(exc: Exception) -> Refused:
+    """The HTTP answer for `exc` (see HTTP_ANSWERS)."""
+    if isinstance(exc, Refused):
+        return exc
+    for kind in type(exc).__mro__:
+        if kind in HTTP_ANSWERS:
+            status, error, headers = HTTP_ANSWERS[kind]
+            return Refused(status, error or str(exc), headers=dict(headers))
+    raise exc  # no answer for it: the handler is registered only for the classes above
 
 
 @dataclass
@@ -114,13 +142,11 @@ def validate(model: type[BaseModel], document: Any, status: int = 422) -> Any:
 
 def authenticate(name: str, source: Source, headers: Any, body: bytes) -> Verified:
     lowered = {k.lower(): v for k, v in headers.items()}
-    try:
-        if isinstance(source.auth, BearerAuth):
-            return verify_bearer(name, source.auth, lowered.get("authorization"))
-        if isinstance(source.auth, HmacAuth):
-            return verify_hmac(name, source.auth, lowered, body)
-    except AuthFailed as exc:
-        raise Refused(401, exc.reason, headers={"WWW-Authenticate": "Bearer"}) from None
+    # AuthFailed answers 401 with WWW-Authenticate (HTTP_ANSWERS).
+    if isinstance(source.auth, BearerAuth):
+        return verify_bearer(name, source.auth, lowered.get("authorization"))
+    if isinstance(source.auth, HmacAuth):
+        return verify_hmac(name, source.auth, lowered, body)
     raise Refused(401, f"source {name!r} is authenticated by routing key at POST /v2/enqueue")
 
 
@@ -138,15 +164,12 @@ def route(intake: Intake, alert: IncomingAlert, generic: payloads.GenericAlert |
     return plan
 
 
-async def store(intake: Intake, items: list[tuple[IncomingAlert, RunPlan]], verified: Verified) -> list[alerts.AlertResult]:
-    try:
+async def store(intake: Intake, items: list[tuple[IncomingAlert, RunPlan]], verified: Verified) -> list[AlertResult]:
+    try:  # SignatureReplayed answers 401 (HTTP_ANSWERS)
         results = await intake.writer.ingest(IngestRequest(items, verified.signature, verified.source))
-    except SignatureReplayed:
-        raise Refused(401, "this signature was already used (replayed request)") from None
     except STORE_DOWN as exc:
         log.error("alert store unavailable: %s", type(exc).__name__)
-        raise Refused(503, "the alert store is unavailable; nothing was stored, send again later",
-                      headers={"Retry-After": RETRY_AFTER_SECONDS}) from None
+        raise errors.StoreUnavailable("the alert store is unavailable; nothing was stored, send again later") from None
     if any(r.disposition == "opened" for r in results):
         intake.dispatcher.kick()
     for result in results:
@@ -159,16 +182,12 @@ def _acknowledge(incident_id: str, source: str) -> None:
     """The monitor's acknowledgement stops escalation, like a person's (notifications issue).
     The alert is already stored; if this fails, the timeline still shows the monitor's report."""
     try:
-        from notifications.acknowledge import acknowledge_incident
-    except ImportError:
-        return
-    try:
         acknowledge_incident(incident_id, by=f"monitor:{source}", via="monitor")
     except Exception as exc:
         log.warning("monitor acknowledgement of %s not applied: %s: %s", incident_id, type(exc).__name__, exc)
 
 
-def accepted(results: list[alerts.AlertResult]) -> dict[str, Any]:
+def accepted(results: list[AlertResult]) -> dict[str, Any]:
     return {"status": "accepted", "alerts": [{"id": r.alert_id, "fingerprint": r.fingerprint,
                                               "disposition": r.disposition, "incident_id": r.incident_id}
                                              for r in results]}
@@ -179,8 +198,11 @@ def accepted(results: list[alerts.AlertResult]) -> dict[str, Any]:
 
 def load_intake(settings: IntakeSettings | None = None, *, prefect_api_url: str | None = None) -> Intake:
     settings = settings or IntakeSettings()
+    workers = WorkerSettings()
+    # The embedded executor: the same class as `firebreak worker`, with the intake's slots and poll.
     dispatcher = RunDispatcher(settings.executor, max_concurrent_runs=settings.max_concurrent_runs,
-                               poll_seconds=settings.outbox_poll_seconds, prefect_api_url=prefect_api_url)
+                               poll_seconds=settings.outbox_poll_seconds, prefect_api_url=prefect_api_url,
+                               heartbeat_seconds=workers.heartbeat_seconds, stale_after=workers.stale_seconds)
     return Intake(settings, load_sources(settings.sources_file), load_routes(settings.routes_file), dispatcher,
                   GroupCommitWriter())
 
@@ -205,8 +227,8 @@ def create_app(intake: Intake | None = None) -> FastAPI:
                   lifespan=lifespan)
     app.state.intake = intake
 
-    @app.exception_handler(Refused)
-    async def _refused(_request: Request, exc: Refused) -> JSONResponse:
+    async def _refused(_request: Request, error: Exception) -> JSONResponse:
+        exc = as_refused(error)
         if _request.url.path == "/v2/enqueue":  # PagerDuty's error shape
             invalid = exc.status in (400, 422)
             body: dict[str, Any] = {"status": "invalid event" if invalid else "error",
@@ -216,6 +238,10 @@ def create_app(intake: Intake | None = None) -> FastAPI:
         else:
             body = {"error": exc.error, "details": exc.details}
         return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+
+    answered: list[type[Exception]] = [Refused, *HTTP_ANSWERS]
+    for kind in answered:
+        app.add_exception_handler(kind, _refused)
 
     @app.get("/healthz", tags=["service"], summary="The process is up")
     async def healthz() -> dict[str, str]:
@@ -234,7 +260,7 @@ def create_app(intake: Intake | None = None) -> FastAPI:
             checks["store"] = f"unavailable: {type(exc).__name__}"
         checks["prefect"] = _prefect_check(intake)
         try:
-            checks["outbox_waiting"] = str(alerts.pending_run_requests())
+            checks["outbox_waiting"] = str(run_outbox.pending_run_requests())
         except Exception:
             checks["outbox_waiting"] = "unknown"
         # Ready means alerts can be accepted; Prefect being down only delays runs (the outbox holds them).
@@ -290,24 +316,22 @@ def create_app(intake: Intake | None = None) -> FastAPI:
 
         try:
             rows = recent(limit)
-            counts = alerts.alert_counts([i.id for i in rows])
+            counts = alert_queries.alert_counts([i.id for i in rows])
         except STORE_DOWN:
-            raise Refused(503, "the incident store is unavailable", headers={"Retry-After": RETRY_AFTER_SECONDS})
+            raise errors.StoreUnavailable("the incident store is unavailable") from None
         return JSONResponse({"incidents": [_incident(i, counts.get(i.id, 0)) for i in rows]})
 
     @app.get("/v1/incidents/{incident_id}", tags=["incidents"], summary="One incident: status, level, milestones, run")
     def show_incident(incident_id: str) -> JSONResponse:
-        from records.incidents import IncidentNotFound, get_incident
+        from records.incidents import get_incident
 
-        try:
+        try:  # IncidentNotFound ("no incident 'INC-…'") answers 404 (HTTP_ANSWERS)
             incident = get_incident(incident_id)
-            counts = alerts.alert_counts([incident_id])
-            recent = alerts.alerts_of(incident_id, limit=20)
-            request = alerts.run_request(incident_id)
-        except IncidentNotFound:
-            raise Refused(404, f"no incident {incident_id!r}") from None
+            counts = alert_queries.alert_counts([incident_id])
+            recent = alert_queries.alerts_of(incident_id, limit=20)
+            request = run_outbox.run_request(incident_id)
         except STORE_DOWN:
-            raise Refused(503, "the incident store is unavailable", headers={"Retry-After": RETRY_AFTER_SECONDS})
+            raise errors.StoreUnavailable("the incident store is unavailable") from None
         body = _incident(incident, counts.get(incident_id, 0))
         body["recent_alerts"] = [{"id": a.id, "received_at": a.received_at.isoformat(), "source": a.source,
                                   "status": a.status, "disposition": a.disposition, "summary": a.summary}
@@ -349,17 +373,14 @@ def _incident(incident: Any, alert_count: int) -> dict[str, Any]:
                        "mitigated": stamp(incident.mitigated_at), "resolved": stamp(incident.resolved_at),
                        "closed": stamp(incident.closed_at)},
         "flow_run_id": incident.flow_run_id, "run_url": run_link(incident.flow_run_id),
+        # Open with no run driving it (records.models.Incident.attention_reason): a person must take over.
+        "needs_attention": incident.needs_attention, "attention_reason": incident.attention_reason,
     }
 
 
 def _include_ack_links(app: FastAPI) -> None:
     """The signed acknowledgement links (notifications issue) are served by this same service."""
-    try:
-        from notifications.ack_http import router
-    except ImportError as exc:  # the notifications module is optional for the intake
-        log.warning("acknowledgement links not served: %s", exc)
-        return
-    app.include_router(router)
+    app.include_router(ack_router)
 
 
 def _document_payload_schemas(app: FastAPI) -> None:

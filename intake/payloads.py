@@ -14,6 +14,8 @@ fields over time); the documented ones are typed and checked.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from datetime import datetime
 from typing import Any, Literal
@@ -21,7 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from records.alerts import IncomingAlert, fingerprint_of_labels
+from records.alert_ingest import IncomingAlert
 from runbooks.schema import Level
 
 Labels = dict[str, str]
@@ -29,6 +31,11 @@ Labels = dict[str, str]
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+
+def fingerprint_of_labels(labels: dict[str, str]) -> str:
+    """A stable fingerprint for monitors that send none: a hash of the sorted label set."""
+    return hashlib.sha256(json.dumps(labels, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 # --- Alertmanager ---------------------------------------------------------------------------------

@@ -27,8 +27,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from firebreak.config_files import load_model
+from firebreak.errors import ConfigInvalid
 from runbooks.schema import Level
 from runbooks.templating import ENV, render_value
+from tasks.catalog import load_runbook
 
 _MATCHER = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$')
 
@@ -120,8 +122,8 @@ class Decision:
     parameters: dict[str, Any]
 
 
-class RoutesInvalid(ValueError):
-    pass
+class RoutesInvalid(ConfigInvalid, ValueError):
+    """The routes file has problems, or a route names a runbook or template that cannot work."""
 
 
 def _build(spec: RouteSpec, parent: Route | None, path: str) -> Route:
@@ -147,11 +149,9 @@ def load_routes(path: Path) -> Route:
 
 
 def _check_runbooks(route: Route, path: Path) -> None:
-    from runbooks import catalog
-
     if route.runbook is not None:
         try:
-            catalog.load(route.runbook)
+            load_runbook(route.runbook)
         except Exception as exc:
             raise RoutesInvalid(f"{path}: route {route.name!r}: runbook {route.runbook!r}: {exc}") from exc
     for template in _strings(route.parameters):

@@ -1,21 +1,30 @@
-"""Start runbook runs from the outbox, exactly once per incident.
+"""Start runbook runs from the outbox, exactly once per incident: the run executor.
 
-The intake commits an outbox row (records.alerts.RunRequest) with the incident;
-this dispatcher claims due rows (a conditional UPDATE, so of several replicas
-exactly one gets each), creates the Prefect flow run with the incident's
-idempotency key (a retry or a second replica gets the same run back, never a
-second one), and then runs it:
+One class, `RunDispatcher`, is every executor: the one embedded in the intake (the default,
+`FIREBREAK_INTAKE_EXECUTOR=warm`) and the stand-alone `firebreak worker` process. Each has N
+run slots and moves outbox rows (records.run_outbox.RunRequest) through their lifecycle:
 
-- executor "warm": in this process, in a thread (`prefect.flow_engine.run_flow`
-  with the created flow run). Prefect is already imported and the client warm,
-  so the flow body starts well under a second after the alert; a run started
-  through a worker or `serve()` first spends seconds importing Prefect in a new
-  process. The run is created in Pending state, which workers never pick up.
-- executor "deployment": the run is created from the runbook's deployment
-  (Scheduled), and a worker or `prefect serve` process runs it.
+- **claim** as many due rows as it has free slots, never more (the rest wait in the database,
+  where any executor can take them); a conditional UPDATE, so of several executors exactly one
+  gets each row. Also claimable: rows held by an executor whose heartbeat is stale (or that
+  stopped), so a dead one's work is not forgotten.
+- **create or find** the Prefect flow run with the incident's idempotency key: a retry, or a
+  takeover of a dead executor's row, gets the same run back, never a second one.
+- **start** it in the slot's thread (`prefect.flow_engine.run_flow`) if it has not begun
+  (Pending, or Scheduled and this executor wins the move to Pending); the row becomes
+  `started` just before, fenced on the claim. Prefect is already imported and the client warm,
+  so the flow body starts well under a second after the alert. A run that Prefect shows
+  running (or paused) somewhere is left alone; one that already ended is marked finished.
+- **finish**: when the run returns, whatever its state, the row is `finished`.
 
-If Prefect cannot be reached, the row goes back to pending with a back-off and
-is tried again, so an accepted alert is started when Prefect returns.
+The `deployment` executor creates the run from the runbook's deployment (Scheduled) and
+hands it to Prefect's workers (row `scheduled`); reconcile marks it finished when it ends.
+
+Each executor registers a RunWorker row and renews its heartbeat every ~2 s; a clean stop
+marks it stopped and gives back the rows it claimed but did not begin.
+
+If Prefect cannot be reached, the row goes back to pending and the executor stops claiming
+for a back-off (up to 10 s), so an accepted alert is started when Prefect returns, once.
 """
 from __future__ import annotations
 
@@ -26,18 +35,29 @@ import socket
 import threading
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from concurrent.futures import Future
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from records import alerts
+from firebreak.background import repeating
+from records import run_outbox
 from records.models import utcnow
+from records.signatures import forget_signatures_before
 
 log = logging.getLogger("firebreak.intake.runs")
 
 SIGNATURE_RETENTION = timedelta(days=1, hours=1)  # longer than the longest replay window (1 day)
+WORKER_RETENTION = timedelta(days=1)  # rows of workers silent this long are deleted
+#: Prefect flow-run states (type) after which nothing runs the run any more.
+FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+#: The longest pause in claiming while Prefect cannot be reached.
+PREFECT_BACKOFF_LIMIT = 10.0
+#: A slot retries a write the records database refused this often (it holds its slot meanwhile).
+STORE_RETRY_SECONDS = 1.0
+
+T = TypeVar("T")
 
 
 def entry_flow(flow_name: str) -> Any:
@@ -51,23 +71,40 @@ def entry_flow(flow_name: str) -> Any:
 
 
 class RunDispatcher:
-    def __init__(self, executor: str = "warm", *, max_concurrent_runs: int = 16, poll_seconds: float = 2.0,
-                 prefect_api_url: str | None = None, records_url: str | None = None):
+    """A run executor with `max_concurrent_runs` slots (see the module docstring).
+
+    `start()` registers the worker, starts its heartbeat and the claim loop; `kick()` after a
+    commit claims at once instead of at the next poll; `stop()` stops claiming, marks the worker
+    stopped and gives back what it claimed but did not begin. Runs already begun go on in
+    their (daemon) threads: stopping must not wait for a run paused for an approval; a run cut
+    short by the process ending is recorded as crashed by `firebreak reconcile`."""
+
+    def __init__(self, executor: str = "warm", *, max_concurrent_runs: int = 16, poll_seconds: float = 0.5,
+                 prefect_api_url: str | None = None, records_url: str | None = None,
+                 heartbeat_seconds: float = 2.0, stale_after: float = run_outbox.WORKER_STALE_SECONDS):
         if executor not in ("warm", "deployment", "none"):
             raise ValueError(f"executor must be warm, deployment or none, not {executor!r}")
+        if max_concurrent_runs < 1:
+            raise ValueError("an executor needs at least one run slot")
         self.executor = executor
+        self.slots = max_concurrent_runs
         self.poll_seconds = poll_seconds
         self.prefect_api_url = prefect_api_url
         self.records_url = records_url
+        self.heartbeat_seconds = heartbeat_seconds
+        self.stale_after = stale_after
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._registered = threading.Event()
         self._thread: threading.Thread | None = None
-        self._run_threads = _RunThreads(max_concurrent_runs, self._settings)
-        # Each creator thread keeps one Prefect client: a new client costs ~50 ms of CPU (an SSL
-        # context), more than creating the run does.
-        self._creators = ThreadPoolExecutor(max_workers=4, thread_name_prefix="run-creator",
-                                            initializer=self._hold_client)
+        self._background = ExitStack()
+        self._lock = threading.Lock()
+        self._busy = 0  # slots holding a claimed row or a run
+        self._handoff: queue.SimpleQueue[run_outbox.RunRequest] = queue.SimpleQueue()  # ≤ free slots, never more
+        self._threads = self._idle = self._waiting = 0
+        self._prefect_backoff = 0.0
+        self._prefect_down_until = 0.0
         self._flow_ids: dict[str, Any] = {}  # flow name → id on the Prefect server (for run creation)
         self.runs: dict[str, Future[Any]] = {}  # flow run id → its execution here (warm executor)
         self._last_prune = 0.0
@@ -77,6 +114,12 @@ class RunDispatcher:
     def start(self) -> None:
         if self.executor == "none" or self._thread is not None:
             return
+        try:
+            self._renew()
+        except Exception as exc:  # the store is down: the heartbeat thread registers when it is back
+            log.warning("run worker %s not registered yet: %s: %s", self.worker_id, type(exc).__name__, exc)
+        self._background.enter_context(repeating(self._renew, self.heartbeat_seconds,
+                                                 f"run-worker-heartbeat-{self.worker_id}", now=False))
         self._thread = threading.Thread(target=self._loop, name="run-dispatcher", daemon=True)
         self._thread.start()
 
@@ -87,12 +130,32 @@ class RunDispatcher:
     def stop(self, *, wait_for_runs: bool = False) -> None:
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._creators.shutdown(wait=True)
+        if self._thread is None:
+            return
+        self._thread.join(timeout=10)
+        self._background.close()
+        try:
+            given_back = run_outbox.stop_worker(self.worker_id, url=self.records_url)
+            if given_back:
+                log.info("run worker %s stopped; %d claimed run(s) given back", self.worker_id, given_back)
+        except Exception as exc:  # its heartbeat goes stale instead, and the others take its rows over
+            log.warning("could not mark run worker %s stopped: %s: %s", self.worker_id, type(exc).__name__, exc)
         if wait_for_runs:
             for future in list(self.runs.values()):
                 future.exception()
+
+    @property
+    def free_slots(self) -> int:
+        with self._lock:
+            return self.slots - self._busy
+
+    def _renew(self) -> None:
+        if self._registered.is_set() and run_outbox.renew_worker(self.worker_id, url=self.records_url):
+            return
+        run_outbox.register_worker(self.worker_id, host=socket.gethostname(), pid=os.getpid(), slots=self.slots,
+                                   url=self.records_url)
+        self._registered.set()
+        self._wake.set()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -103,24 +166,151 @@ class RunDispatcher:
             try:
                 while self.dispatch_due() and not self._stop.is_set():
                     pass
-                self._prune_signatures()
+                self._prune()
             except Exception as exc:  # the store is down, say: the rows wait, we try again
                 log.warning("outbox dispatch failed; will retry: %s: %s", type(exc).__name__, exc)
 
-    # --- one pass ----------------------------------------------------------------------------------
+    # --- claiming ----------------------------------------------------------------------------------
 
     def dispatch_due(self) -> int:
-        """Claim the due outbox rows and hand them to the creator threads; returns how many were claimed."""
-        rows = alerts.claim_run_requests(self.worker_id, url=self.records_url)
-        # Not waited for: in a burst, rows committed while these runs are being created are
-        # claimed at once rather than after the slowest creation of this batch.
+        """Claim as many due rows as there are free slots and hand each to a slot; returns how many."""
+        if not self._registered.is_set() or self._stop.is_set() or time.monotonic() < self._prefect_down_until:
+            return 0
+        with self._lock:
+            free = self.slots - self._busy
+            if free <= 0:
+                return 0
+            self._busy += free  # reserved while claiming: a concurrent call cannot claim them too
+        rows: list[run_outbox.RunRequest] = []
+        try:
+            rows = run_outbox.claim_run_requests(self.worker_id, limit=free, stale_after=self.stale_after,
+                                                 url=self.records_url)
+        finally:
+            with self._lock:
+                self._busy -= free - len(rows)
         for row in rows:
-            self._creators.submit(self._start, row)
+            self._hand(row)
         return len(rows)
 
-    def _hold_client(self) -> None:
-        """Thread initializer: enter a Prefect client context for the thread's life (see _RunThreads)."""
+    def _hand(self, row: run_outbox.RunRequest) -> None:
+        """Give a claimed row to an idle slot thread, starting one if none is idle (at most `slots`)."""
+        with self._lock:
+            self._waiting += 1
+            self._handoff.put(row)
+            if self._waiting > self._idle and self._threads < self.slots:
+                self._threads += 1
+                threading.Thread(target=self._slot, name=f"run-slot-{self._threads}", daemon=True).start()
+
+    def _slot(self) -> None:
+        """A slot thread: keeps one Prefect client for its life (a new client costs ~50 ms of CPU,
+        more than creating a run does) and serves one claimed row at a time."""
         _enter_client_context(self._settings)
+        while True:
+            with self._lock:
+                self._idle += 1
+            row = self._handoff.get()
+            with self._lock:
+                self._idle -= 1
+                self._waiting -= 1
+            try:
+                self._serve(row)
+            except Exception as exc:  # never lose the slot
+                log.exception("run slot failed on %s: %s: %s", row.incident_id, type(exc).__name__, exc)
+            finally:
+                with self._lock:
+                    self._busy -= 1
+                self._wake.set()  # a slot is free: claim the next row now
+
+    # --- one claimed row ---------------------------------------------------------------------------
+
+    def _serve(self, row: run_outbox.RunRequest) -> None:
+        if self._stop.is_set():
+            return  # stop_worker gives the row back
+        try:
+            with self._settings():
+                flow_run = self._create_flow_run(row)  # or the existing one: the idempotency key
+                state = flow_run.state.type.value if flow_run.state else "PENDING"
+                ours = state == "PENDING"
+                if self.executor == "warm" and state == "SCHEDULED":
+                    flow_run, state, ours = self._take_scheduled(flow_run)
+        except Exception as exc:
+            self._not_created(row, exc)
+            return
+        self._prefect_backoff = 0.0
+        flow_run_id = str(flow_run.id)
+        if state in FINAL_STATES:
+            self._store(lambda: run_outbox.mark_run_finished(row.incident_id, flow_run_id, url=self.records_url))
+        elif self.executor == "deployment" and state in ("SCHEDULED", "PENDING"):
+            self._store(lambda: run_outbox.mark_run_elsewhere(row.incident_id, flow_run_id, "scheduled",
+                                                              worker=self.worker_id, url=self.records_url))
+        elif state == "SCHEDULED":  # not yet due (Prefect said wait): try again then
+            self._store(lambda: run_outbox.release_run_request(row.incident_id, "scheduled for later", 1.0,
+                                                               worker=self.worker_id, url=self.records_url))
+        elif not ours:  # Running, Paused, Cancelling … somewhere else; reconcile judges it if it died
+            self._store(lambda: run_outbox.mark_run_elsewhere(row.incident_id, flow_run_id, "started",
+                                                              worker=self.worker_id, url=self.records_url))
+        elif self.executor == "warm":
+            self._run(row, flow_run)
+
+    def _run(self, row: run_outbox.RunRequest, flow_run: Any) -> None:
+        flow_run_id = str(flow_run.id)
+        # Registered before "started" is recorded: whoever sees "started" finds the run here.
+        future: Future[Any] = Future()
+        future.set_running_or_notify_cancel()
+        self.runs[flow_run_id] = future
+        result: Any = None
+        try:
+            if not self._store(lambda: run_outbox.mark_run_started(row.incident_id, flow_run_id,
+                                                                   worker=self.worker_id, url=self.records_url)):
+                log.info("run of %s not started here: the claim was taken over", row.incident_id)
+                self.runs.pop(flow_run_id, None)
+                return
+            result = self._execute(row.flow_name, flow_run, row.parameters)
+            self._store(lambda: run_outbox.mark_run_finished(row.incident_id, flow_run_id, url=self.records_url))
+        finally:
+            future.set_result(result)
+
+    def _store(self, write: Callable[[], T]) -> T | None:
+        """A write to the records database, retried while it cannot be reached (the slot waits);
+        given up when the executor stops (the row is then taken over like a dead worker's)."""
+        while True:
+            try:
+                return write()
+            except Exception as exc:
+                if self._stop.is_set():
+                    log.warning("outbox write given up at stop: %s: %s", type(exc).__name__, exc)
+                    return None
+                log.warning("outbox write failed; retrying: %s: %s", type(exc).__name__, exc)
+                self._stop.wait(STORE_RETRY_SECONDS)
+
+    def _not_created(self, row: run_outbox.RunRequest, exc: Exception) -> None:
+        self._flow_ids.pop(row.flow_name, None)  # in case the server is a new one that never saw it
+        if _prefect_unavailable(exc):
+            # Not this row's fault: pause claiming (every row would fail alike) and let it be due again then.
+            self._prefect_backoff = min(PREFECT_BACKOFF_LIMIT, max(0.5, self._prefect_backoff * 2))
+            self._prefect_down_until = time.monotonic() + self._prefect_backoff
+            delay = self._prefect_backoff
+        else:
+            delay = min(30.0, 0.5 * 2 ** min(row.attempts, 6))
+        log.warning("could not create the run of %s (attempt %d), retrying in %.1fs: %s: %s",
+                    row.incident_id, row.attempts, delay, type(exc).__name__, exc)
+        self._store(lambda: run_outbox.release_run_request(row.incident_id, f"{type(exc).__name__}: {exc}", delay,
+                                                           worker=self.worker_id, url=self.records_url))
+
+    def _take_scheduled(self, flow_run: Any) -> tuple[Any, str, bool]:
+        """A Scheduled run (made for a deployment's workers) is run here only if this executor wins
+        its move to Pending, as a Prefect worker would: of several takers exactly one does."""
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.responses import SetStateStatus
+        from prefect.states import Pending
+
+        with get_client(sync_client=True) as client:
+            result: Any = client.set_flow_run_state(flow_run.id, Pending())
+            if result.status == SetStateStatus.ACCEPT and result.state is not None:
+                flow_run.state = result.state
+                return flow_run, "PENDING", True
+            flow_run = client.read_flow_run(flow_run.id)
+        return flow_run, flow_run.state.type.value if flow_run.state else "SCHEDULED", False
 
     def _settings(self) -> AbstractContextManager[Any]:
         if not self.prefect_api_url:
@@ -130,26 +320,7 @@ class RunDispatcher:
         # A context variable: it applies to this thread only, not to the whole process.
         return temporary_settings(updates={PREFECT_API_URL: self.prefect_api_url})
 
-    def _start(self, row: alerts.RunRequest) -> None:
-        try:
-            with self._settings():
-                flow_run = self._create_flow_run(row)
-        except Exception as exc:
-            self._flow_ids.pop(row.flow_name, None)  # in case the server is a new one that never saw it
-            delay = min(30.0, 0.5 * 2 ** min(row.attempts, 6))
-            log.warning("could not create the run of %s (attempt %d), retrying in %.1fs: %s: %s",
-                        row.incident_id, row.attempts, delay, type(exc).__name__, exc)
-            alerts.release_run_request(row.incident_id, f"{type(exc).__name__}: {exc}", delay, url=self.records_url)
-            return
-        flow_run_id = str(flow_run.id)
-        not_started = flow_run.state is None or flow_run.state.type.value in ("PENDING", "SCHEDULED")
-        # Run first, then record "started": whoever sees "started" can find the run here; and if the
-        # store fails in between, a later claim finds this flow run no longer Pending and only records it.
-        if self.executor == "warm" and not_started and flow_run_id not in self.runs:
-            self.runs[flow_run_id] = self._run_in_thread(row.flow_name, flow_run, row.parameters)
-        alerts.mark_run_started(row.incident_id, flow_run_id, url=self.records_url)
-
-    def _create_flow_run(self, row: alerts.RunRequest) -> Any:
+    def _create_flow_run(self, row: run_outbox.RunRequest) -> Any:
         from prefect.client.orchestration import get_client
 
         tags = ["firebreak", "alert", row.incident_id]
@@ -164,26 +335,34 @@ class RunDispatcher:
                 self._flow_ids[row.flow_name] = _register_flow(client, flow)
             return _create_pending_run(client, flow, self._flow_ids[row.flow_name], row, tags)
 
-    def _run_in_thread(self, flow_name: str, flow_run: Any, parameters: dict[str, Any]) -> Future[Any]:
-        return self._run_threads.submit(lambda: self._execute(flow_name, flow_run, parameters))
-
     def _execute(self, flow_name: str, flow_run: Any, parameters: dict[str, Any]) -> Any:
         from prefect.flow_engine import run_flow
 
-        try:  # the thread's settings and client are already in place (_RunThreads)
+        try:  # the thread's settings and client are already in place (_slot)
             return run_flow(entry_flow(flow_name), flow_run=flow_run, parameters=parameters, return_type="state")
         except BaseException as exc:  # the flow's own hooks record the failure on the incident
             log.warning("run %s ended with %s: %s", flow_run.id, type(exc).__name__, exc)
             return None
 
-    def _prune_signatures(self) -> None:
+    def _prune(self) -> None:
         if time.monotonic() - self._last_prune < 600:
             return
         self._last_prune = time.monotonic()
-        alerts.forget_signatures_before(utcnow() - SIGNATURE_RETENTION, url=self.records_url)
+        forget_signatures_before(utcnow() - SIGNATURE_RETENTION, url=self.records_url)
+        run_outbox.forget_workers_before(utcnow() - WORKER_RETENTION, url=self.records_url)
 
 
-def run_name(row: alerts.RunRequest) -> str:
+def _prefect_unavailable(exc: BaseException) -> bool:
+    """Prefect did not answer (or answered that it cannot serve now), as opposed to refusing this run."""
+    import httpx
+
+    if isinstance(exc, httpx.TransportError | OSError):
+        return True
+    response = getattr(exc, "response", None)
+    return response is not None and getattr(response, "status_code", 0) >= 500
+
+
+def run_name(row: run_outbox.RunRequest) -> str:
     """The name the engine gives the run (flows.engine), so it need not rename it: one API write less."""
     return f"{row.incident_id} · {row.parameters.get('runbook') or row.flow_name}"
 
@@ -197,7 +376,7 @@ def _register_flow(client: Any, flow: Any) -> Any:
         client.request("POST", "/flows/", json=FlowCreate(name=flow.name).model_dump(mode="json")).json()).id
 
 
-def _create_pending_run(client: Any, flow: Any, flow_id: Any, row: alerts.RunRequest, tags: list[str]) -> Any:
+def _create_pending_run(client: Any, flow: Any, flow_id: Any, row: run_outbox.RunRequest, tags: list[str]) -> Any:
     """POST /flow_runs/ with the incident's idempotency key (the client's create_flow_run has no
     such argument; the server returns the existing run for a key it has seen)."""
     from prefect.client.schemas.actions import FlowRunCreate
@@ -226,47 +405,3 @@ def _enter_client_context(settings: Callable[[], AbstractContextManager[Any]]) -
     except Exception as exc:
         log.info("no lasting Prefect client for %s: %s: %s", threading.current_thread().name,
                  type(exc).__name__, exc)
-
-
-class _RunThreads:
-    """The threads that execute runs: at most `size`, started as runs need them and kept, each
-    with its own lasting Prefect client (a run started on a warm thread saves building one).
-
-    Daemon threads, not a ThreadPoolExecutor (whose threads the interpreter joins at exit):
-    stopping the intake must not wait for a run paused for an approval. A run cut short that
-    way is recorded as crashed by `firebreak reconcile` (its heartbeat stops)."""
-
-    def __init__(self, size: int, settings: Callable[[], AbstractContextManager[Any]]):
-        self.size = size
-        self._settings = settings
-        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._threads = 0
-        self._idle = 0
-        self._waiting = 0  # submitted, not yet taken by a thread
-
-    def submit(self, work: Callable[[], Any]) -> Future[Any]:
-        future: Future[Any] = Future()
-        with self._lock:
-            self._waiting += 1
-            self._queue.put((work, future))
-            if self._waiting > self._idle and self._threads < self.size:
-                self._threads += 1
-                threading.Thread(target=self._serve, name=f"runbook-runs-{self._threads}", daemon=True).start()
-        return future
-
-    def _serve(self) -> None:
-        _enter_client_context(self._settings)
-        while True:
-            with self._lock:
-                self._idle += 1
-            work, future = self._queue.get()
-            with self._lock:
-                self._idle -= 1
-                self._waiting -= 1
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(work())
-            except BaseException as exc:
-                future.set_exception(exc)

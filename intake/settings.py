@@ -22,10 +22,29 @@ class IntakeSettings(BaseSettings):
     #: deployment: runs are created from the Prefect deployments and a worker (or `serve`) runs them;
     #: none: runs are only created by another replica (this one only records).
     executor: Literal["warm", "deployment", "none"] = "warm"
+    #: Run slots of the embedded executor: runs it executes at once (a run paused for an approval
+    #: holds its slot). It claims no more outbox rows than it has free slots; the rest wait in the
+    #: database for it or any `firebreak worker`.
     max_concurrent_runs: int = Field(default=16, ge=1)
     #: Processes serving the intake on one port. Each parses and checks requests on its own CPU;
     #: they share the records database (on SQLite they take turns to write, each committing its
     #: queued requests together). 2 on a 2-core machine roughly doubles the accepted alerts/s.
     workers: int = Field(default=1, ge=1, le=64)
-    #: How often the outbox is polled when nothing new arrives (another replica's alerts, Prefect back up).
-    outbox_poll_seconds: float = Field(default=2.0, gt=0)
+    #: How often the outbox is polled when nothing new arrives (another replica's alerts, a dead
+    #: worker's runs, Prefect back up); this process's own alerts wake it at once.
+    outbox_poll_seconds: float = Field(default=0.5, gt=0)
+
+
+class WorkerSettings(BaseSettings):
+    """Run executors (`firebreak worker`, and the intake's embedded one), from FIREBREAK_WORKER_*."""
+
+    model_config = SettingsConfigDict(env_prefix="FIREBREAK_WORKER_", extra="ignore")
+
+    #: Run slots of a `firebreak worker` (its --slots).
+    slots: int = Field(default=16, ge=1)
+    #: How often a worker looks at the outbox (nothing wakes it from another process).
+    poll_seconds: float = Field(default=0.5, gt=0, le=5)
+    #: How often every executor renews its heartbeat (RunWorker.heartbeat_at).
+    heartbeat_seconds: float = Field(default=2.0, gt=0)
+    #: An executor silent this long is dead: the rows it claimed are taken over by the others.
+    stale_seconds: float = Field(default=15.0, gt=0)

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from firebreak.config_files import load_model
+from firebreak.errors import ConfigInvalid, Refused
 
 ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
 Format = Literal["alertmanager", "grafana", "pagerduty", "generic"]
@@ -77,8 +78,8 @@ class SourcesFile(BaseModel):
     sources: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,59}$")], Source]
 
 
-class SourcesInvalid(ValueError):
-    pass
+class SourcesInvalid(ConfigInvalid, ValueError):
+    """The sources file has problems (one `file:line: field: problem` line each)."""
 
 
 #: Keys someone might write the secret itself under, instead of naming its variable.
@@ -101,7 +102,7 @@ def load_sources(path: Path) -> dict[str, Source]:
     return load_model(path, SourcesFile, SourcesInvalid, explain=_explain)[0].sources
 
 
-class AuthFailed(Exception):
+class AuthFailed(Refused):
     """The request is not from the source it claims to be; `reason` is safe to show (no secret in it)."""
 
     def __init__(self, reason: str):

@@ -17,7 +17,8 @@ import apprise
 from pydantic import BaseModel, ConfigDict, Field
 
 from firebreak.config_files import cached_by_mtime, load_model
-from notifications.roles import ROLES
+from firebreak.errors import ConfigInvalid
+from runbooks.roles import ROLES
 
 ENV_REFERENCE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
 DEPARTMENTS = ("Customer Service", "Technical Support", "Marketing", "Logistics", "Product Safety", "Administration")
@@ -45,8 +46,8 @@ class ContactsFile(BaseModel):
     contacts: list[Contact]
 
 
-class ContactsInvalid(ValueError):
-    pass
+class ContactsInvalid(ConfigInvalid, ValueError):
+    """The contacts directory has problems, or names a contact or a secret variable that does not exist."""
 
 
 class Directory:

@@ -1,7 +1,7 @@
 """A stand-in on-call person for drills: serves the acknowledgement links and clicks one.
 
 A drill has nobody on call, so escalation would page tier after tier. The
-responder serves notifications.ack_http on a free local port (and points
+responder serves notifications.acknowledgement.http on a free local port (and points
 FIREBREAK_PUBLIC_URL at it, so the pages carry links to it), watches the demo
 inbox, and acknowledges through the signed link in the first page that reaches
 one of `responders` — the same GET-then-POST a person's browser does.
@@ -20,7 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from firebreak.settings import reload_settings
-from notifications.ack_http import router
+from notifications.acknowledgement.http import router
 
 ACK_LINK = re.compile(r"https?://[^\s\"'<>]+/ack/[A-Za-z0-9._%~-]+")
 

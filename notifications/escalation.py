@@ -13,11 +13,12 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from firebreak.config_files import cached_by_mtime, load_model
-from notifications.roles import ROLES
+from firebreak.errors import ConfigInvalid
+from runbooks.roles import ROLES
 
 
-class EscalationInvalid(ValueError):
-    pass
+class EscalationInvalid(ConfigInvalid, ValueError):
+    """The escalation policies file has problems (one located line each)."""
 
 
 class Tier(BaseModel):

@@ -15,11 +15,12 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from firebreak.config_files import cached_by_mtime, load_model
-from notifications.roles import ROLES
+from firebreak.errors import ConfigInvalid
+from runbooks.roles import ROLES
 
 
-class RoutingInvalid(ValueError):
-    pass
+class RoutingInvalid(ConfigInvalid, ValueError):
+    """The level routing file (level → roles and groups) has problems."""
 
 
 class RoutingFile(BaseModel):

@@ -18,7 +18,8 @@ from pydantic import BaseModel
 from runbooks.templating import ENV
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
-EVENTS = ("triggered", "escalated", "status_update", "approval_needed", "resolved", "customer_notice")
+EVENTS = ("triggered", "escalated", "status_update", "approval_needed", "resolved", "customer_notice",
+          "run_failed")
 LOCALES = ("zh", "en")
 
 
@@ -49,6 +50,7 @@ def render(event: str, locale: str, context: dict[str, Any]) -> Message:
         raise ValueError(f"unknown message event {event!r}; expected one of {', '.join(EVENTS)}")
     compiled = _templates(locale if locale in LOCALES else "en")
     title_template, body_template = compiled.events[event]
+    context = {"details": {}, **context}  # structured facts of some events (run_failed's checklist); {} for the rest
     title = " ".join(title_template.render(**context).split())  # one line
     body = body_template.render(**context).strip() + "\n\n" + compiled.footer.render(**context).strip()
     return Message(title=title, body=body)

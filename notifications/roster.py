@@ -24,15 +24,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from firebreak.errors import ConfigInvalid
 from notifications.contacts import Contact, Directory
-from notifications.roles import ROLES
+from runbooks.roles import ROLES
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 DAYS: list[str] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
-class RosterInvalid(ValueError):
-    pass
+class RosterInvalid(ConfigInvalid, ValueError):
+    """The duty roster cannot be read, or names roles, contacts or hours that do not fit."""
 
 
 class Weekly(BaseModel):

@@ -21,6 +21,13 @@ from firebreak.settings import get_settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
+#: How long a SQLite writer waits for the write lock before "database is locked". Clearly shorter
+#: than the run lock's stale time (records.run_locks.STALE_AFTER_SECONDS, 30 s): a lock renewal
+#: stuck behind other writers must fail, be counted and be tried again while the lease is still
+#: fresh. With a wait as long as the stale time, one blocked renewal would let the lease go stale
+#: while its holder still believed it was renewing, and another run could take the incident over.
+SQLITE_BUSY_TIMEOUT_SECONDS = 10.0
+
 _engines: dict[str, Engine] = {}
 _migrated: set[str] = set()
 _lock = threading.Lock()
@@ -38,7 +45,7 @@ def _configure_sqlite(engine: Engine) -> None:
         # step recorded as done, survives a power cut too. Group commit keeps the cost per batch.
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_SECONDS * 1000)}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -55,7 +62,8 @@ def get_engine(url: str | None = None) -> Engine:
             if parsed.get_backend_name() == "sqlite":
                 if parsed.database and parsed.database != ":memory:":
                     Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-                engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+                engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
+                                                    "check_same_thread": False})
                 _configure_sqlite(engine)
             else:
                 engine = create_engine(url, pool_pre_ping=True)

@@ -2,6 +2,7 @@
 append timeline events and remember which side effects already happened."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -9,6 +10,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from firebreak.errors import Conflict, NotFound
 from records import audit
 from records.db import session_scope
 from records.models import (
@@ -31,12 +33,12 @@ MILESTONE_COLUMN = {
 }
 
 
-class IncidentNotFound(LookupError):
-    pass
+class IncidentNotFound(NotFound, LookupError):
+    """No incident has this id."""
 
 
-class InvalidTransition(ValueError):
-    pass
+class InvalidTransition(Conflict, ValueError):
+    """The incident's status cannot move to the one asked for (it never goes back)."""
 
 
 def _next_number(session: Session, name: str) -> int:
@@ -104,6 +106,12 @@ def get_incident(incident_id: str) -> Incident:
         if incident is None:
             raise IncidentNotFound(f"no incident {incident_id!r}")
         return incident
+
+
+def incident_of_flow_run(flow_run_id: str) -> str | None:
+    """The incident this flow run is (or was last) attached to, if any."""
+    with session_scope() as session:
+        return session.scalars(select(Incident.id).where(Incident.flow_run_id == flow_run_id)).first()
 
 
 def list_incidents(limit: int = 50) -> list[Incident]:
@@ -189,9 +197,17 @@ def open_runs() -> list[Incident]:
             Incident.run_state.in_([RunState.running.value, RunState.pending.value]))))
 
 
-def append_event(incident_id: str, **fields: Any) -> TimelineEvent:
+def append_event(incident_id: str, *, guard: Callable[[Session], None] | None = None,
+                 **fields: Any) -> TimelineEvent:
+    """Append one event to the incident's timeline.
+
+    guard(session) runs in the same transaction, after the incident is locked and before the
+    event is written, and may raise to refuse it (records.run_locks.fence: a step's intent is
+    written only while its run still holds the incident's run lock at its generation)."""
     with session_scope() as session:
         _locked(session, incident_id)
+        if guard is not None:
+            guard(session)
         return _append(session, incident_id, **fields)
 
 

@@ -6,6 +6,7 @@ the UTCDateTime type) so every backend reads back the same instants.
 from __future__ import annotations
 
 import enum
+import uuid
 from datetime import datetime, timezone
 from typing import Any
 
@@ -65,10 +66,19 @@ class RunState(str, enum.Enum):
     cancelled = "cancelled"
 
 
+#: Run states after which no run drives the incident: if it is still open, it needs a person.
+ATTENTION_RUN_STATES = frozenset({RunState.completed.value, RunState.failed.value, RunState.crashed.value,
+                                  RunState.cancelled.value})
+
+
 class Incident(Base):
     __tablename__ = "incidents"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)  # INC-2026-0001
+    #: Unique across installations and databases (incident numbers restart with each records
+    #: database): what keys sent to other systems carry, so one installation's
+    #: `Idempotency-Key` can never find another's answer.
+    uid: Mapped[str] = mapped_column(String(32), unique=True, default=lambda: uuid.uuid4().hex)
     runbook_id: Mapped[str] = mapped_column(String(100))
     runbook_version: Mapped[str] = mapped_column(String(40))
     title: Mapped[str] = mapped_column(String(300))
@@ -92,6 +102,27 @@ class Incident(Base):
 
     events: Mapped[list[TimelineEvent]] = relationship(back_populates="incident", order_by="TimelineEvent.seq")
     notifications: Mapped[list[Notification]] = relationship(back_populates="incident", order_by="Notification.id")
+
+    @property
+    def attention_reason(self) -> str | None:
+        """Why this incident needs a person now, or None. Derived, not stored: the incident is not
+        resolved or closed, and no runbook run is driving it any more (its run failed, crashed or was
+        cancelled, or completed with the incident still open). The one definition the CLI, the
+        incidents API, the report and the engine's final state message all show."""
+        if self.status in (IncidentStatus.resolved.value, IncidentStatus.closed.value):
+            return None
+        if self.run_state not in ATTENTION_RUN_STATES:
+            return None  # pending (a run is on its way) or running: something is still working on it
+        ended = "completed" if self.run_state == RunState.completed.value else self.run_state
+        reason = f"the runbook run {ended} but the incident is still {self.status}"
+        if self.run_error:
+            first = " ".join(self.run_error.split())
+            reason += f" ({first if len(first) <= 200 else first[:199] + '…'})"
+        return reason
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.attention_reason is not None
 
 
 class EventPhase(str, enum.Enum):

@@ -13,6 +13,9 @@ LABELS: dict[str, dict[str, str]] = {
     "en": {
         "report_title": "Post-incident report",
         "drill_banner": "DRILL — this incident was an exercise, not a real outage.",
+        "attention_banner": "NEEDS ATTENTION — the incident is still {status} and no runbook run is driving it "
+                            "(the run {run_state}). Someone must take it over by hand: see the steps below that "
+                            "did not run or did not succeed.",
         "header": "Header", "incident": "Incident", "title": "Title", "runbook": "Runbook", "version": "version",
         "level": "Response level", "final_status": "Final status", "run_state": "Run outcome", "run_error": "Run error",
         "kind": "Drill or real", "drill": "drill", "real": "real", "commander": "Commander",
@@ -60,6 +63,8 @@ LABELS: dict[str, dict[str, str]] = {
     "zh": {
         "report_title": "事件复盘报告",
         "drill_banner": "演练 —— 本事件为应急演练，并非真实故障。",
+        "attention_banner": "需要人工处理 —— 事件仍处于「{status}」状态，已没有预案运行在处理（运行{run_state}）。"
+                            "请人工接手：见下文未运行或未成功的步骤。",
         "header": "概要", "incident": "事件编号", "title": "标题", "runbook": "预案", "version": "版本",
         "level": "响应级别", "final_status": "最终状态", "run_state": "执行结果", "run_error": "执行错误",
         "kind": "演练/真实", "drill": "演练", "real": "真实", "commander": "指挥",

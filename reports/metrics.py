@@ -8,8 +8,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from records.models import RunState
-from reports.commitments import CATALOGUE, CheckResult, StepTimes, check
-from reports.record import IncidentRecord
+from reports.commitments import CheckResult, StepTimes, check
+from reports.incident_record import IncidentRecord
+from runbooks.commitments import CATALOGUE
 from runbooks.schema import Runbook
 
 FINAL_RUN_STATES = {RunState.completed.value, RunState.failed.value, RunState.crashed.value, RunState.cancelled.value}
@@ -107,7 +108,8 @@ def step_rows(record: IncidentRecord, runbook: Runbook | None) -> list[StepRow]:
         escalation = step_id.endswith("__escalation")
         base = declared.get(step_id.removesuffix("__escalation")) if escalation else None
         title = (step.display_title if step else
-                 f"Escalation of {base.display_title}" if base else step_id)
+                 f"Escalation of {base.display_title}" if base else
+                 "Run-failure alarm" if step_id.startswith("run_failed__") else step_id)  # flows.run_failure
         final, output, action = ("not run" if not events else "started"), "", (step.action if step else None)
         attempts, started, ended = 0, None, None
         for event in events:

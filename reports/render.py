@@ -24,7 +24,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from firebreak.settings import get_settings
 from reports import i18n, metrics
-from reports.record import IncidentRecord, load_record
+from reports.incident_record import IncidentRecord, load_record
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 FORMATS = ("md", "html")
@@ -70,10 +70,11 @@ class Rendered:
 
 
 def _runbook_of(record: IncidentRecord) -> tuple[Any, str | None]:
-    from runbooks import catalog
+    # Imported here: the action catalogue imports Prefect, which rendering a report does not otherwise need.
+    from tasks.catalog import load_runbook
 
     try:
-        return catalog.load(record.incident.runbook_id).runbook, None
+        return load_runbook(record.incident.runbook_id).runbook, None
     except Exception as exc:  # a runbook removed or broken since: report the record without it
         return None, f"{type(exc).__name__}: {exc}"
 
@@ -164,6 +165,10 @@ def build_view(record: IncidentRecord, lang: str, now: datetime | None = None) -
             "flow_run_id": incident.flow_run_id or "", "flow_run_url": _flow_run_url(incident.flow_run_id) or "",
         },
         "runbook_problem": runbook_problem or "",
+        # Open with no run driving it (records.models.Incident.attention_reason): the banner at the top.
+        "attention": t["attention_banner"].format(status=i18n.word(incident.status, lang),
+                                                  run_state=i18n.word(incident.run_state, lang))
+                     if incident.needs_attention else "",
         "commander": "; ".join(commanders) or t["none"],
         "roles": ", ".join(roles) or t["none"],
         "impact": "; ".join(f"{k} = {v}" for k, v in impact.items()) or t["none"],

@@ -2,7 +2,8 @@
 
 A runbook is data: it names steps, and each step's `action` names a task in
 `tasks/`. Cross-field rules (actions exist, needs form a DAG, templates only use
-declared names) live in runbooks.validate, which has the action catalogue.
+declared names) live in runbooks.validate, which is given the action catalogue
+(tasks.catalog binds it).
 """
 from __future__ import annotations
 
@@ -102,6 +103,8 @@ class Step(BaseModel):
 
     id: str = Field(pattern=STEP_ID)
     title: str | None = None
+    description: str | None = Field(default=None, description="what the step does, for a person doing it by hand "
+                                                                "(shown in the run-failure page's checklist)")
     action: str = Field(min_length=1)
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
     needs: list[str] = Field(default_factory=list)
@@ -134,7 +137,7 @@ class Step(BaseModel):
 
 class CommitmentRef(BaseModel):
     """A service commitment that applies to the runbook, checked in its reports
-    (ids: reports.commitments.CATALOGUE). `evidence` names the steps whose
+    (ids: runbooks.commitments.CATALOGUE). `evidence` names the steps whose
     records measure it, where that differs per runbook."""
 
     model_config = ConfigDict(extra="forbid")
@@ -146,6 +149,29 @@ class CommitmentRef(BaseModel):
     @classmethod
     def _bare_id(cls, value: Any) -> Any:
         return {"id": value} if isinstance(value, str) else value
+
+
+class RunFailurePaging(BaseModel):
+    """Who is paged when a run of this runbook fails, aborts or crashes, or is found dead by
+    reconcile (flows/run_failure.py): the incident's responsible roles, with the manual checklist."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    notify: list[str] = Field(default_factory=list, description="roles to page (declared in the runbook's roles)")
+    by_level: bool = Field(default=True, description="also page whoever the incident's response level engages")
+    escalation: str | None = Field(default=None, description="escalation policy (notifications/escalation.yaml), "
+                                                             "followed while the run is still alive to wait")
+
+    @field_validator("notify", mode="before")
+    @classmethod
+    def _notify_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _has_audience(self) -> RunFailurePaging:
+        if not self.notify and not self.by_level:
+            raise ValueError("on_run_failure needs `notify` (roles) or `by_level: true`, or both")
+        return self
 
 
 class Runbook(BaseModel):
@@ -162,6 +188,8 @@ class Runbook(BaseModel):
     roles: list[str] = Field(min_length=1)
     steps: list[Step] = Field(min_length=1)
     commitments: list[CommitmentRef] = Field(default_factory=list, description="seed service commitments checked in reports")
+    on_run_failure: RunFailurePaging | None = Field(default=None, description="who is paged when a run fails, "
+                                                                               "aborts or crashes")
 
     @field_validator("version", mode="before")
     @classmethod
@@ -170,6 +198,13 @@ class Runbook(BaseModel):
             # YAML reads 1.10 as the number 1.1; a version must be written as text.
             raise ValueError(f'write the version in quotes (e.g. "{value}"): YAML reads an unquoted 1.10 as the number 1.1')
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    def run_failure_paging(self) -> RunFailurePaging:
+        """`on_run_failure`, or the default for a runbook that declares none: whoever the response
+        level engages, plus the scenario lead when the runbook declares that role."""
+        if self.on_run_failure is not None:
+            return self.on_run_failure
+        return RunFailurePaging(notify=[r for r in ("scenario_lead",) if r in self.roles], by_level=True)
 
     def step(self, step_id: str) -> Step:
         for step in self.steps:

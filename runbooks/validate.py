@@ -3,27 +3,58 @@
 On top of the schema: actions exist and get only the arguments they take;
 `needs` name real steps and form no cycle; templates parse and use only declared
 parameters, known context names and the outputs of steps they depend on; roles
-are known and declared.
+are known and declared; commitments are in the catalogue.
+
+The actions are given, never imported: the caller passes the action catalogue
+(tasks.catalog binds it), a mapping of action name to its signature. An action
+with checks of its own beyond its arguments (notify: its message event and
+escalation policy exist) brings them as its `check_step` hook.
 """
 from __future__ import annotations
 
-import re
-from pathlib import Path
 import json
-from typing import Annotated, Any
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Protocol
 
 from jinja2 import TemplateSyntaxError
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
-from notifications.roles import ROLES
+from firebreak.yaml_lines import Path_
+from runbooks.commitments import CATALOGUE
 from runbooks.loader import LoadedRunbook, RunbookInvalid, RunbookProblem, load_runbook
-from runbooks.schema import PARAM_NAME, Runbook
+from runbooks.roles import ROLES
+from runbooks.schema import PARAM_NAME, Runbook, Step
 from runbooks.templating import CONTEXT_NAMES, ENV, is_template, parse, references
-from tasks.catalog import ACTIONS
 
-Path_ = tuple[str | int, ...]
 TEMPLATE_PART = re.compile(r"\{\{.*?\}\}", re.DOTALL)
+
+#: Reports a problem: where in the runbook (e.g. ("steps", 2, "with", "to")), and what.
+Report = Callable[[Path_, str], None]
+#: An action's own checks of a step that names it: (step, where the step is, runbook, report).
+StepCheck = Callable[[Step, Path_, Runbook, Report], None]
+
+
+class ActionSignature(Protocol):
+    """What the validator needs of an action (tasks.base.Action has it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def input_model(self) -> type[BaseModel]: ...
+
+    @property
+    def expression_fields(self) -> Mapping[str, frozenset[str]]: ...
+
+    @property
+    def check_step(self) -> StepCheck | None: ...
+
+
+#: Action name → signature: the catalogue runbooks are checked against.
+Actions = Mapping[str, ActionSignature]
 
 
 def runbook_files(paths: list[Path]) -> list[Path]:
@@ -36,23 +67,23 @@ def runbook_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def validate_file(path: Path) -> tuple[LoadedRunbook | None, list[RunbookProblem]]:
+def validate_file(path: Path, actions: Actions) -> tuple[LoadedRunbook | None, list[RunbookProblem]]:
     try:
         loaded = load_runbook(path)
     except RunbookInvalid as exc:
         return None, exc.problems
-    return loaded, check(loaded)
+    return loaded, check(loaded, actions)
 
 
-def load_valid(path: Path) -> LoadedRunbook:
+def load_valid(path: Path, actions: Actions) -> LoadedRunbook:
     """Load a runbook for running; any problem raises RunbookInvalid."""
-    loaded, problems = validate_file(path)
+    loaded, problems = validate_file(path, actions)
     if problems or loaded is None:
         raise RunbookInvalid(problems)
     return loaded
 
 
-def check(loaded: LoadedRunbook) -> list[RunbookProblem]:
+def check(loaded: LoadedRunbook, actions: Actions) -> list[RunbookProblem]:
     runbook = loaded.runbook
     problems: list[RunbookProblem] = []
 
@@ -85,7 +116,8 @@ def check(loaded: LoadedRunbook) -> list[RunbookProblem]:
             elif need not in step_index:
                 problem(("steps", index, "needs", n), f"unknown step {need!r}; steps are {', '.join(step_index)}")
         for n, role in enumerate(step.escalate_to):
-            _check_role(role, runbook, ("steps", index, "escalate_to", n), problem)
+            check_role(role, runbook, ("steps", index, "escalate_to", n), problem)
+    _check_run_failure(runbook, actions, problem)
 
     cycle = _find_cycle(runbook, step_index)
     if cycle:
@@ -99,54 +131,39 @@ def check(loaded: LoadedRunbook) -> list[RunbookProblem]:
         known = upstream[step.id]
         if step.when is not None:
             _check_template(step.when, at + ("when",), runbook, known, problem, expression=True)
-        spec = ACTIONS.get(step.action)
+        spec = actions.get(step.action)
         if spec is None:
-            problem(at + ("action",), f"unknown action {step.action!r}; expected one of {', '.join(sorted(ACTIONS))}")
+            problem(at + ("action",), f"unknown action {step.action!r}; expected one of {', '.join(sorted(actions))}")
             continue
         _check_arguments(step.with_, spec, at + ("with",), runbook, known, problem)
-        if step.action == "notify" and isinstance(step.with_.get("to"), list):
-            for n, role in enumerate(step.with_["to"]):
-                if isinstance(role, str) and not is_template(role):
-                    _check_role(role, runbook, at + ("with", "to", n), problem)
-        if step.action == "notify":
-            _check_notify(step, at, problem)
+        if spec.check_step is not None:
+            spec.check_step(step, at, runbook, problem)
     _check_commitments(runbook, step_index, problem)
     return problems
 
 
-def _check_notify(step: Any, at: Path_, problem: Any) -> None:
-    """The message event and escalation policy a notify step names exist (issue 3)."""
-    from firebreak.settings import get_settings
-    from notifications.escalation import EscalationInvalid, load_policies
-    from notifications.messages import EVENTS
-
-    event = step.with_.get("event")
-    if isinstance(event, str) and not is_template(event) and event not in EVENTS:
-        problem(at + ("with", "event"), f"unknown message event {event!r}; expected one of {', '.join(EVENTS)}")
-    if "to" not in step.with_ and step.with_.get("by_level") is not True:
-        problem(at + ("with",), "notify needs `to` (roles) or `by_level: true`")
-    name = step.with_.get("escalation")
-    if not isinstance(name, str) or is_template(name):
+def _check_run_failure(runbook: Runbook, actions: Actions, problem: Report) -> None:
+    """`on_run_failure` is a page like a notify step's: its roles are known and declared, and its
+    escalation policy exists (checked by the notify action's own checks, given the page as a step)."""
+    paging = runbook.on_run_failure
+    if paging is None:
         return
-    try:
-        policies = load_policies(get_settings().escalation_file)
-    except EscalationInvalid as exc:
-        problem(at + ("with", "escalation"), f"escalation policies cannot be read: {exc}")
+    for n, role in enumerate(paging.notify):
+        check_role(role, runbook, ("on_run_failure", "notify", n), problem)
+    notify = actions.get("notify")
+    if paging.escalation is None or notify is None or notify.check_step is None:
         return
-    policy = policies.get(name)
-    if policy is None:
-        problem(at + ("with", "escalation"), f"unknown escalation policy {name!r}; defined: {', '.join(policies)}")
-    elif step.timeout * (step.retries + 1) < policy.total_seconds():
-        # Each retry resumes the escalation where the last attempt stopped, so the attempts together
-        # must be able to outlast it.
-        problem(at + ("timeout",), f"timeout {step.timeout:g}s × {step.retries + 1} attempt(s) is shorter than "
-                                   f"escalation policy {name!r} ({policy.total_seconds():g}s in all); escalation "
-                                   f"runs inside the step")
+    page = Step.model_validate({"id": "on_run_failure", "action": "notify", "timeout": 86400,
+                                "with": {"by_level": True, "escalation": paging.escalation}})
+
+    def escalation_problem(at: Path_, message: str) -> None:
+        if at[-1] == "escalation":  # the alarm's time is set from the policy, so only its name is checked
+            problem(("on_run_failure", "escalation"), message)
+
+    notify.check_step(page, ("on_run_failure",), runbook, escalation_problem)
 
 
-def _check_commitments(runbook: Runbook, step_index: dict[str, int], problem: Any) -> None:
-    from reports.commitments import CATALOGUE
-
+def _check_commitments(runbook: Runbook, step_index: dict[str, int], problem: Report) -> None:
     for index, ref in enumerate(runbook.commitments):
         at: Path_ = ("commitments", index)
         commitment = CATALOGUE.get(ref.id)
@@ -160,14 +177,15 @@ def _check_commitments(runbook: Runbook, step_index: dict[str, int], problem: An
                 problem(at + ("evidence", n), f"unknown step {step_id!r}; steps are {', '.join(step_index)}")
 
 
-def _check_role(role: str, runbook: Runbook, at: Path_, problem: Any) -> None:
+def check_role(role: str, runbook: Runbook, at: Path_, problem: Report) -> None:
+    """The role is a known one (runbooks.roles) and the runbook declares it in `roles:`."""
     if role not in ROLES:
         problem(at, f"unknown role {role!r}; expected one of {', '.join(sorted(ROLES))}")
     elif role not in runbook.roles:
         problem(at, f"role {role!r} is not declared in the runbook's roles ({', '.join(runbook.roles)})")
 
 
-def _check_arguments(arguments: dict[str, Any], spec: Any, at: Path_, runbook: Runbook, known: set[str],
+def _check_arguments(arguments: dict[str, Any], spec: ActionSignature, at: Path_, runbook: Runbook, known: set[str],
                      problem: Any) -> None:
     fields = spec.input_model.model_fields
     accepted = {name: name for name in fields} | {f.alias: name for name, f in fields.items() if f.alias}

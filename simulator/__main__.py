@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import threading
 
 from simulator import start_simulator
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     # The URL goes to stdout alone on its line and is flushed, so a wrapper (make demo)
     # can read it even when --port 0 chose the port.
     print(sim.url, flush=True)
+    if sim.inbox_url != sim.url:  # fault unreachable: the service refuses connections, the inbox is elsewhere
+        print(f"inbox: {sim.inbox_url} (the service at {sim.url} refuses connections)", file=sys.stderr, flush=True)
     try:
         threading.Event().wait()  # serve in the background thread until interrupted
     except KeyboardInterrupt:

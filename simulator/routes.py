@@ -229,10 +229,19 @@ ROUTES: tuple[Route, ...] = (
 )
 
 
-def resolve(method: str, path: str) -> tuple[Handler, Params]:
+# What the inbox listener of a simulator whose service is unreachable serves (scenarios.LISTENER_FAULTS):
+# the notification inbox and the test double's own controls, none of the service's endpoints.
+INBOX_ROUTES: tuple[Route, ...] = tuple(r for r in ROUTES if r.handler in (post_inbox, get_inbox, get_state, faults))
+
+
+def resolve(method: str, path: str, routes: tuple[Route, ...] = ROUTES) -> tuple[Handler, Params]:
     """Find the handler, or raise 404 (no such path) / 405 (path exists, not this method)."""
+    if routes is not ROUTES and any(r.pattern.fullmatch(path) for r in ROUTES) and \
+            not any(r.pattern.fullmatch(path) for r in routes):
+        raise ApiError(404, f"{path} is a service endpoint; this address is only the simulator's inbox, and the "
+                            "service's own address refuses connections (fault: unreachable)")
     allowed: set[str] = set()
-    for route in ROUTES:
+    for route in routes:
         match = route.pattern.fullmatch(path)
         if match:
             if route.method == method:
@@ -266,11 +275,12 @@ def _body_for_log(raw: bytes) -> Any:
         return raw.decode("utf-8", errors="replace")  # keep what was sent, for the audit trail
 
 
-def dispatch(state: ContactCentre, method: str, path: str, raw: bytes, idempotency_key: str | None) -> Outcome:
+def dispatch(state: ContactCentre, method: str, path: str, raw: bytes, idempotency_key: str | None,
+             routes: tuple[Route, ...] = ROUTES) -> Outcome:
     """Handle one request. Mutating methods go through state.execute (log + idempotency)."""
 
     def action() -> Outcome:
-        handler, params = resolve(method, path)
+        handler, params = resolve(method, path, routes)
         return handler(state, parse_body(raw) if method in MUTATING_METHODS else None, params)
 
     if method in MUTATING_METHODS:

@@ -21,8 +21,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The faults POST /faults and start_simulator(fault=...) accept.
-SCENARIOS: tuple[str, ...] = ("none", "down", "congested", "short-staffed", "flapping")
+# The faults start_simulator(fault=...) accepts; POST /faults accepts all but LISTENER_FAULTS.
+SCENARIOS: tuple[str, ...] = ("none", "down", "congested", "short-staffed", "flapping", "unreachable")
+
+# Faults in how the simulator listens, not in its numbers, so they are chosen when it starts:
+# "unreachable" — the service's port refuses TCP connections (the commonest outage: the process
+# is gone), while the notification inbox and /state listen on a port of their own
+# (RunningSimulator.inbox_url).
+LISTENER_FAULTS: frozenset[str] = frozenset({"unreachable"})
 
 # The platform's request-rate capacity (req/s); "overloaded" means above it.
 LOAD_THRESHOLD = 500.0
@@ -62,7 +68,7 @@ def scenario(name: str) -> Scenario:
     )
     if name == "none":
         pass
-    elif name == "down":
+    elif name in ("down", "unreachable"):  # unreachable: down behind a port that refuses connections
         base["primary_up"] = False
     elif name == "flapping":
         base["primary_flapping"] = True

@@ -13,7 +13,7 @@ import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from simulator.routes import dispatch
+from simulator.routes import ROUTES, Route, dispatch
 from simulator.state import ContactCentre, Outcome
 
 MAX_BODY_BYTES = 1_000_000  # a notice or an Apprise message is tiny; refuse floods
@@ -24,11 +24,18 @@ class SimulatorServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: a burst of parallel clients (50 threads posting
+    # notices, a drill's fan-out of pages) overflowed it, and the kernel dropped or delayed SYNs, so
+    # some requests failed with connection errors (tests/test_simulator.py's parallel-posts test
+    # failed 2 runs in 6). Real services accept far deeper queues.
+    request_queue_size = 512
 
-    def __init__(self, address: tuple[str, int], state: ContactCentre, verbose: bool = False) -> None:
+    def __init__(self, address: tuple[str, int], state: ContactCentre, verbose: bool = False,
+                 routes: tuple[Route, ...] = ROUTES) -> None:
         super().__init__(address, SimulatorHandler)
         self.state = state
         self.verbose = verbose
+        self.routes = routes  # INBOX_ROUTES for the inbox listener of an unreachable service
 
 
 class _BodyError(Exception):
@@ -75,7 +82,7 @@ class SimulatorHandler(BaseHTTPRequestHandler):
             path = path.rstrip("/")
         key = self.headers.get("Idempotency-Key")
         try:
-            outcome = dispatch(self.server.state, self.command, path, raw, key)
+            outcome = dispatch(self.server.state, self.command, path, raw, key, self.server.routes)
         except Exception as exc:  # a simulator bug must still answer, not hang the runbook
             if self.server.verbose:
                 traceback.print_exc()

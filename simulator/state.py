@@ -23,6 +23,7 @@ from typing import Any, Callable
 from simulator.errors import ApiError
 from simulator.scenarios import (
     ANSWER_TARGET_SECONDS,
+    LISTENER_FAULTS,
     LOAD_THRESHOLD,
     SERVICE_LEVEL_GOAL,
     Scenario,
@@ -58,9 +59,9 @@ BASELINE_HUMAN_CHAT_SHARE = 0.2
 
 
 def _service_level(arrival_rate_per_hour: float, aht_seconds: float, agents: int) -> float:
-    # Imported on first use, not at module load: keeps `python -m simulator` start-up
-    # free of whatever the tasks package pulls in.
-    from tasks.erlang_c import service_level
+    # Imported on first use, not at module load: the shared Erlang C module brings in
+    # pydantic, which would more than double `python -m simulator` start-up.
+    from firebreak.erlang_c import service_level
 
     value = float(service_level(arrival_rate_per_hour, aht_seconds, agents, ANSWER_TARGET_SECONDS))
     return min(1.0, max(0.0, value))
@@ -79,16 +80,20 @@ def queue_length(service_level: float, arrival_rate_per_hour: float) -> int:
 
 
 def agents_required(arrival_rate_per_hour: float, aht_seconds: float) -> int:
-    """Fewest agents meeting the 80/30 goal (searched upward from the traffic in Erlangs)."""
+    """Fewest agents meeting the 80/30 goal (the shared Erlang C search, firebreak.erlang_c)."""
+    from firebreak.erlang_c import required_agents, traffic_erlangs  # on first use, as in _service_level
+
     erlangs = arrival_rate_per_hour * aht_seconds / 3600.0
     if erlangs <= 0:
         return 0
-    n = max(1, math.floor(erlangs))
     # Bounded search: a misbehaving service_level must not hang a request thread.
     limit = math.ceil(2 * erlangs) + 50
-    while n < limit and _service_level(arrival_rate_per_hour, aht_seconds, n) < SERVICE_LEVEL_GOAL:
-        n += 1
-    return n
+    traffic_erlangs(arrival_rate_per_hour, aht_seconds)  # bad input raises here, not as "goal not met" below
+    try:
+        return required_agents(arrival_rate_per_hour, aht_seconds, ANSWER_TARGET_SECONDS, SERVICE_LEVEL_GOAL,
+                               max_agents=limit).agents
+    except ValueError:  # no count up to the bound meets the goal: the bound, as before
+        return limit
 
 
 def max_human_chat_share(spare_agents: int) -> float:
@@ -167,6 +172,10 @@ class ContactCentre:
         """POST /faults: back to the starting figures of `fault`."""
         sc = scenario(fault)
         with self._lock:
+            if fault in LISTENER_FAULTS or self._scenario in LISTENER_FAULTS:
+                changing = fault if fault in LISTENER_FAULTS else self._scenario
+                raise ApiError(409, f"the {changing!r} fault is in how the simulator listens, so it is chosen when "
+                                    f"the simulator starts (start_simulator(fault={changing!r}), --fault {changing})")
             self._apply_scenario(sc)
             self._counters["fault_resets"] += 1
             return {"fault": sc.name, "health": self._health_body()[1]}

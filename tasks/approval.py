@@ -23,16 +23,14 @@ import re
 import time
 from typing import Any, Literal
 
+from prefect.input import RunInput  # what makes the Prefect UI show a form for the paused run
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from firebreak.errors import StepFailed
 from records import incidents
 from records.models import EventPhase, utcnow
 from tasks.base import Attempt, StepContext, action
-
-try:  # RunInput is what makes the Prefect UI show a form for the paused run
-    from prefect.input import RunInput
-except ImportError:  # pragma: no cover - Prefect 3 always has it
-    RunInput = BaseModel  # type: ignore[misc,assignment]
+from tasks.notify import notify as notify_action
 
 
 class ApprovalInput(BaseModel):
@@ -52,7 +50,7 @@ class ApprovalInput(BaseModel):
         return self
 
 
-class ApprovalDecision(RunInput):  # type: ignore[misc,valid-type]
+class ApprovalDecision(RunInput):
     """The operator's answer."""
 
     decision: Literal["approve", "reject"] = Field(description="approve: go ahead; reject: do not")
@@ -68,12 +66,12 @@ class ApprovalOutput(BaseModel):
     waited_seconds: float
 
 
-class ApprovalRejected(RuntimeError):
-    pass
+class ApprovalRejected(StepFailed, RuntimeError):
+    """The approver (or a drill's policy) rejected the action."""
 
 
-class ApprovalTimedOut(TimeoutError):
-    pass
+class ApprovalTimedOut(StepFailed, TimeoutError):
+    """No decision came within the gate's timeout (and its escalation, if any); the step is refused."""
 
 
 def _describe(inp: ApprovalInput) -> str:
@@ -149,10 +147,8 @@ def _back_to_running(flow_run_id: str | None) -> None:
 
 
 def _escalate(ctx: StepContext, inp: ApprovalInput) -> None:
-    from tasks.catalog import ACTIONS
-
-    notify = ACTIONS["notify"].prefect_task.with_options(task_run_name=f"{ctx.step_id}-approval-escalation",
-                                                         retries=2, retry_delay_seconds=[1, 2])
+    notify = notify_action.prefect_task.with_options(task_run_name=f"{ctx.step_id}-approval-escalation",
+                                                     retries=2, retry_delay_seconds=[1, 2])
     context = ctx.model_copy(update={"step_id": f"{ctx.step_id}__approval_escalation",
                                      "step_title": f"Overdue approval: {ctx.step_title}", "action": "notify"})
     future = notify.submit(context, {"to": inp.escalate_to, "title": f"Approval overdue: {ctx.step_title}",
@@ -162,7 +158,9 @@ def _escalate(ctx: StepContext, inp: ApprovalInput) -> None:
     future.wait()
 
 
-@action("approval", ApprovalInput, describe=_describe, in_flow=True)
+# reuse="run": a decision holds for the run that asked (a flow retry of it, like Prefect's own pause key,
+# finds it); a new run of the incident asks again.
+@action("approval", ApprovalInput, describe=_describe, in_flow=True, reuse="run")
 def approval(inp: ApprovalInput, attempt: Attempt) -> ApprovalOutput:
     ctx = attempt.context
     started = time.monotonic()

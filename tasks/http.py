@@ -1,8 +1,12 @@
 """`http`: one HTTP request with an expected status and expected JSON fields.
 
 Used for health checks, failover hooks and status notices. A request that
-changes something carries an Idempotency-Key header (incident:step), so if an
-attempt fails after the far side acted, the retry is recognisable there too.
+changes something carries an Idempotency-Key header, so if an attempt fails after
+the far side acted, the retry is recognisable there too. The key is
+`firebreak:<incident uid>:<runbook>:<step>` (tasks.base.StepContext.sent_idempotency_key):
+the same for every run of the incident (reuse="incident": a re-run does not fail
+over twice) and unique across installations (the uid, not the incident number,
+which restarts with each records database).
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Any, Literal
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from firebreak.errors import StepFailed
 from tasks.base import Attempt, action
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -34,8 +39,8 @@ class HttpOutput(BaseModel):
     elapsed_ms: float
 
 
-class HttpCheckFailed(RuntimeError):
-    pass
+class HttpCheckFailed(StepFailed, RuntimeError):
+    """The response's status or JSON fields are not what the step expects."""
 
 
 def dig(document: Any, dotted: str) -> Any:
@@ -54,7 +59,7 @@ def dig(document: Any, dotted: str) -> Any:
 def request(inp: HttpInput, attempt: Attempt) -> httpx.Response:
     headers = dict(inp.headers)
     if inp.method not in SAFE_METHODS:
-        headers.setdefault("Idempotency-Key", attempt.context.idempotency_key)
+        headers.setdefault("Idempotency-Key", attempt.context.sent_idempotency_key)
     timeout = min(inp.request_timeout, max(attempt.remaining(), 0.1))
     with httpx.Client(timeout=timeout) as client:
         return client.request(inp.method, inp.url, json=inp.json_body, headers=headers)
@@ -72,6 +77,7 @@ def parse_json(response: httpx.Response) -> Any:
     HttpInput,
     describe=lambda inp: f"{inp.method} {inp.url}",
     side_effect=lambda inp: inp.method not in SAFE_METHODS,
+    reuse="incident",  # an idempotent mutation, keyed like the Idempotency-Key it sends
 )
 def http(inp: HttpInput, attempt: Attempt) -> HttpOutput:
     response = request(inp, attempt)

@@ -7,34 +7,44 @@ locale, with a signed acknowledgement link and the Prefect run link.
 
 Delivery: every contact is paged in its own thread, so a slow or dead channel
 holds up nobody else. A channel is retried with back-off, then the contact's next
-channel is tried. Each page has an idempotency key (incident, step, contact,
-cycle, tier) and a delivered page is never sent again — not by a task retry, a
-flow retry or a resumed run.
+channel is tried. Each page has an idempotency key (the step's key — incident,
+runbook, step, run generation — then contact, cycle, tier) and a delivered page
+is never sent again — not by a task retry, a flow retry or a resumed run of the
+same run. A new run of the incident pages anew (reuse="run", tasks.base).
 
 Escalation (`escalation: <policy>`) runs here, inside the task, and not as a
 paused flow: a pause would stop every other step of the runbook, and the outage
 runbook must keep failing over while it pages. Between tiers the task polls the
 records for an acknowledgement in short sleeps bounded by the step's timeout,
-and stops the moment there is one. Paged tiers are recorded with the time they
-were paged, so a resumed run waits out the remainder instead of starting over.
+and stops the moment there is one. Paged tiers are recorded (under the step's key)
+with the time they were paged, so a resumed run waits out the remainder instead of
+starting over. Before each later tier the task checks that its run still holds the
+incident's run lock: a run that lost it pages nobody more.
 """
 from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from prefect.settings import PREFECT_UI_URL
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from notifications.ack_links import default_expiry, make_ack_link
+from firebreak.errors import DeliveryFailed
+from firebreak.settings import get_settings
+from firebreak.yaml_lines import Path_
+from notifications.acknowledgement.links import default_expiry, make_ack_link
 from notifications.config import ConfigErrors, NotificationsConfig, load_config
 from notifications.contacts import Contact, ContactsInvalid, channel_scheme, expand_secrets
 from notifications.delivery import redact, send
-from notifications.escalation import Policy
+from notifications.escalation import EscalationInvalid, Policy, load_policies
 from notifications.messages import EVENTS, render
 from records import acknowledgements, deliveries, incidents
 from records.models import EventPhase, IncidentStatus
+from runbooks.schema import Runbook, Step
+from runbooks.templating import is_template
+from runbooks.validate import Report, check_role
 from tasks.base import Attempt, StepContext, StepInputError, action
 
 #: Tries per channel before falling back to the contact's next channel, and the
@@ -57,6 +67,8 @@ class NotifyInput(BaseModel):
     message: str = Field(min_length=1)
     event: str = Field(default="status_update", description=f"message template: one of {', '.join(EVENTS)}")
     escalation: str | None = Field(default=None, description="escalation policy (notifications/escalation.yaml)")
+    details: dict[str, Any] = Field(default_factory=dict, description="structured facts for the message template "
+                                                                      "(the run_failed event's checklist)")
 
     @model_validator(mode="after")
     def _has_audience(self) -> NotifyInput:
@@ -87,12 +99,12 @@ class NotifyOutput(BaseModel):
     acknowledged_via: str | None = None
 
 
-class NobodyReached(RuntimeError):
-    pass
+class NobodyReached(DeliveryFailed, RuntimeError):
+    """Nobody holds a required role, or no page to anyone in it was delivered."""
 
 
-class NobodyAcknowledged(RuntimeError):
-    pass
+class NobodyAcknowledged(DeliveryFailed, RuntimeError):
+    """Every escalation tier was paged and nobody acknowledged in time."""
 
 
 def run_link(flow_run_id: str | None) -> str | None:
@@ -148,13 +160,14 @@ class _Pager:
             "incident": self.incident, "runbook": self.runbook, "title": self.inp.title, "message": self.inp.message,
             "step": self.ctx.step_title, "tier": tier, "ack_link": link, "run_link": self.run_link,
             "escalated_after": round((escalated_after or 0) / 60, 1), "recipient": {"id": contact.id, "name": contact.name},
+            "details": self.inp.details,
         })
         return message.title, message.body
 
     def _deliver(self, contact: Contact, role: str, cycle: int, tier: int, event: str,
                  escalated_after: float | None) -> Delivery:
         ctx = self.ctx
-        page_key = f"{ctx.incident_id}:{ctx.step_id}:{contact.id}:c{cycle}:t{tier}"
+        page_key = f"{ctx.idempotency_key}:{contact.id}:c{cycle}:t{tier}"
         done = deliveries.delivered_page(page_key)
         if done is not None:
             return Delivery(contact=contact.id, role=role, channel=done.channel, status="reused",
@@ -227,16 +240,49 @@ def _record(ctx: StepContext, attempt: Attempt, results: list[Delivery]) -> None
 
 
 def _runbook_title(ctx: StepContext) -> str:
-    from runbooks import catalog
+    # Imported here, not at the top: tasks.catalog imports every action module, this one included.
+    from tasks.catalog import load_runbook
 
     try:
-        return catalog.load(ctx.runbook_id).runbook.title
+        return load_runbook(ctx.runbook_id).runbook.title
     except Exception:  # an ad-hoc runbook file path; its id is a fine title
         return ctx.runbook_id
 
 
+def _check_step(step: Step, at: Path_, runbook: Runbook, problem: Report) -> None:
+    """Validating a runbook (issue 3): the roles a notify step names are known and declared, its
+    message event and escalation policy exist, and its attempts together outlast the policy."""
+    if isinstance(step.with_.get("to"), list):
+        for n, role in enumerate(step.with_["to"]):
+            if isinstance(role, str) and not is_template(role):
+                check_role(role, runbook, at + ("with", "to", n), problem)
+    event = step.with_.get("event")
+    if isinstance(event, str) and not is_template(event) and event not in EVENTS:
+        problem(at + ("with", "event"), f"unknown message event {event!r}; expected one of {', '.join(EVENTS)}")
+    if "to" not in step.with_ and step.with_.get("by_level") is not True:
+        problem(at + ("with",), "notify needs `to` (roles) or `by_level: true`")
+    name = step.with_.get("escalation")
+    if not isinstance(name, str) or is_template(name):
+        return
+    try:
+        policies = load_policies(get_settings().escalation_file)
+    except EscalationInvalid as exc:
+        problem(at + ("with", "escalation"), f"escalation policies cannot be read: {exc}")
+        return
+    policy = policies.get(name)
+    if policy is None:
+        problem(at + ("with", "escalation"), f"unknown escalation policy {name!r}; defined: {', '.join(policies)}")
+    elif step.timeout * (step.retries + 1) < policy.total_seconds():
+        # Each retry resumes the escalation where the last attempt stopped, so the attempts together
+        # must be able to outlast it.
+        problem(at + ("timeout",), f"timeout {step.timeout:g}s × {step.retries + 1} attempt(s) is shorter than "
+                                   f"escalation policy {name!r} ({policy.total_seconds():g}s in all); escalation "
+                                   f"runs inside the step")
+
+
 @action("notify", NotifyInput, describe=lambda inp: f"notify {', '.join(inp.to + (['(by level)'] if inp.by_level else []))}"
-                                                    f"{' with escalation ' + inp.escalation if inp.escalation else ''}: {inp.title}")
+                                                    f"{' with escalation ' + inp.escalation if inp.escalation else ''}: {inp.title}",
+        check_step=_check_step, reuse="run")
 def notify(inp: NotifyInput, attempt: Attempt) -> NotifyOutput:
     ctx = attempt.context
     try:
@@ -252,7 +298,8 @@ def notify(inp: NotifyInput, attempt: Attempt) -> NotifyOutput:
     timeouts = policy.timeouts() if policy else [0.0]
     cycles = policy.repeat + 1 if policy else 1
     pager = _Pager(inp, attempt, _runbook_title(ctx))
-    already = {(t.cycle, t.tier): t for t in acknowledgements.paged_tiers(ctx.incident_id, ctx.step_id)}
+    already = {(t.cycle, t.tier): t
+               for t in acknowledgements.paged_tiers(ctx.incident_id, ctx.step_id, ctx.idempotency_key)}
     results: list[Delivery] = []
     paged = 0
 
@@ -267,6 +314,8 @@ def notify(inp: NotifyInput, attempt: Attempt) -> NotifyOutput:
             if ack and (cycle, tier) != (0, 1):
                 return output(ack)  # stop the moment anyone acknowledges: later tiers are never paged
             first_page = (cycle, tier) == (0, 1)
+            if not first_page:
+                attempt.check_lease()  # minutes may have passed since the intent was written under it
             escalated_after = None if first_page else timeouts[tier - 2] if tier > 1 else timeouts[-1]
             targets = _recipients(config, roles, datetime.now(timezone.utc))
             tier_results = pager.page(targets, cycle=cycle, tier=tier, escalated_after=escalated_after)
@@ -276,7 +325,8 @@ def notify(inp: NotifyInput, attempt: Attempt) -> NotifyOutput:
             delivered = sum(r.status in ("delivered", "reused") for r in tier_results)
             row = acknowledgements.record_tier(incident_id=ctx.incident_id, step_id=ctx.step_id,
                                                policy=inp.escalation, cycle=cycle, tier=tier, roles=roles,
-                                               delivered=delivered, failed=len(tier_results) - delivered)
+                                               delivered=delivered, failed=len(tier_results) - delivered,
+                                               step_key=ctx.idempotency_key)
             if policy is None:
                 break
             if delivered == 0:

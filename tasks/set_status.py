@@ -15,7 +15,8 @@ class SetStatusInput(BaseModel):
     reason: str = ""
 
 
-@action("set_status", SetStatusInput, describe=lambda inp: f"set incident status to {inp.status.value}")
+@action("set_status", SetStatusInput, describe=lambda inp: f"set incident status to {inp.status.value}",
+        reuse="incident")  # idempotent (a status never goes back): once per incident, runbook and step
 def set_status(inp: SetStatusInput, attempt: Attempt) -> dict[str, str]:
     ctx = attempt.context
     incident = incidents.transition(ctx.incident_id, inp.status, actor=ctx.actor, reason=inp.reason, step_id=ctx.step_id)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from firebreak.erlang_c import required_agents as erlang_required_agents
+from firebreak.erlang_c import service_level
 from tasks.base import Attempt, action
-from tasks.erlang_c import required_agents as erlang_required_agents
-from tasks.erlang_c import service_level
 
 
 class RequiredAgentsInput(BaseModel):

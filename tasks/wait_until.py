@@ -7,6 +7,7 @@ from typing import Any, Literal
 from jinja2 import TemplateError
 from pydantic import BaseModel, ConfigDict, Field
 
+from firebreak.errors import StepFailed
 from runbooks.templating import evaluate
 from tasks.base import Attempt, action
 from tasks.http import HttpInput, parse_json, request
@@ -38,8 +39,8 @@ class WaitUntilOutput(BaseModel):
     resolved_by_monitor: bool = False
 
 
-class ConditionNotMet(TimeoutError):
-    pass
+class ConditionNotMet(StepFailed, TimeoutError):
+    """The condition did not hold the required number of times in a row before the deadline."""
 
 
 @action(
@@ -84,7 +85,7 @@ def wait_until(inp: WaitUntilInput, attempt: Attempt) -> WaitUntilOutput:
 
 def _monitor_resolved(incident_id: str) -> bool:
     """The monitor's latest word on this incident's alert is "resolved" (a later firing cancels it)."""
-    from records.alerts import monitor_reported
+    from records.alert_queries import monitor_reported
 
     resolved = monitor_reported(incident_id, "resolved")
     firing = monitor_reported(incident_id, "firing")

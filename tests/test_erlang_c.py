@@ -1,14 +1,13 @@
-"""Tests for tasks.erlang_c against published Erlang B/C figures and independent formulas."""
+"""Tests for firebreak.erlang_c against published Erlang B/C figures and independent formulas."""
 
 from __future__ import annotations
 
 import math
-import time
 
 import pydantic
 import pytest
 
-from tasks.erlang_c import (
+from firebreak.erlang_c import (
     StaffingRequirement,
     average_speed_of_answer,
     erlang_c,
@@ -273,12 +272,9 @@ def test_required_agents_max_occupancy(cap: float, expected_agents: int) -> None
     assert 10.0 / below > cap or service_level(200.0, 180.0, below, 20.0) < 0.8
 
 
-def test_large_traffic_is_fast_and_sensible() -> None:
-    # 20,000 calls/h at 5 minutes each: 1,666.7 Erlangs.
-    start = time.perf_counter()
+def test_large_traffic_is_sensible() -> None:
+    # 20,000 calls/h at 5 minutes each: 1,666.7 Erlangs. (Its speed is measured in bench/, not asserted.)
     result = required_agents(20_000.0, 300.0)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 1.0
     traffic = 20_000.0 * 300.0 / 3600.0
     assert result.traffic_erlangs == pytest.approx(traffic)
     # Square-root staffing: a big pool needs only a small margin over A.

@@ -23,9 +23,10 @@ from sqlalchemy import func, select
 
 from intake.routing import RoutesInvalid, decide, load_routes, parse_matcher
 from intake.sources import load_sources, sign
-from records.alerts import Alert, SeenSignature
+from records.alert_ingest import Alert
 from records.db import session_scope
 from records.incidents import events, get_incident
+from records.signatures import SeenSignature
 from tests.intake_harness import TOKENS, RunningIntake, write_config, own_records_database
 
 AM_AUTH = {"Authorization": f"Bearer {TOKENS['FIREBREAK_TEST_AM_TOKEN']}"}

@@ -12,8 +12,8 @@ import httpx
 import pytest
 import yaml
 
-from notifications.acknowledge import acknowledge_incident
-from records import alerts
+from notifications.acknowledgement.service import acknowledge_incident
+from records import run_outbox
 from records.incidents import events, get_incident, list_incidents
 from tests.polling import wait_for
 from tests.intake_harness import TOKENS, RunningIntake, free_port, write_config
@@ -61,7 +61,7 @@ def test_real_alertmanager_starts_the_outage_runbook(tmp_path: Path, simulator, 
             incident = wait_for(lambda: next((i for i in list_incidents(500) if i.id not in known), None),
                                  what="Alertmanager's webhook to open an incident")
             assert incident.runbook_id == "system-outage" and incident.source == "alert"
-            wait_for(lambda: alerts.run_request(incident.id).status == "started", what="the run to start")
+            wait_for(lambda: run_outbox.run_request(incident.id).status == "started", what="the run to start")
             # Not a drill: pages escalate until a person acknowledges.
             wait_for(lambda: any(e.status == "delivered" for e in events(incident.id)), what="the first page")
             acknowledge_incident(incident.id, by="li-wei", via="cli")

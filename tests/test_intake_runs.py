@@ -15,9 +15,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from notifications.acknowledge import acknowledge_incident
-from records import alerts
-from records.alerts import Alert
+from notifications.acknowledgement.service import acknowledge_incident
+from records import alert_ingest, alert_queries, run_outbox
+from records.alert_ingest import Alert
 from records.db import session_scope
 from records.incidents import events, get_incident
 from tests.intake_harness import TOKENS, RunningIntake, TcpForwarder, free_port, write_config
@@ -86,9 +86,9 @@ def test_200_identical_alerts_in_parallel_give_one_incident_and_one_run(tmp_path
         incident_ids = {r["incident_id"] for r in results}
         assert len(incident_ids) == 1
         incident_id = incident_ids.pop()
-        wait_for(lambda: alerts.run_request(incident_id).status == "started", what="the run to start")
+        wait_for(lambda: run_outbox.run_request(incident_id).status == "started", what="the run to start")
         intake.wait_runs()
-    assert alerts.count_alerts(f"alertmanager/{fingerprint}") == 200
+    assert alert_queries.count_alerts(f"alertmanager/{fingerprint}") == 200
     runs = flow_runs_of(incident_id)
     assert len(runs) == 1 and runs[0].state.is_completed()
     incident = get_incident(incident_id)
@@ -107,7 +107,7 @@ def test_prefect_down_then_up_starts_the_alert_exactly_once(tmp_path: Path, quic
                               headers=AM_AUTH)
         assert response.status_code == 202  # accepted and stored although Prefect is unreachable
         incident_id = response.json()["alerts"][0]["incident_id"]
-        waiting = wait_for(lambda: (r := alerts.run_request(incident_id)).attempts >= 2 and r, what="retries")
+        waiting = wait_for(lambda: (r := run_outbox.run_request(incident_id)).attempts >= 2 and r, what="retries")
         assert waiting.status in ("pending", "claimed") and waiting.flow_run_id is None
         assert "Connect" in (waiting.last_error or "")
         assert "unreachable" in httpx.get(f"{intake.url}/readyz").json()["prefect"]
@@ -115,7 +115,7 @@ def test_prefect_down_then_up_starts_the_alert_exactly_once(tmp_path: Path, quic
         real = urlparse(prefect_server)
         forwarder = TcpForwarder(port, (real.hostname, real.port))  # Prefect is back
         try:
-            started = wait_for(lambda: (r := alerts.run_request(incident_id)).status == "started" and r,
+            started = wait_for(lambda: (r := run_outbox.run_request(incident_id)).status == "started" and r,
                                timeout=60, what="the run to start once Prefect is back")
             intake.wait_runs()
             # Another pass over the outbox changes nothing: the row is started.
@@ -152,7 +152,7 @@ def test_alertmanager_webhook_drives_the_system_outage_runbook(tmp_path: Path, s
         response = httpx.post(f"{intake.url}/v1/alerts/alertmanager", headers=AM_AUTH,
                               json=group(f"e2e-{time.time_ns()}", service="hotline", ops_api=simulator.url))
         incident_id = response.json()["alerts"][0]["incident_id"]
-        wait_for(lambda: alerts.run_request(incident_id).status == "started", what="the run to start")
+        wait_for(lambda: run_outbox.run_request(incident_id).status == "started", what="the run to start")
         # Not a drill: the pages escalate until a person acknowledges (notifications issue).
         wait_for(lambda: any(e.status == "delivered" for e in events(incident_id)), what="the first page")
         acknowledge_incident(incident_id, by="li-wei", via="cli")
@@ -181,19 +181,19 @@ def _check_postgresql_dedup(url: str) -> None:
 
     migrate(url)
     fingerprint = f"pg/{time.time_ns()}"
-    alert = alerts.IncomingAlert(source="pg", format="generic", fingerprint=fingerprint, status="firing",
-                                 summary="replicated", labels={})
-    plan = alerts.RunPlan(route="test", runbook_id="system-outage", runbook_version="1.0", level="II",
-                          parameters={}, flow_name="system-outage")
+    alert = alert_ingest.IncomingAlert(source="pg", format="generic", fingerprint=fingerprint, status="firing",
+                                       summary="replicated", labels={})
+    plan = alert_ingest.RunPlan(route="test", runbook_id="system-outage", runbook_version="1.0", level="II",
+                                parameters={}, flow_name="system-outage")
     with ThreadPoolExecutor(24) as pool:
-        results = list(pool.map(lambda _: alerts.ingest([(alert, plan)], url=url)[0], range(120)))
+        results = list(pool.map(lambda _: alert_ingest.ingest([(alert, plan)], url=url)[0], range(120)))
     assert [r.disposition for r in results].count("opened") == 1
     assert len({r.incident_id for r in results}) == 1
     with session_scope(url) as session:
         assert session.scalar(select(func.count()).select_from(Alert).where(Alert.fingerprint == fingerprint)) == 120
-    claimed = alerts.claim_run_requests("replica-a", url=url)
+    claimed = run_outbox.claim_run_requests("replica-a", url=url)
     assert results[0].incident_id in [r.incident_id for r in claimed]
-    assert results[0].incident_id not in [r.incident_id for r in alerts.claim_run_requests("replica-b", url=url)]
+    assert results[0].incident_id not in [r.incident_id for r in run_outbox.claim_run_requests("replica-b", url=url)]
 
 
 def test_monitor_resolve_finishes_recovery_verification_early(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Group commit (intake/alert_writer.py, records.alerts.ingest_many) on SQLite and, where it is
+"""Group commit (intake/alert_writer.py, records.alert_ingest.ingest_many) on SQLite and, where it is
 reachable, PostgreSQL: several requests in one transaction behave as if stored one after another;
 a replayed signature refuses only its own request; a request the store refuses does not fail the
 requests batched with it."""
@@ -12,9 +12,10 @@ import pytest
 from sqlalchemy import func, select
 
 from intake.alert_writer import GroupCommitWriter, _Waiting
-from records import alerts
-from records.alerts import Alert, IncomingAlert, IngestRequest, RunPlan, SeenSignature, SignatureReplayed
+from records import alert_ingest
+from records.alert_ingest import Alert, IncomingAlert, IngestRequest, RunPlan
 from records.db import dispose_all, session_scope
+from records.signatures import SeenSignature, SignatureReplayed
 from tests.postgres import temporary_database
 
 UNROUTED = RunPlan(route="default", runbook_id=None)
@@ -42,7 +43,7 @@ def stored(url: str) -> list[str]:
 
 
 def test_a_batch_is_stored_in_order_with_each_requests_own_ids(url: str) -> None:
-    outcomes = alerts.ingest_many([request_for("a"), request_for("b"), request_for("c")], url=url)
+    outcomes = alert_ingest.ingest_many([request_for("a"), request_for("b"), request_for("c")], url=url)
     ids = [outcome[0].alert_id for outcome in outcomes]
     assert ids == sorted(ids) and len(set(ids)) == 3
     assert [outcome[0].fingerprint for outcome in outcomes] == ["am/a", "am/b", "am/c"]
@@ -51,8 +52,8 @@ def test_a_batch_is_stored_in_order_with_each_requests_own_ids(url: str) -> None
 
 
 def test_a_signature_seen_earlier_in_the_batch_refuses_only_that_request(url: str) -> None:
-    alerts.ingest_many([request_for("seen", signature="sig-0")], url=url)
-    outcomes = alerts.ingest_many([request_for("x", signature="sig-1"), request_for("y", signature="sig-1"),
+    alert_ingest.ingest_many([request_for("seen", signature="sig-0")], url=url)
+    outcomes = alert_ingest.ingest_many([request_for("x", signature="sig-1"), request_for("y", signature="sig-1"),
                                    request_for("z", signature="sig-0"), request_for("w", signature="sig-2")], url=url)
     assert isinstance(outcomes[1], SignatureReplayed) and isinstance(outcomes[2], SignatureReplayed)
     assert [o[0].fingerprint for o in (outcomes[0], outcomes[3])] == ["am/x", "am/w"]
@@ -81,7 +82,7 @@ def test_a_request_the_store_refuses_does_not_fail_its_batch(url: str) -> None:
 def test_the_writer_answers_concurrent_requests_after_commit(url: str) -> None:
     writer = GroupCommitWriter(url=url)
 
-    async def post_many() -> list[list[alerts.AlertResult]]:
+    async def post_many() -> list[list[alert_ingest.AlertResult]]:
         return list(await asyncio.gather(*(writer.ingest(request_for(f"c{i}")) for i in range(50))))
 
     try:

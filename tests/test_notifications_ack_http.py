@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from notifications.ack_links import make_ack_link
+from notifications.acknowledgement.links import make_ack_link
 from notifications.drill_responder import AckServer
 from records import incidents
 from records.acknowledgements import list_acknowledgements

@@ -11,14 +11,14 @@ import pytest
 
 from firebreak.cli import main as cli
 from firebreak.settings import get_settings
-from notifications.ack_links import (
+from notifications.acknowledgement.links import (
     AckTokenExpired,
     AckTokenForged,
     make_ack_link,
     make_ack_token,
     verify_ack_token,
 )
-from notifications.acknowledge import AcknowledgementInvalid, acknowledge_incident
+from notifications.acknowledgement.service import AcknowledgementInvalid, acknowledge_incident
 from notifications.config import load_config
 from notifications.contacts import ContactsInvalid
 from notifications.messages import render
@@ -249,7 +249,7 @@ def test_cli_ack_and_oncall(capsys) -> None:
 
 
 def test_validate_checks_notify_event_policy_audience_and_timeout(tmp_path) -> None:
-    from runbooks.validate import validate_file
+    from tasks.catalog import validate_file
     from tests.runbook_helpers import write_runbook
 
     base = {"title": "t", "message": "m"}

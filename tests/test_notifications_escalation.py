@@ -91,7 +91,7 @@ def _ack_by_ui(link: str, incident_id: str) -> None:
 
 
 def _ack_by_monitor(link: str, incident_id: str) -> None:
-    from notifications.acknowledge import acknowledge_incident
+    from notifications.acknowledgement.service import acknowledge_incident
 
     acknowledge_incident(incident_id, by="zabbix", via="monitor", comment="problem acknowledged in the monitor")
 
@@ -134,7 +134,7 @@ def test_acknowledgement_during_tier_one_means_tier_two_is_never_paged(tmp_path:
 
 
 def test_acknowledgement_after_escalation_stops_the_next_tier(tmp_path: Path, notify_config) -> None:
-    from notifications.acknowledge import acknowledge_incident
+    from notifications.acknowledgement.service import acknowledge_incident
 
     def scenario_lead_answers() -> None:
         wait_for(lambda: lead.requests, timeout=30)
@@ -154,7 +154,7 @@ def test_acknowledgement_after_escalation_stops_the_next_tier(tmp_path: Path, no
 def test_an_interrupted_escalation_resumes_where_it_stopped(tmp_path: Path, notify_config) -> None:
     """Each attempt is cut off by the step timeout; every retry resumes from the recorded
     tiers: a paged tier is never paged again, and the clock runs from when it was first paged."""
-    from notifications.acknowledge import acknowledge_incident
+    from notifications.acknowledgement.service import acknowledge_incident
 
     def chief_answers() -> None:
         wait_for(lambda: chief.requests, timeout=30)

@@ -25,7 +25,7 @@ import yaml
 
 from firebreak.settings import PROJECT_ROOT
 from records.incidents import events, get_incident, list_incidents
-from runbooks import catalog
+from tasks.catalog import load_runbook
 from tests.polling import wait_for
 from tests.runbook_helpers import write_runbook
 
@@ -78,7 +78,7 @@ def test_every_declared_deployment_is_registered_as_declared(deployed: dict[str,
         assert set(schema["properties"]) == set(inspect.signature(_entry_function(entry["entrypoint"])).parameters)
         if entry["name"] in SEED_RUNBOOKS:
             # The UI form of a seed runbook is its YAML's parameters, with their constraints.
-            runbook = catalog.load(entry["name"]).runbook
+            runbook = load_runbook(entry["name"]).runbook
             assert set(_runbook_form(schema)["properties"]) == set(runbook.parameters)
     outage = _runbook_form(deployed["system-outage"].parameter_openapi_schema)["properties"]
     assert outage["affected_service"]["enum"] == ["online_chat", "order_handling", "hotline", "email", "social_media"]

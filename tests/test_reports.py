@@ -18,8 +18,9 @@ from records import audit, incidents
 from records.db import session_scope
 from records.models import EventPhase, IncidentStatus, Notification, RunState
 from reports import commitments, render
-from reports.commitments import CATALOGUE, StepTimes
-from reports.record import export_document, load_record
+from reports.commitments import StepTimes
+from reports.incident_record import export_document, load_record
+from runbooks.commitments import CATALOGUE
 from runbooks.schema import CommitmentRef
 from tests.test_records import backend  # noqa: F401  (the SQLite/PostgreSQL fixture)
 
@@ -93,9 +94,9 @@ def test_report_has_every_section_with_metrics_from_fixed_timestamps(backend: st
     assert "| Time to resolve | 5 h 00 min | detected |" in md
     assert "| Incident open (to closure or run end) | 5 h 30 min | started |" in md
     # Every declared step has a row; the retried step shows both attempts and its policy.
-    from runbooks import catalog
+    from tasks.catalog import load_runbook
 
-    for step in catalog.load("system-outage").runbook.steps:
+    for step in load_runbook("system-outage").runbook.steps:
         assert f"(`{step.id}`)" in md
     assert re.search(r"\| Isolate the failed node \(`isolate_failed_node`\) \| succeeded \| 2 \|", md)
     assert re.search(r"\| Close the incident \(`close`\) \| not run \| 0 \| — \| abort \|", md)
@@ -303,7 +304,7 @@ def test_html_report_renders_in_a_browser(backend: str, tmp_path) -> None:
 
 
 def test_validator_checks_declared_commitments(tmp_path) -> None:
-    from runbooks.validate import validate_file
+    from tasks.catalog import validate_file
     from tests.runbook_helpers import write_runbook
 
     steps = [{"id": "notice", "action": "record", "with": {"message": "m"}}]

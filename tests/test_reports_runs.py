@@ -13,7 +13,7 @@ from records.incidents import events, get_incident, notifications
 from reports.i18n import format_utc
 from reports.publish import artifact_key
 from reports.render import report_path
-from runbooks import catalog
+from tasks.catalog import load_runbook
 from tests.runbook_helpers import run, write_runbook
 from tests.test_records import backend  # noqa: F401
 from tests.test_seed_runbooks import run_seed
@@ -46,7 +46,7 @@ def test_seed_runbook_run_produces_its_report(simulator, runbook: str, fault: st
     texts = _reports(incident_id)
     md, zh = texts["en.md"], texts["zh.html"]
     assert f"# Post-incident report: {incident_id}" in md and "DRILL" in md and "事件复盘报告" in zh
-    for step in catalog.load(runbook).runbook.steps:  # every step has its row
+    for step in load_runbook(runbook).runbook.steps:  # every step has its row
         assert f"(`{step.id}`)" in md
     for row in notifications(incident_id):  # every notification, with its channel as recorded
         assert row.contact in md and row.channel.replace("_", "\\_") in md
@@ -56,9 +56,9 @@ def test_seed_runbook_run_produces_its_report(simulator, runbook: str, fault: st
     for event in events(incident_id)[:-1]:  # the timeline up to the report's own moment
         assert f"| {event.seq} | {event.at:%Y-%m-%d %H:%M:%S}" in md
     # A drill that recovers in seconds meets every declared commitment.
-    for commitment in catalog.load(runbook).runbook.commitments:
+    for commitment in load_runbook(runbook).runbook.commitments:
         assert commitment.id
-    assert "**FAIL**" not in md and md.count("**PASS**") == len(catalog.load(runbook).runbook.commitments)
+    assert "**FAIL**" not in md and md.count("**PASS**") == len(load_runbook(runbook).runbook.commitments)
     assert "REVIEW PENDING" in md
     verification = audit.verify(incident_id)
     assert verification.intact and verification.head_hash in md

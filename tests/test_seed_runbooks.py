@@ -71,7 +71,9 @@ def test_system_outage(simulator) -> None:
         "engage_by_level": "succeeded",  # level II: the task group and the scenario lead
         "acknowledge": "succeeded", "isolate_failed_node": "succeeded", "request_vendor_repair": "succeeded",
         "approve_failover": "skipped",  # level II: no commander's decision needed
-        "fail_over": "succeeded", "publish_fault_notice": "succeeded", "mitigated": "succeeded",
+        "fail_over": "succeeded", "publish_fault_notice": "succeeded",
+        "hand_over_fault_notice": "skipped",  # the notice was published: nothing to hand over
+        "mitigated": "succeeded",
         "verify_recovery": "succeeded", "announce_recovery": "succeeded", "resolved": "succeeded",
         "tell_responders": "succeeded", "close": "succeeded",
     }
@@ -186,9 +188,9 @@ class OperatorRun:
 
 @pytest.mark.parametrize("decision", ["approve", "reject"])
 def test_network_congestion_notices_wait_for_marketing(simulator, decision: str) -> None:
-    from reports.commitments import CATALOGUE
-    from reports.record import load_record
+    from reports.incident_record import load_record
     from reports.render import build_view
+    from runbooks.commitments import CATALOGUE
 
     with OperatorRun("network-congestion", simulator, "congested") as run:
         incident_id, flow_run_id = run.paused()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from runbooks.validate import validate_file
+from tasks.catalog import validate_file
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS_DIR = Path("tests") / "runbooks_broken"  # relative to REPO, as the CLI displays it

@@ -32,8 +32,11 @@ def run_drill(runbook: str, *, level: str | None = None, fault: str | None = Non
     from simulator import start_simulator
 
     simulator = start_simulator(fault=fault or SIMULATED_FAULT[runbook], recovery_seconds=2.0)
-    os.environ.setdefault("FIREBREAK_INBOX", f"{simulator.host}:{simulator.port}")
+    # The demo contacts' channels point at the simulator's inbox (its own port when the service is unreachable).
+    os.environ.setdefault("FIREBREAK_INBOX", simulator.inbox_address)
     print(f"simulator: {simulator.url} (fault: {fault or SIMULATED_FAULT[runbook]})", flush=True)
+    if simulator.inbox_url != simulator.url:
+        print(f"           refuses connections; its notification inbox listens at {simulator.inbox_url}", flush=True)
 
     from flows.seed_runbooks import ENTRY_FLOWS
 
@@ -43,7 +46,7 @@ def run_drill(runbook: str, *, level: str | None = None, fault: str | None = Non
 
     started = time.monotonic()
     # Pages escalate until acknowledged; a stand-in on-call person clicks the signed link in the first page.
-    with AckServer() as acks, DrillResponder(simulator.url) as responder:
+    with AckServer() as acks, DrillResponder(simulator.inbox_url) as responder:
         print(f"acknowledgement links served at {acks.url}; drill responder: {', '.join(responder.responders)}",
               flush=True)
         state = entry(parameters=parameters, level=level, drill=True, source="drill", return_state=True)
@@ -52,12 +55,13 @@ def run_drill(runbook: str, *, level: str | None = None, fault: str | None = Non
     try:
         incident_id = _incident_of_run(flow_run_id)
         if incident_id:
-            print_record(incident_id, inbox=simulator.url)
+            print_record(incident_id, inbox=simulator.inbox_url)
         print()
         print(f"run: {state.name} in {elapsed:.1f}s")
         if incident_id:
             _print_start_latency(incident_id, flow_run_id)
             print(f"incident: {incident_id}")
+            _print_attention(incident_id)
         print(f"flow run: {server.ui_url}/runs/flow-run/{flow_run_id}")
         if incident_id:
             print(f"timeline and notifications: .venv/bin/firebreak timeline {incident_id}   "
@@ -67,6 +71,20 @@ def run_drill(runbook: str, *, level: str | None = None, fault: str | None = Non
     finally:
         simulator.stop()
     return 0 if state.is_completed() else 1
+
+
+def _print_attention(incident_id: str) -> None:
+    """Whether the drill left the incident open with nothing driving it, and who was paged."""
+    from notifications.summary import pages
+    from records.incidents import get_incident
+
+    incident = get_incident(incident_id)
+    rows = pages(incident_id)
+    delivered = sum(row.status == "delivered" for row in rows)
+    print(f"pages: {delivered} of {len(rows)} delivered")
+    if incident.needs_attention:
+        print(f"NEEDS ATTENTION: {incident_id} is still {incident.status} and no run is driving it: "
+              f"{incident.attention_reason}")
 
 
 def _print_report(incident_id: str) -> None:
@@ -118,6 +136,8 @@ def print_record(incident_id: str, inbox: str | None = None) -> None:
     out = sys.stdout
     out.write(f"\n{incident.id} · {incident.title} · level {incident.level} · status {incident.status} · "
               f"run {incident.run_state}{' · DRILL' if incident.drill else ''}\n")
+    if incident.needs_attention:
+        out.write(f"  NEEDS ATTENTION: {incident.attention_reason}\n")
     for label, value in [("triggered", incident.triggered_at), ("acknowledged", incident.acknowledged_at),
                          ("mitigated", incident.mitigated_at), ("resolved", incident.resolved_at),
                          ("closed", incident.closed_at)]:

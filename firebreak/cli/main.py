@@ -6,13 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from firebreak.errors import ConfigInvalid, FirebreakError, InputInvalid, NotFound
 from firebreak.settings import get_settings
 
 SIMULATED_FAULT = {"system-outage": "down", "network-congestion": "congested", "staffing-shortage": "short-staffed"}
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from runbooks.validate import runbook_files, validate_file
+    from runbooks.validate import runbook_files
+    from tasks.catalog import validate_file
 
     paths = [Path(p) for p in args.paths] or [get_settings().runbooks_dir]
     files = runbook_files(paths)
@@ -42,11 +44,12 @@ def cmd_drill(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from firebreak.cli.prefect_server import ensure_server
 
+    parameters = dict(_parse_assignment(a) for a in args.param)
+    _check_run_request(args.runbook, parameters)  # before a Prefect server is chosen or a run created
     ensure_server()
     from firebreak.cli.drill import print_record
     from flows.engine import run_runbook
 
-    parameters = dict(_parse_assignment(a) for a in args.param)
     try:
         summary = run_runbook(runbook=args.runbook, parameters=parameters, level=args.level, source="cli",
                               summary=args.summary)
@@ -61,17 +64,46 @@ def _parse_assignment(text: str) -> tuple[str, object]:
     import yaml
 
     if "=" not in text:
-        raise SystemExit(f"--param expects NAME=VALUE, got {text!r}")
+        raise InputInvalid(f"--param expects NAME=VALUE, got {text!r}")
     name, value = text.split("=", 1)
-    return name, yaml.safe_load(value)
+    try:
+        return name, yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        problem = str(exc).splitlines()[0]
+        raise InputInvalid(f"--param {name}: the value is read as YAML and {value!r} is not valid YAML ({problem})") from None
+
+
+def _check_run_request(runbook: str, parameters: dict[str, object]) -> None:
+    """Refuse a misspelt runbook, or parameters it does not declare or accept, before anything
+    starts (the engine checks again in the run). Reads only the file: no Prefect import here,
+    because Prefect fixes its settings when first imported and ensure_server has not run yet."""
+    from pydantic import ValidationError
+
+    from runbooks import library
+    from runbooks.loader import load_runbook
+
+    path, _mtime = library.find(runbook)  # RunbookNotFound
+    declared = load_runbook(path).runbook  # RunbookInvalid: the file's located problems
+    try:
+        library.parameter_model(declared).model_validate(parameters)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(parameters)'}: "
+                             f"{'unknown parameter' if e['type'] == 'extra_forbidden' else e['msg']}"
+                             for e in exc.errors())
+        known = ", ".join(declared.parameters) or "none"
+        raise InputInvalid(f"parameters rejected by runbook {declared.id}: {problems} "
+                           f"(its parameters: {known})") from None
 
 
 def cmd_incidents(args: argparse.Namespace) -> int:
     from records.incidents import list_incidents
 
     for incident in list_incidents(args.limit):
+        # Open with no run driving it (records.models.Incident.attention_reason): said on its own line.
+        attention = f"\n    NEEDS ATTENTION: {incident.attention_reason}" if incident.needs_attention else ""
         print(f"{incident.id}  {incident.runbook_id:<20} level {incident.level:<3} {incident.status:<12} "
-              f"run {incident.run_state:<10} {'drill ' if incident.drill else ''}{incident.created_at:%Y-%m-%d %H:%M:%S}Z")
+              f"run {incident.run_state:<10} {'drill ' if incident.drill else ''}{incident.created_at:%Y-%m-%d %H:%M:%S}Z"
+              f"{attention}")
     return 0
 
 
@@ -126,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("drill", help="run a runbook against the local simulator with a fault injected")
     p.add_argument("runbook", choices=sorted(SIMULATED_FAULT))
     p.add_argument("--level", choices=["I", "II", "III"])
-    p.add_argument("--fault", choices=["none", "down", "congested", "short-staffed", "flapping"])
+    p.add_argument("--fault", choices=["none", "down", "congested", "short-staffed", "flapping", "unreachable"],
+                   help="default: the runbook's own fault; `unreachable`: the service refuses connections")
     p.add_argument("--real-time", action="store_true", help="use the runbook's own check intervals")
     p.set_defaults(func=cmd_drill)
 
@@ -164,9 +197,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Mistakes in what was asked for (the command line, a config or runbook file): exit 2, as argparse does.
+USAGE_MISTAKES = (ConfigInvalid, InputInvalid, NotFound)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except FirebreakError as exc:
+        return report_error(exc)
+
+
+def report_error(exc: FirebreakError) -> int:
+    """Print `exc` to stderr as one line (a file's problems: one located line each), never a
+    traceback; the exit code: 2 for a usage or configuration mistake, 1 otherwise."""
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    for line in lines or [(exc.__doc__ or type(exc).__name__).strip().splitlines()[0]]:
+        print(f"error: {line}", file=sys.stderr)
+    return 2 if isinstance(exc, USAGE_MISTAKES) else 1
 
 
 if __name__ == "__main__":

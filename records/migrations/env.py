@@ -1,8 +1,9 @@
 """Alembic environment: runs on the connection that records.db.migrate hands in,
-or, from the alembic CLI, on FIREBREAK_DATABASE_URL."""
+or, from the alembic CLI, on FIREBREAK_DATABASE_URL. The target is every table of the
+records (records.tables), so autogenerate and `alembic check` see the whole schema."""
 from alembic import context
 
-from records.models import Base
+from records.tables import metadata
 
 config = context.config
 connection = config.attributes.get("connection")
@@ -11,10 +12,10 @@ if connection is None:
     from records.db import get_engine
 
     with get_engine().begin() as connection:
-        context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+        context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
         with context.begin_transaction():
             context.run_migrations()
 else:
-    context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+    context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()

@@ -17,7 +17,7 @@ def _parse_time(text: str) -> datetime:
 
 def cmd_oncall(args: argparse.Namespace) -> int:
     from notifications.config import ConfigErrors, load_config
-    from notifications.roles import ROLES
+    from runbooks.roles import ROLES
 
     try:
         config = load_config()
@@ -42,7 +42,7 @@ def cmd_oncall(args: argparse.Namespace) -> int:
 
 
 def cmd_ack(args: argparse.Namespace) -> int:
-    from notifications.acknowledge import AcknowledgementInvalid, acknowledge_incident
+    from notifications.acknowledgement.service import AcknowledgementInvalid, acknowledge_incident
     from records.incidents import IncidentNotFound
 
     try:

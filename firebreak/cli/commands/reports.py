@@ -81,7 +81,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from firebreak.settings import get_settings
     from records.incidents import IncidentNotFound
-    from reports.record import export_document
+    from reports.incident_record import export_document
 
     try:
         document = export_document(args.incident)

@@ -5,9 +5,18 @@ chain heads, the post-incident reviews, and triggers that make timeline events
 and reviews append-only on SQLite and PostgreSQL. Events recorded before this
 revision are sealed into chains here, in their recorded order.
 
+The chain format (records.audit, version 1) is copied into this file, frozen:
+a migration must compute the same thing forever, whatever the application's
+code becomes later. It imports nothing from the application.
+
 Revision ID: 0002
 Revises: 0001
 """
+import hashlib
+import json
+from datetime import datetime, timezone
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -96,15 +105,49 @@ def drop_append_only_triggers(table: str) -> None:
         op.execute(f"DROP FUNCTION IF EXISTS {table}_append_only()")
 
 
-def _seal_existing_events() -> None:
-    """Chain the events recorded before this revision (the format is records.audit's, version 1)."""
-    from records.audit import GENESIS, HASHED_FIELDS, chain_hash
-    from records.models import UTCDateTime
+# --- the audit chain's format, version 1, as records.audit defined it when this revision was written ---
 
+GENESIS = "0" * 64
+HASHED_FIELDS = ("incident_id", "seq", "step_id", "action", "attempt", "phase", "status", "actor", "summary",
+                 "error", "idempotency_key", "data", "flow_run_id", "task_run_id", "at")
+
+
+class _UTCDateTime(sa.TypeDecorator):
+    """Reads timestamps back as aware UTC datetimes (SQLite returns them naive)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+def _canonical_json(fields: dict[str, Any]) -> str:
+    """Fixed keys, sorted, no whitespace, UTF-8, UTC microsecond times."""
+    document = {name: fields.get(name) for name in HASHED_FIELDS}
+    at = fields["at"]
+    if at.tzinfo is None:
+        raise ValueError("naive datetime in the audit chain")
+    document["at"] = at.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    data = fields.get("data")
+    document["data"] = json.loads(json.dumps(data if data is not None else {}))
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _chain_hash(prev_hash: str, fields: dict[str, Any]) -> str:
+    return hashlib.sha256((prev_hash + _canonical_json(fields)).encode("utf-8")).hexdigest()
+
+
+def _seal_existing_events() -> None:
+    """Chain the events recorded before this revision (the chain format above, version 1)."""
     events = sa.table(
         "timeline_events",
         sa.column("id", sa.Integer()),
-        *[sa.column(name, UTCDateTime() if name == "at" else sa.JSON() if name == "data" else sa.String())
+        *[sa.column(name, _UTCDateTime() if name == "at" else sa.JSON() if name == "data" else sa.String())
           for name in HASHED_FIELDS if name not in ("seq", "attempt")],
         sa.column("seq", sa.Integer()),
         sa.column("attempt", sa.Integer()),
@@ -118,7 +161,7 @@ def _seal_existing_events() -> None:
     last: dict[str, tuple[int, str]] = {}
     for row in rows:
         previous = last.get(row["incident_id"], (0, GENESIS))[1]
-        digest = chain_hash(previous, dict(row))
+        digest = _chain_hash(previous, dict(row))
         bind.execute(events.update().where(events.c.id == row["id"]).values(prev_hash=previous, hash=digest))
         last[row["incident_id"]] = (row["seq"], digest)
     for incident_id, (seq, digest) in last.items():

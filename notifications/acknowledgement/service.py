@@ -3,22 +3,22 @@
 The first acknowledgement stops escalation (notify steps poll for it), marks the
 pages sent so far as acknowledged, and moves a still-`triggered` incident to
 `acknowledged`. A repeated acknowledgement is recorded too, but changes nothing else.
+The rows are stored by records.acknowledgements.
 """
 from __future__ import annotations
 
 from datetime import datetime
 
 from pydantic import BaseModel
-from sqlalchemy import select, update
 
+from firebreak.errors import InputInvalid
 from records import incidents
-from records.acknowledgements import ACK_PATHS, Acknowledgement
-from records.db import session_scope
-from records.models import EventPhase, Incident, IncidentStatus, Notification, utcnow
+from records.acknowledgements import ACK_PATHS, record_acknowledgement
+from records.models import EventPhase, IncidentStatus, utcnow
 
 
-class AcknowledgementInvalid(ValueError):
-    pass
+class AcknowledgementInvalid(InputInvalid, ValueError):
+    """An acknowledgement without a usable `by`, or by a path that does not exist (`via`)."""
 
 
 class AcknowledgementResult(BaseModel):
@@ -51,45 +51,28 @@ def acknowledge_incident(incident_id: str, *, by: str, via: str, comment: str | 
         raise AcknowledgementInvalid(f"unknown acknowledgement path {via!r}; expected one of {', '.join(ACK_PATHS)}")
     comment = (comment or "").strip() or None
     now = utcnow()
-    with session_scope() as session:
-        # Locking the incident row serialises concurrent acknowledgements (FOR UPDATE on
-        # PostgreSQL; SQLite's BEGIN IMMEDIATE serialises every writer), so exactly one is first.
-        incident = session.scalars(select(Incident).where(Incident.id == incident_id).with_for_update()).first()
-        if incident is None:
-            raise incidents.IncidentNotFound(f"no incident {incident_id!r}")
-        earlier = session.scalars(select(Acknowledgement).where(Acknowledgement.incident_id == incident_id)
-                                  .order_by(Acknowledgement.id).limit(1)).first()
-        session.add(Acknowledgement(incident_id=incident_id, by=by, via=via, contact_id=contact_id, comment=comment,
-                                    effective=earlier is None, at=now))
-        if earlier is None:
-            session.execute(update(Notification)
-                            # "sending": the page is being answered right now; a failure clears it again.
-                            .where(Notification.incident_id == incident_id,
-                                   Notification.status.in_(("delivered", "sending")),
-                                   Notification.acknowledged_at.is_(None))
-                            .values(acknowledged_at=now, acknowledged_by=by))
-        status = incident.status
-        first_by, first_via = (earlier.by, earlier.via) if earlier else (None, None)
+    stored = record_acknowledgement(incident_id, by=by, via=via, contact_id=contact_id, comment=comment, at=now)
+    status, first_by, first_via = stored.incident_status, stored.first_by, stored.first_via
 
     actor = f"{via}:{by}"
     note = f" — {comment}" if comment else ""
     moved = False
-    if earlier is None and status == IncidentStatus.triggered.value:
+    if stored.effective and status == IncidentStatus.triggered.value:
         try:
             status = incidents.transition(incident_id, IncidentStatus.acknowledged, actor=actor,
                                           reason=f"acknowledged by {by} via {via}{note}", at=now).status
             moved = True
         except incidents.InvalidTransition:  # the runbook moved it further in the meantime
             status = incidents.get_incident(incident_id).status
-    if earlier is None and not moved:
+    if stored.effective and not moved:
         incidents.append_event(incident_id, phase=EventPhase.note, status="acknowledged", actor=actor,
                                summary=f"Acknowledged by {by} via {via} (incident already {status}){note}",
                                data={"by": by, "via": via, "comment": comment})
-    elif earlier is not None:
+    elif not stored.effective:
         incidents.append_event(incident_id, phase=EventPhase.note, status="ack-repeated", actor=actor,
                                summary=f"Acknowledged again by {by} via {via}; already acknowledged by "
                                        f"{first_by} via {first_via}, nothing changed{note}",
                                data={"by": by, "via": via, "comment": comment})
     return AcknowledgementResult(incident_id=incident_id, by=by, via=via, at=now, comment=comment,
-                                 first=earlier is None, first_by=first_by, first_via=first_via,
+                                 first=stored.effective, first_by=first_by, first_via=first_via,
                                  incident_status=status)

@@ -1,5 +1,11 @@
-"""Find runbooks by id and turn their declared parameters into pydantic models
-(the models become the Prefect UI forms)."""
+"""The runbook library: find runbooks by id, load them validated, turn their declared
+parameters into pydantic models (the models become the Prefect UI forms) and resolve
+their response level.
+
+Validating needs the action catalogue, which is given, not imported: tasks.catalog
+binds it (tasks.catalog.load_runbook is the one to call). So nothing here imports
+Prefect: the CLI finds a runbook and checks a run request's parameters before it has
+chosen the Prefect server, and Prefect reads its settings when first imported."""
 from __future__ import annotations
 
 from functools import lru_cache
@@ -8,10 +14,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from firebreak.errors import NotFound
 from firebreak.settings import get_settings
 from runbooks.loader import LoadedRunbook
 from runbooks.schema import Level, Parameter, ParameterType, Runbook
-from runbooks.validate import load_valid
+from runbooks.templating import evaluate
+from runbooks.validate import Actions, load_valid
+
+
+class RunbookNotFound(NotFound, FileNotFoundError):
+    """No runbook file for this id or path (still a FileNotFoundError, as `load` raised before)."""
+
 
 _PYTHON_TYPE = {ParameterType.string: str, ParameterType.integer: int, ParameterType.number: float,
                 ParameterType.boolean: bool}
@@ -25,18 +38,41 @@ def runbook_path(runbook: str) -> Path:
     return get_settings().runbooks_dir / f"{runbook}.yaml"
 
 
+class _Same:
+    """The action catalogue as part of a cache key: hashed and compared by identity (it is one
+    long-lived mapping; the cache holds it, so its id is not reused while an entry lives)."""
+
+    __slots__ = ("actions",)
+
+    def __init__(self, actions: Actions) -> None:
+        self.actions = actions
+
+    def __hash__(self) -> int:
+        return id(self.actions)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Same) and other.actions is self.actions
+
+
 @lru_cache(maxsize=64)
-def _load_cached(path: str, mtime: float) -> LoadedRunbook:
-    return load_valid(Path(path))
+def _load_cached(path: str, mtime: float, catalogue: _Same) -> LoadedRunbook:
+    return load_valid(Path(path), catalogue.actions)
 
 
-def load(runbook: str) -> LoadedRunbook:
+def find(runbook: str) -> tuple[Path, float]:
+    """The runbook's file and its modification time; RunbookNotFound, saying where it looked, if there is none."""
     path = runbook_path(runbook)
     try:
-        mtime = path.stat().st_mtime
+        return path, path.stat().st_mtime
     except OSError:
-        raise FileNotFoundError(f"no runbook {runbook!r} (looked for {path})") from None
-    return _load_cached(str(path), mtime)
+        raise RunbookNotFound(f"no runbook {runbook!r} (looked for {path})") from None
+
+
+def load(runbook: str, actions: Actions) -> LoadedRunbook:
+    """The runbook, validated against `actions` (RunbookInvalid with every problem); validated
+    again only when its file changes."""
+    path, mtime = find(runbook)
+    return _load_cached(str(path), mtime, _Same(actions))
 
 
 def _field(parameter: Parameter) -> tuple[Any, Any]:
@@ -76,8 +112,6 @@ def _build_parameter_model(runbook: Runbook) -> type[BaseModel]:
 
 
 def resolve_level(runbook: Runbook, params: dict[str, Any], explicit: Level | str | None) -> Level:
-    from runbooks.templating import evaluate
-
     if explicit:
         return Level(explicit)
     for rule in runbook.level.rules:

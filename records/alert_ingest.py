@@ -1,4 +1,5 @@
-"""Alerts from monitors, the fingerprint → open incident claim, and the run outbox.
+"""Ingesting alerts from monitors: the alert rows, the fingerprint → open incident claim (dedup),
+and group commit.
 
 Everything the intake accepts for one request is written in ONE transaction:
 the alert rows, a new incident when one opens, the fingerprint claim and the
@@ -11,32 +12,27 @@ row locks it (FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE serialises
 every writer); a writer that finds none inserts it inside a savepoint, and the
 loser of an insert race gets an IntegrityError, re-reads the winner's row and
 absorbs its alert into the winner's incident.
+
+The other stages live beside this one: SQLite writers take turns in records.writer_turn,
+replayed signatures are caught in records.signatures, the outbox is records.run_outbox,
+and the incidents API reads alerts through records.alert_queries.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import threading
-import uuid
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-try:
-    import fcntl
-except ImportError:  # Windows: threads still take turns; processes meet at SQLite's own lock
-    fcntl = None  # type: ignore[assignment]
-
-from sqlalchemy import ForeignKey, Index, bindparam, Integer, String, Text, delete, func, insert, or_, select, update
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from records import incidents
-from records.db import get_engine, session_scope
+from records.db import session_scope
 from records.models import Base, EventPhase, Incident, IncidentStatus, RunState, utcnow
+from records.run_outbox import RunRequest, idempotency_key
+from records.signatures import SignatureReplayed, replayed_signatures
+from records.writer_turn import writer_turn
 
 #: Incident statuses in which a repeated alert is absorbed instead of opening a new incident.
 OPEN_STATUSES = (IncidentStatus.triggered.value, IncidentStatus.acknowledged.value, IncidentStatus.mitigated.value)
@@ -77,38 +73,8 @@ class AlertFingerprint(Base):
     claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class RunRequest(Base):
-    """The outbox: one runbook run asked for per incident, started when Prefect answers."""
-
-    __tablename__ = "run_requests"
-    __table_args__ = (Index("ix_run_requests_status", "status", "next_attempt_at"),)
-
-    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id"), primary_key=True)
-    flow_name: Mapped[str] = mapped_column(String(100))
-    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
-    status: Mapped[str] = mapped_column(String(20))  # pending | claimed | started
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    last_error: Mapped[str | None] = mapped_column(Text)
-    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
-    claimed_by: Mapped[str | None] = mapped_column(String(120))
-    claimed_at: Mapped[datetime | None]
-    flow_run_id: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    started_at: Mapped[datetime | None]
-
-
-class SeenSignature(Base):
-    """HMAC signatures already accepted, so a replayed request is refused."""
-
-    __tablename__ = "intake_signatures"
-
-    signature: Mapped[str] = mapped_column(String(128), primary_key=True)
-    source: Mapped[str] = mapped_column(String(60))
-    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-# --- what the intake hands in -------------------------------------------------------------------
+# --- the ingest interface: the alert as it is stored, the routing decision that comes with it,
+# --- one request of a batch, and what each alert became ---------------------------------------
 
 
 @dataclass(frozen=True)
@@ -146,17 +112,6 @@ class AlertResult:
     incident_id: str | None
 
 
-class SignatureReplayed(Exception):
-    """This signature was already accepted once."""
-
-
-def idempotency_key(incident_id: str) -> str:
-    """Derived from the incident, plus a random part fixed when the outbox row is written:
-    incident numbers restart in a new records database while the Prefect server (and the
-    keys it remembers) may live on, and a key must never find another database's run."""
-    return f"firebreak-incident-run:{incident_id}:{uuid.uuid4().hex}"
-
-
 @dataclass(frozen=True)
 class IngestRequest:
     """One monitor request: its alerts (each with its routing decision) and, for HMAC sources, its signature."""
@@ -185,8 +140,8 @@ def ingest_many(requests: list[IngestRequest], *, url: str | None = None) -> lis
     SignatureReplayed and writes nothing; the others are unaffected. Any other error rolls the
     whole batch back and is raised: the caller may retry the requests one by one.
     """
-    with _writer_turn(url), session_scope(url) as session:
-        replayed = _replayed_signatures(session, requests)
+    with writer_turn(url), session_scope(url) as session:
+        replayed = replayed_signatures(session, requests)
         batch = _Batch(session)
         batch.look_up({alert.fingerprint for request in requests for alert, _plan in request.items})
         outcomes: list[list[AlertResult] | SignatureReplayed] = []
@@ -197,69 +152,6 @@ def ingest_many(requests: list[IngestRequest], *, url: str | None = None) -> lis
             outcomes.append([batch.ingest_one(alert, plan) for alert, plan in request.items])
         batch.write_alert_rows()
         return [[r.resolve() for r in outcome] if isinstance(outcome, list) else outcome for outcome in outcomes]
-
-
-def _replayed_signatures(session: Session, requests: list[IngestRequest]) -> set[int]:
-    """Record the batch's new signatures; return the ids of the requests whose signature is not new.
-    Two replicas inserting the same signature at once: the loser's batch fails on the primary key
-    (IntegrityError), and its writer retries request by request, where the replay is then seen."""
-    signed = [r for r in requests if r.signature is not None]
-    if not signed:
-        return set()
-    known = set(session.scalars(select(SeenSignature.signature)
-                                .where(SeenSignature.signature.in_({r.signature for r in signed}))))
-    replayed: set[int] = set()
-    fresh: list[dict[str, Any]] = []
-    for request in signed:
-        if request.signature in known:
-            replayed.add(id(request))
-        else:
-            known.add(request.signature)
-            fresh.append({"signature": request.signature, "source": request.source, "seen_at": utcnow()})
-    if fresh:
-        session.execute(insert(SeenSignature), fresh)
-    return replayed
-
-
-_SQLITE_WRITER = threading.Lock()
-
-
-def _writer_turn(url: str | None) -> AbstractContextManager[Any]:
-    """On SQLite, take turns before BEGIN IMMEDIATE: SQLite lets one writer in at a time anyway,
-    and writers that wait in its busy handler sleep in growing steps (up to 100 ms), which under
-    a burst costs far more than queueing. Threads of this process queue on a lock; processes
-    (several intake workers on one database) on an advisory file lock, which wakes the next
-    waiter the moment it is released. PostgreSQL needs no turn-taking (row locks decide)."""
-    engine = get_engine(url)
-    if engine.dialect.name != "sqlite":
-        return nullcontext()
-    return _sqlite_turn(engine.url.database)
-
-
-@contextmanager
-def _sqlite_turn(database: str | None) -> Iterator[None]:
-    with _SQLITE_WRITER:
-        descriptor = _turn_file(database)
-        if descriptor is None:
-            yield
-            return
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(descriptor, fcntl.LOCK_UN)
-
-
-_turn_files: dict[str, int] = {}
-
-
-def _turn_file(database: str | None) -> int | None:
-    if fcntl is None or not database or database == ":memory:":
-        return None
-    descriptor = _turn_files.get(database)
-    if descriptor is None:
-        descriptor = _turn_files[database] = os.open(f"{database}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    return descriptor
 
 
 class _PendingResult:
@@ -425,100 +317,3 @@ def _open(session: Session, alert: IncomingAlert, plan: RunPlan) -> tuple[str, s
                            idempotency_key=idempotency_key(incident_id), status="pending", attempts=0,
                            next_attempt_at=now, created_at=now))
     return incident_id, "opened"
-
-
-def fingerprint_of_labels(labels: dict[str, str]) -> str:
-    """A stable fingerprint for monitors that send none: a hash of the sorted label set."""
-    return hashlib.sha256(json.dumps(labels, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
-
-
-# --- the outbox -----------------------------------------------------------------------------------
-
-
-def claim_run_requests(worker: str, *, limit: int = 20, stale_after: float = 120.0,
-                       url: str | None = None) -> list[RunRequest]:
-    """Claim due outbox rows for `worker`. A claim left by a worker that died (older than
-    `stale_after` seconds, never marked started) can be taken over; the flow run's
-    idempotency key makes the takeover find the same run instead of creating a second."""
-    now = utcnow()
-    stale = now - timedelta(seconds=stale_after)
-    with session_scope(url) as session:
-        due = list(session.scalars(
-            select(RunRequest.incident_id)
-            .where(or_((RunRequest.status == "pending") & (RunRequest.next_attempt_at <= now),
-                       (RunRequest.status == "claimed") & (RunRequest.claimed_at < stale)))
-            .order_by(RunRequest.created_at).limit(limit)))
-        claimed = []
-        for incident_id in due:
-            # Conditional update: of several replicas racing for a row, exactly one changes it.
-            won = session.execute(
-                update(RunRequest)
-                .where(RunRequest.incident_id == incident_id,
-                       or_(RunRequest.status == "pending",
-                           (RunRequest.status == "claimed") & (RunRequest.claimed_at < stale)))
-                .values(status="claimed", claimed_by=worker, claimed_at=now, attempts=RunRequest.attempts + 1)
-            ).rowcount
-            if won:
-                claimed.append(session.get(RunRequest, incident_id))
-        return [r for r in claimed if r is not None]
-
-
-def release_run_request(incident_id: str, error: str, retry_in: float, *, url: str | None = None) -> None:
-    with session_scope(url) as session:
-        session.execute(update(RunRequest).where(RunRequest.incident_id == incident_id, RunRequest.status == "claimed")
-                        .values(status="pending", last_error=error[:2000], claimed_by=None, claimed_at=None,
-                                next_attempt_at=utcnow() + timedelta(seconds=retry_in)))
-
-
-def mark_run_started(incident_id: str, flow_run_id: str, *, url: str | None = None) -> None:
-    with session_scope(url) as session:
-        session.execute(update(RunRequest).where(RunRequest.incident_id == incident_id)
-                        .values(status="started", flow_run_id=flow_run_id, started_at=utcnow(), last_error=None))
-        session.execute(update(Incident).where(Incident.id == incident_id, Incident.flow_run_id.is_(None))
-                        .values(flow_run_id=flow_run_id))
-
-
-def run_request(incident_id: str, *, url: str | None = None) -> RunRequest | None:
-    with session_scope(url) as session:
-        return session.get(RunRequest, incident_id)
-
-
-def pending_run_requests(*, url: str | None = None) -> int:
-    with session_scope(url) as session:
-        return session.scalar(select(func.count()).select_from(RunRequest).where(RunRequest.status != "started")) or 0
-
-
-def forget_signatures_before(cutoff: datetime, *, url: str | None = None) -> int:
-    with session_scope(url) as session:
-        return session.execute(delete(SeenSignature).where(SeenSignature.seen_at < cutoff)).rowcount
-
-
-# --- reading, for the incidents API ------------------------------------------------------------------
-
-
-def alert_counts(incident_ids: list[str], *, url: str | None = None) -> dict[str, int]:
-    if not incident_ids:
-        return {}
-    with session_scope(url) as session:
-        rows = session.execute(select(Alert.incident_id, func.count()).where(Alert.incident_id.in_(incident_ids))
-                               .group_by(Alert.incident_id))
-        return {incident_id: count for incident_id, count in rows}
-
-
-def alerts_of(incident_id: str, *, limit: int = 50, url: str | None = None) -> list[Alert]:
-    with session_scope(url) as session:
-        return list(session.scalars(select(Alert).where(Alert.incident_id == incident_id)
-                                    .order_by(Alert.id.desc()).limit(limit)))
-
-
-def count_alerts(fingerprint: str, *, url: str | None = None) -> int:
-    with session_scope(url) as session:
-        return session.scalar(select(func.count()).select_from(Alert).where(Alert.fingerprint == fingerprint)) or 0
-
-
-def monitor_reported(incident_id: str, status: str, *, url: str | None = None) -> datetime | None:
-    """When the monitor last reported the incident's alert `status` (resolved | acknowledged), if ever.
-    Runbook steps can read this to stop early once the monitor sees recovery."""
-    with session_scope(url) as session:
-        return session.scalar(select(func.max(Alert.received_at))
-                              .where(Alert.incident_id == incident_id, Alert.status == status))

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import quote
 
+from firebreak.errors import Refused
 from firebreak.settings import get_settings
 
 SECRET_FILE_NAME = "ack-secret"
@@ -29,7 +30,7 @@ _PAYLOAD_ID = re.compile(r"^[A-Za-z0-9._@-]{1,120}$")
 _lock = threading.Lock()
 
 
-class AckTokenError(ValueError):
+class AckTokenError(Refused, ValueError):
     """The token cannot be used to acknowledge; `reason` says why, for the person holding it."""
 
     status_code = 403
@@ -40,10 +41,14 @@ class AckTokenError(ValueError):
 
 
 class AckTokenForged(AckTokenError):
+    """The link is malformed, unreadable or not signed with this installation's secret."""
+
     status_code = 403
 
 
 class AckTokenExpired(AckTokenError):
+    """The link was genuine but its expiry has passed."""
+
     status_code = 410
 
 

@@ -1,4 +1,5 @@
-"""`record`: a note in the incident timeline."""
+"""`record`: a note in the incident timeline (runbooks name the action `record`; the module says what it
+writes, apart from records/, the database, and reports.incident_record)."""
 from __future__ import annotations
 
 from typing import Any

@@ -17,8 +17,8 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
-from notifications.ack_links import AckTokenError, verify_ack_token
-from notifications.acknowledge import AcknowledgementInvalid, acknowledge_incident
+from notifications.acknowledgement.links import AckTokenError, verify_ack_token
+from notifications.acknowledgement.service import AcknowledgementInvalid, acknowledge_incident
 from records.incidents import IncidentNotFound, get_incident
 
 router = APIRouter(tags=["acknowledgements"])

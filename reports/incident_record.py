@@ -1,8 +1,8 @@
 """Everything the records database holds about one incident, read in one place.
 
 Tables that other concerns own (alerts, acknowledgements, escalation tiers) are
-read when their modules are installed, and their columns with getattr, so a
-report works whichever of those concerns a deployment has.
+read when their migrations have run on the database, and their columns with
+getattr, so a report works on a database that predates them.
 """
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from typing import Any
 from sqlalchemy import inspect, select
 
 from records import audit
+from records.acknowledgements import Acknowledgement, EscalationTier
+from records.alert_ingest import Alert
 from records.audit import AuditHead, Verification, ChainRow, event_fields, verify_rows
 from records.db import session_scope
 from records.incidents import IncidentNotFound
@@ -37,13 +39,9 @@ class IncidentRecord:
         return self.reviews[-1] if self.reviews else None
 
 
-def _optional_rows(session: Any, module: str, class_name: str, incident_id: str, order: str) -> list[Any]:
-    try:
-        model = getattr(__import__(module, fromlist=[class_name]), class_name)
-    except (ImportError, AttributeError):
-        return []  # that concern is not part of this deployment
+def _optional_rows(session: Any, model: Any, incident_id: str, order: str) -> list[Any]:
     if not inspect(session.connection()).has_table(model.__tablename__):
-        return []  # installed, but its migration has not run on this database yet
+        return []  # its migration has not run on this database yet
     return list(session.scalars(select(model).where(model.incident_id == incident_id)
                                 .order_by(getattr(model, order))))
 
@@ -60,9 +58,9 @@ def load_record(incident_id: str) -> IncidentRecord:
         reviews = list(session.scalars(select(IncidentReview).where(IncidentReview.incident_id == incident_id)
                                        .order_by(IncidentReview.revision)))
         head = session.get(AuditHead, incident_id)
-        alerts = _optional_rows(session, "records.alerts", "Alert", incident_id, "id")
-        acknowledgements = _optional_rows(session, "records.acknowledgements", "Acknowledgement", incident_id, "id")
-        tiers = _optional_rows(session, "records.acknowledgements", "EscalationTier", incident_id, "id")
+        alerts = _optional_rows(session, Alert, incident_id, "id")
+        acknowledgements = _optional_rows(session, Acknowledgement, incident_id, "id")
+        tiers = _optional_rows(session, EscalationTier, incident_id, "id")
     rows = [ChainRow(e.seq, e.prev_hash, e.hash, event_fields(e)) for e in events]
     verification = verify_rows(incident_id, rows, (head.seq, head.hash) if head else None)
     return IncidentRecord(incident, events, notifications, reviews, verification,

@@ -1,0 +1,245 @@
+"""The run outbox: one runbook run asked for per incident, and the executors that start it.
+
+records.alert_ingest writes a row in the same transaction that opens the incident. An
+executor (intake.runs: the intake's embedded one, or `firebreak worker`) moves it on:
+
+    pending ──claim──▶ claimed ──a slot begins the run──▶ started ──the run returns──▶ finished
+       ▲                  │
+       └── released ──────┘  (Prefect unreachable: tried again after a back-off)
+
+- An executor claims at most as many rows as it has free run slots; the rest wait here.
+- `claimed` and `started` rows of a worker that stopped, or whose heartbeat (RunWorker) is
+  stale, are claimable again: the flow run's idempotency key makes the taker find the same
+  Prefect run, which it runs if it has not begun, leaves if it runs, or marks finished.
+- The `deployment` executor hands the run to Prefect's workers: claimed ──▶ scheduled, and
+  reconcile (flows.reconcile) marks it finished when Prefect reports its end.
+- Every change of a claimed row is fenced on `claimed_by`: an executor that lost its claim
+  (taken over while it looked dead) changes nothing.
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from records.db import session_scope
+from records.models import Base, Incident, utcnow
+
+
+class RunRequest(Base):
+    """The outbox: one runbook run asked for per incident, started when Prefect answers."""
+
+    __tablename__ = "run_requests"
+    __table_args__ = (Index("ix_run_requests_status", "status", "next_attempt_at"),)
+
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.id"), primary_key=True)
+    flow_name: Mapped[str] = mapped_column(String(100))
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    status: Mapped[str] = mapped_column(String(20))  # pending | claimed | started | scheduled | finished
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims so far
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_by: Mapped[str | None] = mapped_column(String(120))
+    claimed_at: Mapped[datetime | None]
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class RunWorker(Base):
+    """A process that executes runs (the intake's embedded executor, or a `firebreak worker`).
+
+    It renews `heartbeat_at` while it lives; outbox rows claimed by a worker whose heartbeat is
+    stale are taken over by the others, so a dead worker's queued runs are not forgotten."""
+
+    __tablename__ = "run_workers"
+
+    id: Mapped[str] = mapped_column(String(120), primary_key=True)  # host:pid:random
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    slots: Mapped[int] = mapped_column(Integer)  # runs it executes at once, at most
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    stopped_at: Mapped[datetime | None]
+
+
+def idempotency_key(incident_id: str) -> str:
+    """Derived from the incident, plus a random part fixed when the outbox row is written:
+    incident numbers restart in a new records database while the Prefect server (and the
+    keys it remembers) may live on, and a key must never find another database's run."""
+    return f"firebreak-incident-run:{incident_id}:{uuid.uuid4().hex}"
+
+
+#: Statuses of a row some executor holds; taken over when that executor is dead.
+HELD = ("claimed", "started")
+#: How long a worker's heartbeat may be silent before its claims are taken over (seconds).
+WORKER_STALE_SECONDS = 15.0
+
+
+# --- workers ------------------------------------------------------------------------------------
+
+
+def register_worker(worker_id: str, *, host: str, pid: int, slots: int, url: str | None = None) -> None:
+    now = utcnow()
+    with session_scope(url) as session:
+        session.add(RunWorker(id=worker_id, host=host, pid=pid, slots=slots, started_at=now, heartbeat_at=now))
+
+
+def renew_worker(worker_id: str, *, url: str | None = None) -> bool:
+    """The worker's heartbeat (every ~2 s while it lives); False if its row is gone (register again)."""
+    with session_scope(url) as session:
+        return bool(_changed(session.execute(
+            update(RunWorker).where(RunWorker.id == worker_id).values(heartbeat_at=utcnow()))))
+
+
+def stop_worker(worker_id: str, *, url: str | None = None) -> int:
+    """A clean stop: the worker is marked stopped and the rows it claimed but did not begin go
+    back to pending at once, for the other executors; returns how many. (Rows whose run it began
+    stay `started`: the run ends here, or reconcile records it crashed.)"""
+    with session_scope(url) as session:
+        session.execute(update(RunWorker).where(RunWorker.id == worker_id).values(stopped_at=utcnow()))
+        return _changed(session.execute(
+            update(RunRequest).where(RunRequest.claimed_by == worker_id, RunRequest.status == "claimed")
+            .values(status="pending", claimed_by=None, claimed_at=None, next_attempt_at=utcnow())))
+
+
+def live_workers(*, stale_after: float = WORKER_STALE_SECONDS, url: str | None = None) -> list[RunWorker]:
+    with session_scope(url) as session:
+        return list(session.scalars(select(RunWorker).where(*_alive(stale_after)).order_by(RunWorker.started_at)))
+
+
+def forget_workers_before(moment: datetime, *, url: str | None = None) -> int:
+    """Delete worker rows silent since `moment` (a worker row that is gone counts as dead)."""
+    with session_scope(url) as session:
+        return _changed(session.execute(delete(RunWorker).where(RunWorker.heartbeat_at < moment)))
+
+
+def _alive(stale_after: float) -> tuple[ColumnElement[bool], ...]:
+    return RunWorker.stopped_at.is_(None), RunWorker.heartbeat_at >= utcnow() - timedelta(seconds=stale_after)
+
+
+# --- the outbox rows ------------------------------------------------------------------------------
+
+
+def _claimable(stale_after: float) -> ColumnElement[bool]:
+    """Due pending rows, and rows held by a worker that is not alive (stopped, silent, or unknown)."""
+    live = select(RunWorker.id).where(*_alive(stale_after))
+    orphaned = (RunRequest.status.in_(HELD) & RunRequest.finished_at.is_(None)
+                & (RunRequest.claimed_by.is_(None) | RunRequest.claimed_by.not_in(live.scalar_subquery())))
+    return or_((RunRequest.status == "pending") & (RunRequest.next_attempt_at <= utcnow()), orphaned)
+
+
+def claim_run_requests(worker: str, *, limit: int = 20, stale_after: float = WORKER_STALE_SECONDS,
+                       url: str | None = None) -> list[RunRequest]:
+    """Claim at most `limit` rows for `worker` (its free run slots), oldest first: due pending
+    rows, and rows a dead worker held (see module docstring). Of several executors racing for a
+    row exactly one gets it (PostgreSQL: row locks, SKIP LOCKED; SQLite: one writer at a time)."""
+    if limit <= 0:
+        return []
+    now = utcnow()
+    with session_scope(url) as session:
+        due = list(session.scalars(
+            select(RunRequest.incident_id).where(_claimable(stale_after))
+            .order_by(RunRequest.created_at).limit(limit).with_for_update(skip_locked=True, of=RunRequest)))
+        if not due:
+            return []
+        won = list(session.scalars(
+            update(RunRequest).where(RunRequest.incident_id.in_(due), _claimable(stale_after))
+            .values(status="claimed", claimed_by=worker, claimed_at=now, attempts=RunRequest.attempts + 1)
+            .returning(RunRequest.incident_id).execution_options(synchronize_session=False)))
+        if not won:
+            return []
+        return list(session.scalars(select(RunRequest).where(RunRequest.incident_id.in_(won))
+                                    .order_by(RunRequest.created_at)))
+
+
+def _held_by(worker: str, incident_id: str) -> ColumnElement[bool]:
+    return (RunRequest.incident_id == incident_id) & (RunRequest.claimed_by == worker) & (RunRequest.status == "claimed")
+
+
+def release_run_request(incident_id: str, error: str, retry_in: float, *, worker: str,
+                        url: str | None = None) -> None:
+    """Give a claimed row back to pending, to be tried again in `retry_in` seconds."""
+    with session_scope(url) as session:
+        session.execute(update(RunRequest).where(_held_by(worker, incident_id))
+                        .values(status="pending", last_error=error[:2000], claimed_by=None, claimed_at=None,
+                                next_attempt_at=utcnow() + timedelta(seconds=retry_in)))
+
+
+def mark_run_started(incident_id: str, flow_run_id: str, *, worker: str, url: str | None = None) -> bool:
+    """A slot of `worker` begins the run now. False (nothing changed) if the claim was lost."""
+    with session_scope(url) as session:
+        won = _changed(session.execute(update(RunRequest).where(_held_by(worker, incident_id))
+                                       .values(status="started", flow_run_id=flow_run_id, started_at=utcnow(),
+                                               last_error=None)))
+        if won:
+            _attach_flow_run(session, incident_id, flow_run_id)
+        return bool(won)
+
+
+def mark_run_elsewhere(incident_id: str, flow_run_id: str, status: str, *, worker: str,
+                       url: str | None = None) -> bool:
+    """The run is not this executor's to run: `scheduled` (handed to Prefect's workers by the
+    deployment executor) or `started` (Prefect shows it running, paused … somewhere). Fenced."""
+    assert status in ("scheduled", "started")
+    values: dict[str, Any] = {"status": status, "flow_run_id": flow_run_id, "last_error": None}
+    if status == "started":
+        values["started_at"] = func.coalesce(RunRequest.started_at, utcnow())
+    with session_scope(url) as session:
+        won = _changed(session.execute(update(RunRequest).where(_held_by(worker, incident_id)).values(**values)))
+        if won:
+            _attach_flow_run(session, incident_id, flow_run_id)
+        return bool(won)
+
+
+def mark_run_finished(incident_id: str, flow_run_id: str | None = None, *, url: str | None = None) -> bool:
+    """The run ended, whatever its state (the incident's run_state says which)."""
+    with session_scope(url) as session:
+        values: dict[str, Any] = {"status": "finished", "finished_at": utcnow()}
+        if flow_run_id:
+            values["flow_run_id"] = func.coalesce(RunRequest.flow_run_id, flow_run_id)
+        won = _changed(session.execute(update(RunRequest).where(RunRequest.incident_id == incident_id,
+                                                                RunRequest.finished_at.is_(None))
+                                       .values(**values)))
+        if won and flow_run_id:
+            _attach_flow_run(session, incident_id, flow_run_id)
+        return bool(won)
+
+
+def _changed(result: Any) -> int:
+    """Rows an UPDATE or DELETE changed."""
+    return cast(CursorResult[Any], result).rowcount
+
+
+def _attach_flow_run(session: Any, incident_id: str, flow_run_id: str) -> None:
+    session.execute(update(Incident).where(Incident.id == incident_id, Incident.flow_run_id.is_(None))
+                    .values(flow_run_id=flow_run_id))
+
+
+def run_request(incident_id: str, *, url: str | None = None) -> RunRequest | None:
+    with session_scope(url) as session:
+        return session.get(RunRequest, incident_id)
+
+
+def pending_run_requests(*, url: str | None = None) -> int:
+    with session_scope(url) as session:
+        return session.scalar(select(func.count()).select_from(RunRequest)
+                              .where(RunRequest.status.in_(("pending", "claimed")))) or 0
