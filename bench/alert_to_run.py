@@ -47,7 +47,8 @@ def measure(intake: IntakeProcess, alerts: int, spacing: float, timeout: float) 
     tag = time.time_ns()
     for i in range(alerts):
         at = datetime.now(timezone.utc)
-        response = httpx.post(f"{intake.url}/v1/alerts/alertmanager", headers={"Authorization": f"Bearer {TOKEN}"},
+        response = httpx.post(f"{intake.url}/v1/alerts/alertmanager",
+                              headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
                               content=json.dumps(alertmanager_body(f"lat-{tag}-{i}")).encode(), timeout=30)
         sent[response.json()["alerts"][0]["incident_id"]] = at
         time.sleep(spacing)

@@ -46,8 +46,9 @@ class IntakeProcess:
         self.home = home or Path(tempfile.mkdtemp(prefix="firebreak-bench-intake-"))
         sources = self.home / "sources.yaml"
         routes = self.home / "routes.yaml"
-        sources.write_text(yaml.safe_dump({"sources": {"alertmanager": {
-            "format": "alertmanager", "auth": {"type": "bearer", "token_env": "FIREBREAK_BENCH_TOKEN"}}}}))
+        sources.write_text(yaml.safe_dump({"sources": {"alertmanager": {  # no rate limit: benchmarks measure load
+            "format": "alertmanager", "auth": {"type": "bearer", "token_env": "FIREBREAK_BENCH_TOKEN"},
+            "rate_limit": None}}}))
         routes.write_text(yaml.safe_dump({"route": route}))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     # Notifications (issue 3). The acknowledgement-link secret is never written to git or logs:
     # unset, a random one is kept in FIREBREAK_HOME/ack-secret (mode 0600), see notifications.acknowledgement.links.
     ack_secret: SecretStr | None = Field(default=None, description="HMAC key that signs acknowledgement links.")
+    # The audit trail (issue 10): the key that signs every audit-chain head. Kept outside the records
+    # database like the ack secret: unset, a random one is kept in FIREBREAK_HOME/audit-key (mode 0600),
+    # see records.audit_key. Never logged.
+    audit_key: SecretStr | None = Field(default=None, description="HMAC key that signs the audit-chain heads.")
     public_url: str = Field(default="http://127.0.0.1:8700",
                             description="Base URL of the HTTP service that serves acknowledgement links.")
     roster_file: Path = Field(default=PROJECT_ROOT / "notifications" / "roster.yaml")

@@ -10,13 +10,13 @@ sees the acknowledgement in the records and stops.
 from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field
 
-from notifications.acknowledgement.service import AcknowledgementResult, acknowledge_incident
+from notifications.acknowledgement.service import COMMENT_CHARS, AcknowledgementResult, acknowledge_incident
 
 
 class AcknowledgementForm(BaseModel):
     incident_id: str = Field(pattern=r"^INC-\d{4}-\d{4,}$", description="The incident to acknowledge, e.g. INC-2026-0001")
     by: str = Field(min_length=1, max_length=120, description="Who acknowledges")
-    comment: str | None = Field(default=None, max_length=2000, description="Optional comment for the timeline")
+    comment: str | None = Field(default=None, max_length=COMMENT_CHARS, description="Optional comment for the timeline")
 
 
 @flow(name="acknowledge-incident", description="Acknowledge an incident: stops escalation and records who, when and how.")

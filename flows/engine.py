@@ -30,7 +30,7 @@ from typing import Any
 from prefect import allow_failure, flow, get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run as current_flow_run
-from prefect.states import Completed, State
+from prefect.states import Cancelled, Completed, State
 from pydantic import BaseModel, ValidationError
 
 from firebreak.errors import FirebreakError
@@ -39,12 +39,15 @@ from flows.heartbeat import heartbeat
 from flows.hooks import RUN_HOOKS
 from records import incidents, run_locks
 from records.models import EventPhase, RunState
+from reports.live_view import LiveViewUpdater
 from reports.publish import publish_report
 from runbooks import library
 from runbooks.schema import FailurePolicy, Level, Runbook, Step
 from runbooks.templating import evaluate, render_value
+from tasks import run_stop
 from tasks.base import StepContext
 from tasks.catalog import ACTIONS, load_runbook
+from tasks.run_stop import RunStopping
 
 
 class RunbookFailed(FirebreakError, RuntimeError):
@@ -57,6 +60,8 @@ class RunLeaseLost(RunbookFailed):
 
 #: How often the scheduler looks at the lease while it waits for steps to finish.
 LEASE_POLL_SECONDS = 0.5
+#: How long a run that lost its lease waits for its withdrawn gates to let go before it ends anyway.
+GATE_WITHDRAW_SECONDS = 15.0
 
 
 class StepResult(BaseModel):
@@ -90,6 +95,11 @@ class _Run:
     failures: list[str] = field(default_factory=list)
     incident_uid: str | None = None
     lease: run_locks.Lease | None = None
+    #: Why the run is stopping (a step aborted it, it lost its lease, it was cancelled): nothing new
+    #: starts, waiting gates are withdrawn, unstarted steps are skipped (tasks.run_stop).
+    stopping: str | None = None
+    #: Escalations of failed steps submitted but not yet tracked by the scheduler (see _escalate).
+    escalations: list[tuple[Step, PrefectFuture[Any]]] = field(default_factory=list)
 
     def step_context(self, **fields: Any) -> StepContext:
         """A StepContext for this run: its incident (and uid), runbook, level, and lease (run generation)."""
@@ -127,7 +137,30 @@ def execute_runbook(
 
     Returns the run's summary; when the run completed but left the incident open, a Completed
     state holding it, whose message says the incident needs attention (a flow that returns a
-    state ends in it; calling the flow still gives the summary)."""
+    state ends in it; calling the flow still gives the summary).
+
+    While it runs, the incident's live view in Prefect (reports.live_view: the artifact
+    `incident-<id>` and the run's needs-attention / awaiting-approval tags) is kept current by one
+    updater thread fed by this run's timeline appends; its final state is published as the run ends."""
+    live = LiveViewUpdater()
+    try:
+        return _execute_runbook(runbook_id, parameters, level=level, incident_id=incident_id, source=source,
+                                drill=drill, summary=summary, live=live)
+    finally:
+        live.stop()
+
+
+def _execute_runbook(
+    runbook_id: str,
+    parameters: dict[str, Any] | BaseModel | None,
+    *,
+    level: Level | str | None,
+    incident_id: str | None,
+    source: str,
+    drill: bool,
+    summary: str | None,
+    live: LiveViewUpdater,
+) -> RunSummary | State[RunSummary]:
     logger = get_run_logger()
     loaded = load_runbook(runbook_id)
     runbook = loaded.runbook
@@ -163,13 +196,18 @@ def execute_runbook(
             source=source, parameters=params, drill=drill, summary=summary, flow_run_id=flow_run_id,
         )
     _rename_flow_run(flow_run_id, f"{incident.id} · {runbook.id}{' (drill)' if drill else ''}")
+    live.follow(incident.id)
     logger.info("incident: %s  runbook: %s v%s  level: %s", incident.id, runbook.id, runbook.version, resolved_level.value)
 
     run = _Run(runbook, incident.id, resolved_level, params, drill, flow_run_id, incident_uid=incident.uid)
     alarm = None
+    run_stop.forget(flow_run_id)  # a retry of this flow run starts afresh
     with run_locks.held(incident.id, lock_holder) as lease, heartbeat(incident.id):
         run.lease = lease
-        _schedule(run, title, summary)
+        try:
+            _schedule(run, title, summary)
+        finally:
+            run_stop.forget(flow_run_id)  # what was told to stop has stopped; the alarm below must page
         lost = lease.lost
         if lost is None and run.aborted_by:
             message = f"step {run.aborted_by!r} failed and its policy is abort: " + "; ".join(run.failures)
@@ -182,6 +220,8 @@ def execute_runbook(
 
     if lost is not None:
         _end_lost_run(run, lost)
+    if run.stopping and not run.aborted_by:
+        return _end_cancelled_run(run, run.stopping)
     if run.aborted_by:
         assert alarm is not None
         final = incidents.set_run_state(incident.id, RunState.failed, error=message)
@@ -217,6 +257,14 @@ def _end_lost_run(run: _Run, reason: str) -> typing.NoReturn:
     raise RunLeaseLost(f"{run.incident_id}: {summary}")
 
 
+def _end_cancelled_run(run: _Run, reason: str) -> State[Any]:
+    """The run was cancelled while it ran (a gate saw it): its gates are withdrawn and nothing more
+    started. A cancellation is somebody's decision: it pages nobody; the incident needs attention."""
+    incidents.set_run_state(run.incident_id, RunState.cancelled, error=reason)
+    publish_report(run.incident_id, run.flow_run_id)
+    return Cancelled(message=f"{run.incident_id}: {reason}")
+
+
 def _schedule(run: _Run, title: str, summary: str | None) -> None:
     remaining = list(run.runbook.steps)
     # Everything in flight, as one kind of future so a single wait covers both Prefect
@@ -227,9 +275,15 @@ def _schedule(run: _Run, title: str, summary: str | None) -> None:
     # while another is waiting starts, with its `when` evaluated then, once that one is decided.
     gate_in_flight: str | None = None
     told_to_wait: set[str] = set()
-    while remaining or running:
+    # Escalations of failed steps: Prefect task futures in `running` like any step's, so paging never
+    # holds up the rest of the graph; these are the ones whose end is read as an escalation's.
+    escalations: set[concurrent.futures.Future[Any]] = set()
+    while remaining or running or run.escalations:
         if run.lease_lost():
+            _withdraw_gates(run, running, f"it lost its incident's run lock ({run.lease_lost()})")
             return  # start nothing more; the caller records why and ends the run
+        if run.aborted_by or run.stopping or run_stop.reason(run.flow_run_id):
+            _stop(run, remaining)  # a step aborted the run, or a gate saw it cancelled
         # A step that is skipped or fails before submission finishes at once and
         # may make others ready, so keep starting until nothing more is ready.
         started = True
@@ -249,6 +303,7 @@ def _schedule(run: _Run, title: str, summary: str | None) -> None:
                     running[done] = (step, task_future)
                     if task_future is None:
                         gate_in_flight = step.id
+        _track_escalations(run, running, escalations)
         if not running:
             if remaining:  # cannot happen for a validated runbook (no cycles); guard anyway
                 raise RunbookFailed(f"steps never became ready: {[s.id for s in remaining]}")
@@ -258,11 +313,43 @@ def _schedule(run: _Run, title: str, summary: str | None) -> None:
                                               return_when=concurrent.futures.FIRST_COMPLETED)
         for done in finished:
             step, task_future = running.pop(done)
-            if task_future is None:
+            if done in escalations:
+                escalations.discard(done)
+                _finish_escalation(run, step, task_future)
+            elif task_future is None:
                 gate_in_flight = None
                 _finish_in_flow(run, step, done)
             else:
                 _finish(run, step, task_future)
+
+
+def _stop(run: _Run, remaining: list[Step]) -> None:
+    """Stop the run: tell what runs to stop (a waiting gate is withdrawn, a waiting step gives up) and
+    skip every step not yet started, with the reason, now rather than as each becomes ready."""
+    if run.stopping is None:
+        run.stopping = (f"run aborted after step {run.aborted_by!r} failed" if run.aborted_by
+                        else run_stop.reason(run.flow_run_id) or "run stopped")
+        run_stop.request(run.flow_run_id, run.stopping)
+        incidents.append_event(run.incident_id, phase=EventPhase.note, status="run-stopping",
+                               actor=f"runbook:{run.runbook.id}",
+                               summary=f"Run stopping ({run.stopping}): nothing more starts; waiting approval gates "
+                                       f"are withdrawn" + (f"; not started: {', '.join(s.id for s in remaining)}"
+                                                           if remaining else ""),
+                               flow_run_id=run.flow_run_id, data={"not_started": [s.id for s in remaining]})
+    for step in list(remaining):
+        _record_skip(run, step, run.stopping)
+    remaining.clear()
+
+
+def _withdraw_gates(run: _Run, running: dict[concurrent.futures.Future[Any], tuple[Step, PrefectFuture[Any] | None]],
+                    reason: str) -> None:
+    """A run that lost its lease ends at once; a gate it leaves waiting is withdrawn first (so its form
+    no longer accepts a decision), waiting a bounded time for the gate's thread to let go."""
+    run.stopping = run.stopping or reason
+    run_stop.request(run.flow_run_id, run.stopping)
+    gates = [done for done, (_step, task_future) in running.items() if task_future is None]
+    if gates:
+        concurrent.futures.wait(gates, timeout=GATE_WITHDRAW_SECONDS)
 
 
 def _is_in_flow(step: Step) -> bool:
@@ -292,6 +379,8 @@ def _start(run: _Run, step: Step, title: str, summary: str | None
     if run.aborted_by:
         _record_skip(run, step, f"run aborted after step {run.aborted_by!r} failed")
         return None
+    # The level as it is now: an operator (flows.operator_actions) or a set_level step may have changed it.
+    run.level = Level(incidents.level_of(run.incident_id))
     context = run.context(title, summary)
     try:
         if step.when is not None and not evaluate(step.when, context):
@@ -374,6 +463,8 @@ def _finish(run: _Run, step: Step, future: PrefectFuture[Any]) -> None:
 
 
 def _apply_policy(run: _Run, step: Step, error: str, exc: Any = None) -> None:
+    if isinstance(exc, RunStopping) and run.stopping:
+        return  # it gave up because the run is stopping (a withdrawn gate): not a failure of its own
     run.failures.append(f"{step.id}: {error}")
     if isinstance(exc, run_locks.LeaseLost) and run.lease is not None:
         run.lease.mark_lost(exc.reason)  # the step's intent was refused: no policy applies, the run ends
@@ -381,7 +472,7 @@ def _apply_policy(run: _Run, step: Step, error: str, exc: Any = None) -> None:
         return
     if step.on_failure is FailurePolicy.abort:
         run.aborted_by = run.aborted_by or step.id
-    elif step.on_failure is FailurePolicy.escalate:
+    elif step.on_failure is FailurePolicy.escalate and not (run.aborted_by or run.stopping):
         _escalate(run, step, error)
 
 
@@ -392,11 +483,28 @@ def _escalate(run: _Run, step: Step, error: str) -> None:
                                action="notify", timeout=60)
     arguments = {"to": step.escalate_to, "title": f"Step failed: {step.display_title}",
                  "message": f"Runbook {run.runbook.title}: step '{step.display_title}' failed and needs a decision.\n{error}"}
-    future = notify.submit(context, arguments)
+    if run.runbook.has_zh:  # a Chinese-speaking contact is told in Chinese (the error stays as recorded)
+        arguments |= {"title_zh": f"步骤失败：{step.title_in('zh')}",
+                      "message_zh": f"预案「{run.runbook.title_in('zh')}」的步骤「{step.title_in('zh')}」失败，需要决定。\n{error}"}
+    # Tracked by the scheduler like any step (_track_escalations), never waited for here: the rest of
+    # the runbook keeps starting and finishing its steps while the escalation pages.
+    run.escalations.append((step, notify.submit(context, arguments)))
+
+
+def _track_escalations(run: _Run, running: dict[concurrent.futures.Future[Any], tuple[Step, PrefectFuture[Any] | None]],
+                       escalations: set[concurrent.futures.Future[Any]]) -> None:
+    while run.escalations:
+        step, future = run.escalations.pop(0)
+        done = _when_done(future)
+        running[done] = (step, future)
+        escalations.add(done)
+
+
+def _finish_escalation(run: _Run, step: Step, future: PrefectFuture[Any]) -> None:
     future.wait()
     if not future.state.is_completed():
         # Nobody knows the step failed: that is as bad as an abort.
-        run.failures.append(f"{step.id}: escalation to {', '.join(step.escalate_to)} failed")
+        run.failures.append(f"{step.id}: escalation to {', '.join(step.escalate_to or [])} failed")
         run.aborted_by = run.aborted_by or step.id
 
 

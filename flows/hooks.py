@@ -16,6 +16,7 @@ from flows import run_failure
 from records import incidents
 from records.db import session_scope
 from records.models import Incident, RunState
+from reports.live_view import publish_live_view
 from reports.publish import publish_report
 
 
@@ -39,6 +40,7 @@ def _mark(state_value: RunState, flow_run: Any, state: Any) -> None:
         incidents.set_run_state(incident_id, state_value, error=state.message or state.name)
         # The engine reports the ends it records itself; these ends get theirs here.
         publish_report(incident_id, str(flow_run.id))
+        publish_live_view(incident_id)  # and the live view says how the run ended (and its tags)
 
 
 def on_failure(flow: Any, flow_run: Any, state: Any) -> None:

@@ -1,24 +1,41 @@
-"""Close the books on runs that ended without saying so.
+"""Close the books on runs that ended without saying so, and only on those.
 
-For every incident whose run has not recorded an end: if Prefect knows the run
-ended, record that; if Prefect still thinks it runs but the heartbeat stopped,
-the process died: mark the incident's run crashed and tell Prefect the same.
-A failed or crashed end recorded here also pages the incident's responsible roles
-(flows.run_failure), once per run end however often reconcile runs.
+For every incident whose run has not recorded an end, Prefect is asked about its flow run:
+
+- Prefect reports it ended (Completed, Failed, Crashed, Cancelled): record that end.
+- Prefect reports it Running, and neither its heartbeat (flows.heartbeat, every 5 s) nor the
+  move to Running is newer than STALE_AFTER: the process running it died. Record it crashed,
+  tell Prefect the same, and page the incident's responsible roles (flows.run_failure), once
+  per run end however often reconcile runs.
+- Anything else is waiting, not dead, and is left alone: a run still queued in the outbox (no
+  flow run yet), Scheduled (a busy worker), Pending (created, not begun), Paused (an approval),
+  Cancelling, or a flow run this Prefect server does not know.
+
+If Prefect cannot be reached nothing is judged (PrefectUnreachable): a run's state is Prefect's
+to say, and a heartbeat alone cannot tell a dead run from one that never began.
+
+The outbox row (records.run_outbox) of a run whose end is recorded here is marked finished.
+Runs every minute as the `reconcile-incidents` deployment (prefect.yaml; `firebreak up` serves
+it), and at the start of every drill.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
+from uuid import UUID
 
 from prefect import flow
 from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
 from prefect.states import Crashed
 
+from firebreak.errors import FirebreakError
 from flows import run_failure
 from flows.heartbeat import HEARTBEAT_SECONDS
-from records import incidents
+from records import incidents, run_outbox
 from records.models import RunState, utcnow
+from reports.live_view import publish_live_view
 from reports.publish import publish_report
 
 #: Missing this many heartbeats means the process is gone.
@@ -26,6 +43,10 @@ STALE_AFTER = timedelta(seconds=HEARTBEAT_SECONDS * 6)
 
 _FINAL = {"COMPLETED": RunState.completed, "FAILED": RunState.failed, "CRASHED": RunState.crashed,
           "CANCELLED": RunState.cancelled}
+
+
+class PrefectUnreachable(FirebreakError, ConnectionError):
+    """Prefect could not be reached, so reconcile judged no run (only Prefect knows whether a run is Running)."""
 
 
 @dataclass(frozen=True)
@@ -36,42 +57,90 @@ class Reconciled:
 
 
 def reconcile_runs(stale_after: timedelta = STALE_AFTER) -> list[Reconciled]:
-    now = utcnow()
+    """Record the runs that ended without saying so (module docstring); returns what was recorded.
+    Raises PrefectUnreachable (having judged nothing more) when Prefect does not answer."""
     done: list[Reconciled] = []
-    with get_client(sync_client=True) as client:
-        for incident in incidents.open_runs():
-            last_sign = incident.heartbeat_at or incident.created_at
-            prefect_state = None
-            runbook = None  # the run-runbook flow's `runbook` parameter: the definition the run used
-            if incident.flow_run_id:
+    try:
+        with get_client(sync_client=True) as client:
+            problem = client.api_healthcheck()
+            if problem is not None:
+                raise _unreachable(problem, done)
+            for incident in incidents.open_runs():
+                if not incident.flow_run_id:
+                    continue  # still queued in the outbox: no run to judge yet
                 try:
-                    flow_run = client.read_flow_run(incident.flow_run_id)
-                    prefect_state = flow_run.state
-                    runbook = (flow_run.parameters or {}).get("runbook")
-                except Exception:
-                    prefect_state = None  # unknown to this server: judge by the heartbeat alone
-            if prefect_state is not None and prefect_state.type.value in _FINAL:
-                state = _FINAL[prefect_state.type.value]
-                reason = f"Prefect reports the run {prefect_state.name}: {prefect_state.message or ''}".strip()
-            elif now - last_sign > stale_after:
-                state = RunState.crashed
-                reason = (f"no heartbeat since {last_sign:%Y-%m-%d %H:%M:%S}Z; "
-                          "the process running this runbook stopped without reporting")
-                if incident.flow_run_id and prefect_state is not None:
-                    client.set_flow_run_state(incident.flow_run_id, Crashed(message=reason), force=True)
-            else:
-                continue
-            if state in (RunState.failed, RunState.crashed):
-                # Nobody was told when it ended (no hook ran, or it died first): no incident ends silently.
-                run_failure.raise_alarm(incident.id, outcome=state, reason=reason, flow_run_id=incident.flow_run_id,
-                                        runbook=runbook if isinstance(runbook, str) else None,
-                                        actor="firebreak:reconcile")
-            incidents.set_run_state(incident.id, state, error=reason, actor="firebreak:reconcile")
-            publish_report(incident.id, incident.flow_run_id)
-            done.append(Reconciled(incident.id, state, reason))
+                    flow_run = client.read_flow_run(UUID(incident.flow_run_id))
+                except ObjectNotFound:
+                    continue  # unknown to this Prefect server: it cannot say the run is Running
+                judged = _judge(client, incident, flow_run, stale_after)
+                if judged is not None:
+                    done.append(judged)
+    except PrefectUnreachable:
+        raise
+    except Exception as exc:
+        if _is_connection_error(exc):
+            raise _unreachable(exc, done) from exc
+        raise
     return done
 
 
-@flow(name="reconcile-incidents", description="Record the end of runbook runs whose process died without reporting.")
+def _judge(client: Any, incident: Any, flow_run: Any, stale_after: timedelta) -> Reconciled | None:
+    prefect_state = flow_run.state
+    kind = prefect_state.type.value if prefect_state is not None else None
+    runbook = (flow_run.parameters or {}).get("runbook")  # the run-runbook flow's `runbook`: the definition it used
+    if kind in _FINAL:
+        state = _FINAL[kind]
+        reason = f"Prefect reports the run {prefect_state.name}: {prefect_state.message or ''}".strip()
+    elif kind == "RUNNING":
+        # The newest sign of life: the incident's heartbeat, or the moment the run began (a run
+        # that just began may not have beaten yet).
+        signs = [t for t in (incident.heartbeat_at, prefect_state.timestamp) if t is not None]
+        last_sign = max(signs)
+        if utcnow() - last_sign <= stale_after:
+            return None
+        state = RunState.crashed
+        reason = (f"Prefect reports the run Running but there has been no heartbeat since "
+                  f"{last_sign:%Y-%m-%d %H:%M:%S}Z; the process running this runbook stopped without reporting")
+        from prefect.client.schemas.responses import SetStateStatus
+
+        told = client.set_flow_run_state(incident.flow_run_id, Crashed(message=reason))
+        if told.status != SetStateStatus.ACCEPT:
+            return None  # it moved on meanwhile (ended, paused …): judged again next time
+    else:
+        return None  # Scheduled, Pending, Paused, Cancelling: waiting, not dead
+    if state in (RunState.failed, RunState.crashed):
+        # Nobody was told when it ended (no hook ran, or it died first): no incident ends silently.
+        run_failure.raise_alarm(incident.id, outcome=state, reason=reason, flow_run_id=incident.flow_run_id,
+                                runbook=runbook if isinstance(runbook, str) else None,
+                                actor="firebreak:reconcile")
+    incidents.set_run_state(incident.id, state, error=reason, actor="firebreak:reconcile")
+    publish_report(incident.id, incident.flow_run_id)
+    publish_live_view(incident.id)  # the live view shows the run's end and tags it needs-attention
+    run_outbox.mark_run_finished(incident.id, incident.flow_run_id)
+    return Reconciled(incident.id, state, reason)
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    import httpx
+
+    if isinstance(exc, httpx.TransportError | OSError):
+        return True
+    response = getattr(exc, "response", None)
+    return response is not None and getattr(response, "status_code", 0) >= 500
+
+
+def _unreachable(problem: BaseException, done: list[Reconciled]) -> PrefectUnreachable:
+    from prefect.settings import PREFECT_API_URL
+
+    already = f" ({len(done)} run end(s) recorded before it stopped answering)" if done else ""
+    return PrefectUnreachable(
+        f"Prefect at {PREFECT_API_URL.value()} cannot be reached ({type(problem).__name__}: {problem}); "
+        f"no run was judged{already}: queued, scheduled and pending runs are never judged without it. "
+        "Run reconcile again when Prefect answers.")
+
+
+@flow(name="reconcile-incidents",
+      description="Record the end of runbook runs whose process died (Prefect reports them Running, their "
+                  "heartbeat stopped) as crashed, and page their incidents; leave waiting runs alone.")
 def reconcile_incidents() -> list[str]:
     return [f"{r.incident_id}: {r.run_state.value} ({r.reason})" for r in reconcile_runs()]

@@ -140,9 +140,11 @@ def _raise(incident_id: str, outcome: str, reason: str, flow_run_id: str | None,
         "details": {
             "outcome": outcome, "status": incident.status,
             "runbook_title_zh": (runbook.title_zh if runbook else None) or "",
-            "failed": [{"id": s.id, "title": s.title, "error": s.error or ""} for s in states if s.state == "failed"],
+            "failed": [{"id": s.id, "title": s.title, "title_zh": _zh(runbook, s.id, "title"), "error": s.error or ""}
+                       for s in states if s.state == "failed"],
             "checklist": [{"id": s.id, "title": s.title, "description": s.description, "state": s.state,
-                           "why": s.why} for s in todo],
+                           "why": s.why, "title_zh": _zh(runbook, s.id, "title"),
+                           "description_zh": _zh(runbook, s.id, "description")} for s in todo],
         },
     }
     checklist = tuple(s.id for s in todo)
@@ -251,6 +253,15 @@ def step_states(incident: Incident, runbook: Runbook | None, flow_run_id: str | 
         text = text if len(text) <= DESCRIPTION_LIMIT else text[: DESCRIPTION_LIMIT - 1] + "…"
         described.append(StepState(s.id, s.title, s.state, s.why, s.error, s.output, text))
     return described
+
+
+def _zh(runbook: Runbook | None, step_id: str, field: str) -> str:
+    """A step's Chinese title or description, for the zh page ("" where the runbook has none)."""
+    try:
+        step = runbook.step(step_id) if runbook else None
+    except KeyError:
+        return ""
+    return (getattr(step, f"{field}_zh", None) or "") if step else ""
 
 
 def _template_context(incident: Incident, runbook: Runbook, states: list[StepState]) -> dict[str, Any]:

@@ -1,24 +1,32 @@
 """The intake FastAPI application.
 
 Every alert request goes through the same checks, in this order, and the first
-failure answers:  404 unknown source · 413 too large · 401 not authenticated ·
-400 not JSON · 422 (PagerDuty: 400) does not fit the format, naming each field
-and why.  Then routing, and one transaction stores everything (records.alert_ingest);
-only after it commits is the answer 202. If the store cannot be reached: 503
-with Retry-After, so the monitor sends it again.
+failure answers:  404 unknown source · 415 not `Content-Type: application/json` ·
+413 too large · 401 not authenticated · 429 over the source's rate (Retry-After) ·
+400 not JSON · 422 (PagerDuty: 400) not strict JSON (NUL, lone surrogates, NaN,
+huge integers, deep nesting, duplicate keys: intake.strict_json), does not fit the
+format, or over the source's label and annotation limits, naming each field and why ·
+413 an alert over the source's total size · 422 parameters the runbook does not let an
+alert set (intake.plans). Then one transaction stores everything (records.alert_ingest);
+only after it commits is the answer 202. A refused request stores nothing. If the store
+cannot be reached: 503 with Retry-After, so the monitor sends it again.
+
+Readers of the incidents API and its docs authenticate with a read token (`readers:` in
+the sources file) before anything is looked up, and are rate limited per token.
 """
 from __future__ import annotations
 
-import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.requests import ClientDisconnect
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import text
@@ -26,9 +34,11 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from firebreak import errors
-from intake import payloads
+from intake import payloads, strict_json
+from intake import reports_http
 from intake.alert_writer import GroupCommitWriter
-from intake.plans import plan_run
+from intake.plans import ParametersRefused, plan_run
+from intake.ratelimit import RateLimiter
 from intake.routing import Route, decide, load_routes
 from intake.runs import RunDispatcher
 from intake.settings import IntakeSettings, WorkerSettings
@@ -36,12 +46,14 @@ from intake.sources import (
     AuthFailed,
     BearerAuth,
     HmacAuth,
+    Reader,
     Source,
     Verified,
-    load_sources,
+    load_access,
     source_for_routing_key,
     verify_bearer,
     verify_hmac,
+    verify_reader,
 )
 from notifications.acknowledgement.http import router as ack_router
 from notifications.acknowledgement.service import acknowledge_incident
@@ -93,6 +105,14 @@ class Intake:
     routes: Route
     dispatcher: RunDispatcher
     writer: GroupCommitWriter
+    #: Who may read the incidents API and /docs (the sources file's `readers:`).
+    readers: dict[str, Reader] = field(default_factory=dict)
+    limiter: RateLimiter | None = None
+
+    def __post_init__(self) -> None:
+        if self.limiter is None:
+            self.limiter = RateLimiter({**{f"source:{n}": s.rate_limit for n, s in self.sources.items()},
+                                        **{f"reader:{n}": r.rate_limit for n, r in self.readers.items()}})
 
 
 # --- request pipeline --------------------------------------------------------------------------------
@@ -114,20 +134,43 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_json(body: bytes) -> Any:
+def require_json(request: Request) -> None:
+    """415 unless the body is declared JSON: `application/json`, optionally `; charset=utf-8`
+    (what Alertmanager, Grafana and PagerDuty clients send)."""
+    declared = request.headers.get("content-type")
+    if declared is None:
+        raise Refused(415, "Content-Type must be application/json; none was given",
+                      [{"field": "Content-Type", "reason": "missing; send application/json"}])
+    media, *parameters = declared.split(";")
+    if media.strip().lower() != "application/json":
+        raise Refused(415, "Content-Type must be application/json",
+                      [{"field": "Content-Type", "reason": "not application/json"}])
+    for parameter in parameters:
+        name, _, value = parameter.strip().partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in ("utf-8", "utf8"):
+            raise Refused(415, "Content-Type charset must be utf-8",
+                          [{"field": "Content-Type", "reason": "charset is not utf-8"}])
+
+
+def parse_json(body: bytes, status: int = 422) -> Any:
+    """The body as strict JSON (intake.strict_json): 400 if it is not JSON, `status` naming each refused field."""
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Refused(400, f"body is not JSON: {exc}") from None
-    except RecursionError:
-        raise Refused(400, "body is not acceptable JSON: nested too deeply") from None
+        return strict_json.loads(body)
+    except strict_json.NotJson as exc:
+        raise Refused(400, str(exc)) from None
+    except strict_json.JsonRefused as exc:
+        details = [{"field": p.field, "reason": p.reason} for p in exc.problems]
+        raise Refused(status, "body is not acceptable JSON: " + _listed(details), details) from None
+
+
+def _listed(details: list[dict[str, str]]) -> str:
+    return "; ".join(f"{d['field']}: {d['reason']}" for d in details)
 
 
 def field_errors(exc: ValidationError) -> list[dict[str, str]]:
     details = []
-    for error in exc.errors():
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")
-        details.append({"field": where or "(body)", "reason": error["msg"]})
+    for error in exc.errors()[:strict_json.MAX_PROBLEMS]:
+        details.append({"field": strict_json.join_path(error["loc"]), "reason": error["msg"]})
     return details
 
 
@@ -136,8 +179,30 @@ def validate(model: type[BaseModel], document: Any, status: int = 422) -> Any:
         return model.model_validate(document)
     except ValidationError as exc:
         details = field_errors(exc)
-        raise Refused(status, "body does not fit the format: " + "; ".join(f"{d['field']}: {d['reason']}"
-                                                                          for d in details), details) from None
+        raise Refused(status, "body does not fit the format: " + _listed(details), details) from None
+
+
+def check_limits(spec: Source, document: BaseModel, status: int = 422) -> None:
+    """The source's label and annotation limits (intake.sources.Limits), naming each field over them."""
+    details = payloads.limit_problems(document, spec.limits)
+    if details:
+        raise Refused(status, "over this source's limits: " + _listed(details), details)
+
+
+def check_sizes(spec: Source, alerts: list[IncomingAlert], where: list[str]) -> None:
+    """413 naming each alert that would store more than the source's `max_total_bytes`."""
+    details = payloads.size_problems(alerts, where, spec.limits)
+    if details:
+        raise Refused(413, "over this source's size limit: " + _listed(details), details)
+
+
+def throttle(intake: Intake, key: str) -> None:
+    """429 with Retry-After once the bucket of `key` (a source or a reader) is empty (intake.ratelimit)."""
+    assert intake.limiter is not None
+    wait = intake.limiter.retry_after(key)
+    if wait is not None:
+        raise Refused(429, f"too many requests for {key.replace(':', ' ')}; try again in {wait} s",
+                      headers={"Retry-After": str(wait)})
 
 
 def authenticate(name: str, source: Source, headers: Any, body: bytes) -> Verified:
@@ -150,23 +215,28 @@ def authenticate(name: str, source: Source, headers: Any, body: bytes) -> Verifi
     raise Refused(401, f"source {name!r} is authenticated by routing key at POST /v2/enqueue")
 
 
-def route(intake: Intake, alert: IncomingAlert, generic: payloads.GenericAlert | None = None) -> RunPlan:
-    if generic is not None and generic.runbook:
-        decision = decide(Route("explicit", [], None, None, {}), {})
-        return plan_run(decision, explicit_runbook=generic.runbook, explicit_level=generic.level,
-                        explicit_parameters=generic.parameters)
+def route(intake: Intake, alert: IncomingAlert, generic: payloads.GenericAlert | None = None, *,
+          where: str = "(body)", status: int = 422) -> RunPlan:
+    """The alert's run plan; parameters the runbook refuses from an alert answer `status` (intake.plans)."""
     try:
-        decision = decide(intake.routes, alert.labels, alert.annotations)
-    except Exception as exc:  # a parameter template that fails on this alert's labels
-        return RunPlan(route="(error)", runbook_id=None, error=f"route parameters: {type(exc).__name__}: {exc}")
-    plan = plan_run(decision, explicit_level=generic.level if generic else None,
-                    explicit_parameters=generic.parameters if generic else None)
-    return plan
+        if generic is not None and generic.runbook:
+            decision = decide(Route("explicit", [], None, None, {}), {})
+            return plan_run(decision, explicit_runbook=generic.runbook, explicit_level=generic.level,
+                            explicit_parameters=generic.parameters)
+        try:
+            decision = decide(intake.routes, alert.labels, alert.annotations)
+        except Exception as exc:  # a parameter template that fails on this alert's labels
+            return RunPlan(route="(error)", runbook_id=None, error=f"route parameters: {type(exc).__name__}: {exc}")
+        return plan_run(decision, explicit_level=generic.level if generic else None,
+                        explicit_parameters=generic.parameters if generic else None, where=where)
+    except ParametersRefused as exc:
+        raise Refused(status, "parameters refused: " + _listed(exc.details), exc.details) from None
 
 
 async def store(intake: Intake, items: list[tuple[IncomingAlert, RunPlan]], verified: Verified) -> list[AlertResult]:
     try:  # SignatureReplayed answers 401 (HTTP_ANSWERS)
-        results = await intake.writer.ingest(IngestRequest(items, verified.signature, verified.source))
+        results = await intake.writer.ingest(IngestRequest(items, verified.signature, verified.source,
+                                                           verified.sent_at, verified.expires_at))
     except STORE_DOWN as exc:
         log.error("alert store unavailable: %s", type(exc).__name__)
         raise errors.StoreUnavailable("the alert store is unavailable; nothing was stored, send again later") from None
@@ -203,8 +273,9 @@ def load_intake(settings: IntakeSettings | None = None, *, prefect_api_url: str 
     dispatcher = RunDispatcher(settings.executor, max_concurrent_runs=settings.max_concurrent_runs,
                                poll_seconds=settings.outbox_poll_seconds, prefect_api_url=prefect_api_url,
                                heartbeat_seconds=workers.heartbeat_seconds, stale_after=workers.stale_seconds)
-    return Intake(settings, load_sources(settings.sources_file), load_routes(settings.routes_file), dispatcher,
-                  GroupCommitWriter())
+    access = load_access(settings.sources_file)
+    return Intake(settings, access.sources, load_routes(settings.routes_file), dispatcher, GroupCommitWriter(),
+                  readers=access.readers)
 
 
 def create_app(intake: Intake | None = None) -> FastAPI:
@@ -223,9 +294,26 @@ def create_app(intake: Intake | None = None) -> FastAPI:
     app = FastAPI(title="Firebreak intake", version="1",
                   description="Monitors post alerts here; each opens or joins an incident and starts its runbook. "
                               "Formats: Alertmanager (webhook v4), Grafana alerting webhook, PagerDuty Events v2 "
-                              "(`POST /v2/enqueue`) and Firebreak's generic JSON.",
-                  lifespan=lifespan)
+                              "(`POST /v2/enqueue`) and Firebreak's generic JSON. The incidents API and these "
+                              "docs need a read token (`readers:` in the sources file).",
+                  lifespan=lifespan,
+                  # Served below behind a read token, like the incidents API.
+                  docs_url=None, redoc_url=None, openapi_url=None)
     app.state.intake = intake
+
+    async def reader(request: Request) -> str:
+        """The reader (sources file `readers:`) the request's token belongs to; 401 before anything is looked up."""
+        name = verify_reader(intake.readers, request.headers.get("authorization"))
+        throttle(intake, f"reader:{name}")
+        return name
+
+    async def docs_reader(request: Request) -> str:
+        """As `reader`, but a browser is asked for the reader's name and token (HTTP Basic) to open /docs."""
+        try:
+            return await reader(request)
+        except AuthFailed as exc:
+            raise Refused(401, exc.reason, headers={"WWW-Authenticate": 'Basic realm="firebreak intake", '
+                                                                        'charset="UTF-8"'}) from None
 
     async def _refused(_request: Request, error: Exception) -> JSONResponse:
         exc = as_refused(error)
@@ -279,15 +367,21 @@ def create_app(intake: Intake | None = None) -> FastAPI:
             raise Refused(404, f"no source {source!r}; configured: {', '.join(sorted(intake.sources))}")
         if spec.format == "pagerduty":
             raise Refused(404, f"source {source!r} speaks PagerDuty Events v2: post to /v2/enqueue")
+        require_json(request)
         body = await read_body(request, intake.settings.max_body_bytes)
         verified = authenticate(source, spec, request.headers, body)
+        throttle(intake, f"source:{source}")
         document = validate(payloads.MODELS[spec.format], parse_json(body))
-        if spec.format == "alertmanager":
-            items = [(a, route(intake, a)) for a in payloads.from_alertmanager(source, document)]
-        elif spec.format == "grafana":
-            items = [(a, route(intake, a)) for a in payloads.from_grafana(source, document)]
+        check_limits(spec, document)
+        if spec.format in ("alertmanager", "grafana"):
+            convert = payloads.from_alertmanager if spec.format == "alertmanager" else payloads.from_grafana
+            alerts = convert(source, document)
+            where = [f"alerts[{index}]" for index in range(len(alerts))]
+            check_sizes(spec, alerts, where)
+            items = [(a, route(intake, a, where=w)) for a, w in zip(alerts, where, strict=True)]
         else:
             alert = payloads.from_generic(source, document)
+            check_sizes(spec, [alert], ["(body)"])
             items = [(alert, route(intake, alert, document))]
         return JSONResponse(accepted(await store(intake, items, verified)), status_code=202)
 
@@ -296,22 +390,27 @@ def create_app(intake: Intake | None = None) -> FastAPI:
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
                   "$ref": "#/components/schemas/PagerDutyEvent"}}}}})
     async def enqueue(request: Request) -> JSONResponse:
+        require_json(request)
         body = await read_body(request, intake.settings.max_body_bytes)
-        document = parse_json(body)
+        document = parse_json(body, status=400)
         routing_key = document.get("routing_key") if isinstance(document, dict) else None
         if not isinstance(routing_key, str) or not routing_key:
             raise Refused(400, "routing_key is required", [{"field": "routing_key", "reason": "Field required"}])
         source = source_for_routing_key(intake.sources, routing_key)
         if source is None:
             raise Refused(401, "routing_key is not valid for any source")
+        throttle(intake, f"source:{source}")
+        spec = intake.sources[source]
         event = validate(payloads.PagerDutyEvent, document, status=400)
+        check_limits(spec, event, status=400)
         dedup_key, alert = payloads.from_pagerduty(source, event)
-        await store(intake, [(alert, route(intake, alert))], Verified(source))
+        check_sizes(spec, [alert], ["(body)"])
+        await store(intake, [(alert, route(intake, alert, status=400))], Verified(source))
         return JSONResponse({"status": "success", "message": "Event processed", "dedup_key": dedup_key},
                             status_code=202)
 
-    @app.get("/v1/incidents", tags=["incidents"], summary="Recent incidents, newest first")
-    def list_incidents(limit: int = Query(50, ge=1, le=500)) -> JSONResponse:
+    @app.get("/v1/incidents", tags=["incidents"], summary="Recent incidents, newest first (read token)")
+    def list_incidents(_reader: str = Depends(reader), limit: int = Query(50, ge=1, le=500)) -> JSONResponse:
         from records.incidents import list_incidents as recent
 
         try:
@@ -321,11 +420,14 @@ def create_app(intake: Intake | None = None) -> FastAPI:
             raise errors.StoreUnavailable("the incident store is unavailable") from None
         return JSONResponse({"incidents": [_incident(i, counts.get(i.id, 0)) for i in rows]})
 
-    @app.get("/v1/incidents/{incident_id}", tags=["incidents"], summary="One incident: status, level, milestones, run")
-    def show_incident(incident_id: str) -> JSONResponse:
-        from records.incidents import get_incident
+    @app.get("/v1/incidents/{incident_id}", tags=["incidents"],
+             summary="One incident: status, level, milestones, run (read token)")
+    def show_incident(incident_id: str, _reader: str = Depends(reader)) -> JSONResponse:
+        from records.incidents import IncidentNotFound, get_incident
 
         try:  # IncidentNotFound ("no incident 'INC-…'") answers 404 (HTTP_ANSWERS)
+            if not _INCIDENT_ID.match(incident_id):  # not an id at all: as unknown, without asking the store
+                raise IncidentNotFound(f"no incident {incident_id[:40]!r}")
             incident = get_incident(incident_id)
             counts = alert_queries.alert_counts([incident_id])
             recent = alert_queries.alerts_of(incident_id, limit=20)
@@ -341,9 +443,24 @@ def create_app(intake: Intake | None = None) -> FastAPI:
                                    "last_error": request.last_error, "flow_run_id": request.flow_run_id}
         return JSONResponse(body)
 
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_document(_reader: str = Depends(docs_reader)) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(_reader: str = Depends(docs_reader)) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
+
     _include_ack_links(app)
+    # Post-incident reports for auditors, read-only, behind the same reader authentication (a browser
+    # is asked for the reader's name and token, as for /docs).
+    app.include_router(reports_http.router(docs_reader))
     _document_payload_schemas(app)
     return app
+
+
+#: What an incident id can look like (INC-2026-0001); anything else is answered as unknown.
+_INCIDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def _prefect_check(intake: Intake) -> str:

@@ -18,15 +18,20 @@ import hashlib
 import json
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
+from intake.sources import Limits
+from intake.strict_json import MAX_PROBLEMS, path_part
 from records.alert_ingest import IncomingAlert
 from runbooks.schema import Level
 
 Labels = dict[str, str]
+#: Integers the formats carry, within what every store reads (JSON numbers are bounded by the
+#: strict parser; this bounds numbers sent as strings, which pydantic converts).
+Int64 = Annotated[int, Field(ge=-(2**63), lt=2**63)]
 
 
 class _Open(BaseModel):
@@ -61,7 +66,7 @@ class AlertmanagerWebhook(_Open):
 
     version: Literal["4"]
     groupKey: str = ""
-    truncatedAlerts: int = 0
+    truncatedAlerts: Int64 = 0
     status: Literal["firing", "resolved"]
     receiver: str = ""
     groupLabels: Labels = Field(default_factory=dict)
@@ -97,10 +102,11 @@ class GrafanaAlert(_PrometheusStyleAlert):
     panelURL: str = ""
     imageURL: str = ""
     #: Query ref id → value that triggered the state; null when the rule reported none.
-    values: dict[str, float] | None = None
+    #: Finite numbers only: a "NaN" string is refused, not stored as null.
+    values: dict[str, FiniteFloat] | None = None
     #: The older text form of `values` (Grafana 9–11).
     valueString: str = ""
-    orgId: int | None = None
+    orgId: Int64 | None = None
 
 
 class GrafanaWebhook(_Open):
@@ -108,7 +114,7 @@ class GrafanaWebhook(_Open):
 
     receiver: str = ""
     status: Literal["firing", "resolved"]
-    orgId: int | None = None
+    orgId: Int64 | None = None
     alerts: list[GrafanaAlert] = Field(min_length=1, max_length=1000)
     groupLabels: Labels = Field(default_factory=dict)
     commonLabels: Labels = Field(default_factory=dict)
@@ -117,7 +123,7 @@ class GrafanaWebhook(_Open):
     #: The payload structure's version; Grafana sends "1" (Alertmanager's own webhook sends "4").
     version: Literal["1"]
     groupKey: str = ""
-    truncatedAlerts: int = Field(default=0, ge=0)
+    truncatedAlerts: int = Field(default=0, ge=0, lt=2**63)
     #: The group's state: `alerting` while any alert fires, else `ok`.
     state: Literal["alerting", "ok"] | None = None
     #: Rendered from the contact point's title and message templates: free text.
@@ -250,3 +256,70 @@ def from_generic(source: str, alert: GenericAlert) -> IncomingAlert:
 
 MODELS: dict[str, type[BaseModel]] = {"alertmanager": AlertmanagerWebhook, "grafana": GrafanaWebhook,
                                       "pagerduty": PagerDutyEvent, "generic": GenericAlert}
+
+
+# --- limits: what one alert may carry (intake.sources.Limits, per source) -------------------------------------
+
+
+def limit_problems(document: BaseModel, limits: Limits) -> list[dict[str, str]]:
+    """Label and annotation maps over their count, or with a key or value over its length (422)."""
+    problems: list[dict[str, str]] = []
+
+    def check(values: dict[str, Any] | None, where: str, kind: Literal["labels", "annotations"]) -> None:
+        if not values:
+            return
+        count = limits.max_labels if kind == "labels" else limits.max_annotations
+        longest = limits.max_label_value_length if kind == "labels" else limits.max_annotation_value_length
+        if len(values) > count:
+            problems.append({"field": where, "reason": f"has {len(values)} {kind}; the limit is {count}"})
+            return
+        for key, value in values.items():
+            if len(key) > limits.max_key_length:
+                problems.append({"field": where + path_part(key),
+                                 "reason": f"key is {len(key)} characters; the limit is {limits.max_key_length}"})
+            elif isinstance(value, str) and len(value) > longest:
+                problems.append({"field": where + path_part(key),
+                                 "reason": f"value is {len(value)} characters; the limit is {longest}"})
+
+    if isinstance(document, AlertmanagerWebhook | GrafanaWebhook):
+        check(document.groupLabels, "groupLabels", "labels")
+        check(document.commonLabels, "commonLabels", "labels")
+        check(document.commonAnnotations, "commonAnnotations", "annotations")
+        for index, alert in enumerate(document.alerts):
+            check(alert.labels, f"alerts[{index}].labels", "labels")
+            check(alert.annotations, f"alerts[{index}].annotations", "annotations")
+    elif isinstance(document, PagerDutyEvent) and document.payload is not None:
+        payload = document.payload
+        # These become the alert's labels (from_pagerduty).
+        check({k: v for k, v in (("source", payload.source), ("component", payload.component),
+                                 ("group", payload.group), ("class", payload.class_)) if v is not None},
+              "payload", "labels")
+        if isinstance(payload.custom_details, dict):
+            check(payload.custom_details, "payload.custom_details", "labels")
+        elif isinstance(payload.custom_details, str) and len(payload.custom_details) > limits.max_annotation_value_length:
+            problems.append({"field": "payload.custom_details",
+                             "reason": f"is {len(payload.custom_details)} characters; "
+                                       f"the limit is {limits.max_annotation_value_length}"})
+    elif isinstance(document, GenericAlert):
+        check(document.labels, "labels", "labels")
+        if len(document.parameters) > limits.max_labels:
+            problems.append({"field": "parameters", "reason": f"has {len(document.parameters)} parameters; "
+                                                              f"the limit is {limits.max_labels}"})
+    return problems[:MAX_PROBLEMS]
+
+
+def stored_size(alert: IncomingAlert) -> int:
+    """The bytes one alert row stores: its labels, annotations and the alert as sent (as JSON)."""
+    return len(json.dumps([alert.labels, alert.annotations, alert.payload], ensure_ascii=False,
+                          separators=(",", ":")).encode())
+
+
+def size_problems(alerts: list[IncomingAlert], where: list[str], limits: Limits) -> list[dict[str, str]]:
+    """Alerts that would store more than `max_total_bytes` (413)."""
+    problems = []
+    for alert, field in zip(alerts, where, strict=True):
+        size = stored_size(alert)
+        if size > limits.max_total_bytes:
+            problems.append({"field": field, "reason": f"this alert would store {size} bytes (labels, annotations "
+                                                       f"and the alert); the limit is {limits.max_total_bytes}"})
+    return problems[:MAX_PROBLEMS]

@@ -54,6 +54,12 @@ WORKER_RETENTION = timedelta(days=1)  # rows of workers silent this long are del
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 #: The longest pause in claiming while Prefect cannot be reached.
 PREFECT_BACKOFF_LIMIT = 10.0
+#: Prefect client retries when creating a run (its default, 5 with back-off doubling from 2 s, holds
+#: a slot for a minute while Prefect is down; the executor's own back-off takes over instead).
+CREATION_RETRIES = 1
+#: How long a slot keeps a claimed row while Prefect does not answer (or answers 5xx), trying again,
+#: before it gives the row back to the outbox.
+HOLD_SECONDS = 10.0
 #: A slot retries a write the records database refused this often (it holds its slot meanwhile).
 STORE_RETRY_SECONDS = 1.0
 
@@ -226,16 +232,30 @@ class RunDispatcher:
     def _serve(self, row: run_outbox.RunRequest) -> None:
         if self._stop.is_set():
             return  # stop_worker gives the row back
-        try:
-            with self._settings():
-                flow_run = self._create_flow_run(row)  # or the existing one: the idempotency key
-                state = flow_run.state.type.value if flow_run.state else "PENDING"
-                ours = state == "PENDING"
-                if self.executor == "warm" and state == "SCHEDULED":
-                    flow_run, state, ours = self._take_scheduled(flow_run)
-        except Exception as exc:
-            self._not_created(row, exc)
-            return
+        held_since, pause = time.monotonic(), 0.5
+        while True:
+            try:
+                with self._settings(client_retries=CREATION_RETRIES):
+                    flow_run = self._create_flow_run(row)  # or the existing one: the idempotency key
+                    state = flow_run.state.type.value if flow_run.state else "PENDING"
+                    ours = state == "PENDING"
+                    if self.executor == "warm" and state == "SCHEDULED":
+                        flow_run, state, ours = self._take_scheduled(flow_run)
+                break
+            except Exception as exc:
+                # Prefect busy or briefly away (a 503 from a loaded server, a restart): keep the claim
+                # and try again; after HOLD_SECONDS give the row back for any executor to try.
+                if (_prefect_unavailable(exc) and not self._stop.is_set()
+                        and time.monotonic() - held_since + pause < HOLD_SECONDS):
+                    log.info("creating the run of %s: %s: %s; trying again in %.1fs", row.incident_id,
+                             type(exc).__name__, exc, pause)
+                    self._store(lambda: run_outbox.note_run_error(row.incident_id, f"{type(exc).__name__}: {exc}",
+                                                                  worker=self.worker_id, url=self.records_url))
+                    self._stop.wait(pause)
+                    pause = min(pause * 2, 4.0)
+                    continue
+                self._not_created(row, exc)
+                return
         self._prefect_backoff = 0.0
         flow_run_id = str(flow_run.id)
         if state in FINAL_STATES:
@@ -286,9 +306,11 @@ class RunDispatcher:
     def _not_created(self, row: run_outbox.RunRequest, exc: Exception) -> None:
         self._flow_ids.pop(row.flow_name, None)  # in case the server is a new one that never saw it
         if _prefect_unavailable(exc):
-            # Not this row's fault: pause claiming (every row would fail alike) and let it be due again then.
-            self._prefect_backoff = min(PREFECT_BACKOFF_LIMIT, max(0.5, self._prefect_backoff * 2))
-            self._prefect_down_until = time.monotonic() + self._prefect_backoff
+            # Not this row's fault: pause claiming (every row would fail alike) and let it be due again
+            # then. The pause grows once per failure seen after the last pause ended, not once per slot.
+            if time.monotonic() >= self._prefect_down_until:
+                self._prefect_backoff = min(PREFECT_BACKOFF_LIMIT, max(0.5, self._prefect_backoff * 2))
+                self._prefect_down_until = time.monotonic() + self._prefect_backoff
             delay = self._prefect_backoff
         else:
             delay = min(30.0, 0.5 * 2 ** min(row.attempts, 6))
@@ -312,13 +334,16 @@ class RunDispatcher:
             flow_run = client.read_flow_run(flow_run.id)
         return flow_run, flow_run.state.type.value if flow_run.state else "SCHEDULED", False
 
-    def _settings(self) -> AbstractContextManager[Any]:
-        if not self.prefect_api_url:
-            return nullcontext()
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+    def _settings(self, *, client_retries: int | None = None) -> AbstractContextManager[Any]:
+        from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 
+        updates: dict[Any, Any] = {}
+        if self.prefect_api_url:
+            updates[PREFECT_API_URL] = self.prefect_api_url
+        if client_retries is not None:
+            updates[PREFECT_CLIENT_MAX_RETRIES] = client_retries
         # A context variable: it applies to this thread only, not to the whole process.
-        return temporary_settings(updates={PREFECT_API_URL: self.prefect_api_url})
+        return temporary_settings(updates=updates) if updates else nullcontext()
 
     def _create_flow_run(self, row: run_outbox.RunRequest) -> Any:
         from prefect.client.orchestration import get_client

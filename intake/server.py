@@ -27,8 +27,10 @@ def serve(settings: IntakeSettings) -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     intake = load_intake(settings)
     enabled = ", ".join(f"{name} ({source.format})" for name, source in sorted(intake.sources.items()))
-    print(f"intake: http://{settings.host}:{settings.port}  (docs: /docs; sources: {enabled}; "
-          f"runs: {settings.executor} executor; {settings.workers} worker process(es))", flush=True)
+    readers = ", ".join(sorted(intake.readers)) or "none configured: nobody can read incidents or /docs"
+    print(f"intake: http://{settings.host}:{settings.port}  (docs: /docs, with a read token; sources: {enabled}; "
+          f"readers: {readers}; runs: {settings.executor} executor; {settings.workers} worker process(es))",
+          flush=True)
     options = {"host": settings.host, "port": settings.port, "log_level": "warning",
                "timeout_graceful_shutdown": 10, "timeout_keep_alive": KEEP_ALIVE_SECONDS, "backlog": 2048}
     if settings.workers == 1:

@@ -5,8 +5,10 @@ each auth method names the environment variable that holds its secret.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import math
 import os
 import re
 import time
@@ -41,8 +43,9 @@ class RoutingKeyAuth(BaseModel):
 
 class HmacAuth(BaseModel):
     """HMAC-SHA256 over `<timestamp><separator><body>`, hex, optionally prefixed `sha256=`.
-    The timestamp (Unix seconds) must be within `replay_window_seconds` of now, and a
-    signature is accepted once only."""
+    The timestamp (Unix seconds) may be at most `replay_window_seconds` old and at most
+    `future_skew_seconds` ahead of this server's clock, and a signature is accepted once only
+    (it is remembered until its timestamp is older than the window: records.signatures)."""
 
     model_config = ConfigDict(extra="forbid")
     type: Literal["hmac"]
@@ -51,9 +54,42 @@ class HmacAuth(BaseModel):
     timestamp_header: str = "X-Firebreak-Timestamp"
     separator: str = "."
     replay_window_seconds: int = Field(default=300, ge=1, le=86400)
+    #: How far ahead of this server's clock a sender's may be (a small skew, not a second window).
+    future_skew_seconds: int = Field(default=60, ge=0, le=300)
 
 
 Auth = Annotated[BearerAuth | RoutingKeyAuth | HmacAuth, Field(discriminator="type")]
+
+
+class RateLimit(BaseModel):
+    """A token bucket: `per_second` requests a second on average, up to `burst` at once.
+    Kept per intake process (each of `--workers N`, each replica, has its own)."""
+
+    model_config = ConfigDict(extra="forbid")
+    per_second: float = Field(gt=0, le=1_000_000)
+    burst: int = Field(ge=1, le=1_000_000)
+
+
+class Limits(BaseModel):
+    """What one alert may carry. Labels are what routing reads and every alert row stores (PagerDuty's
+    `custom_details` become labels, so they count as labels); annotations are free text. Lengths count
+    characters; `max_total_bytes` counts the UTF-8 bytes of one alert's label and annotation keys and
+    values together. Past a count or length: 422 naming the field; past the total: 413."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_labels: int = Field(default=64, ge=1, le=10_000)
+    max_annotations: int = Field(default=32, ge=0, le=10_000)
+    max_key_length: int = Field(default=128, ge=1, le=10_000)
+    max_label_value_length: int = Field(default=1024, ge=1, le=1_048_576)
+    max_annotation_value_length: int = Field(default=16_384, ge=1, le=1_048_576)
+    max_total_bytes: int = Field(default=65_536, ge=1, le=16_777_216)
+
+
+#: A monitor's default: far above what Alertmanager or Grafana send (they group alerts), low enough
+#: that a leaked credential cannot bury the records.
+DEFAULT_SOURCE_RATE = RateLimit(per_second=50, burst=500)
+#: A reader's default: dashboards and scripts polling the incidents API.
+DEFAULT_READER_RATE = RateLimit(per_second=5, burst=50)
 
 
 class Source(BaseModel):
@@ -61,6 +97,9 @@ class Source(BaseModel):
     format: Format
     description: str = ""
     auth: Auth
+    limits: Limits = Field(default_factory=Limits)
+    #: null: no limit (benchmarks); answered 429 with Retry-After once the bucket is empty.
+    rate_limit: RateLimit | None = DEFAULT_SOURCE_RATE
 
     @field_validator("auth")
     @classmethod
@@ -73,9 +112,24 @@ class Source(BaseModel):
         return auth
 
 
+class Reader(BaseModel):
+    """Who may read the incidents API and its docs: `Authorization: Bearer <token>` (or, for a
+    browser opening /docs, HTTP Basic with the reader's name and token)."""
+
+    model_config = ConfigDict(extra="forbid")
+    description: str = ""
+    token_env: str = Field(pattern=ENV_NAME)
+    rate_limit: RateLimit | None = DEFAULT_READER_RATE
+
+
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,59}$")]
+
+
 class SourcesFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    sources: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,59}$")], Source]
+    sources: dict[Name, Source]
+    #: Nobody may read the incidents API until a reader is configured here.
+    readers: dict[Name, Reader] = Field(default_factory=dict)
 
 
 class SourcesInvalid(ConfigInvalid, ValueError):
@@ -99,7 +153,12 @@ def _explain(problem: dict[str, Any]) -> str | None:
 
 def load_sources(path: Path) -> dict[str, Source]:
     """The sources in `path`; SourcesInvalid names `file:line: field: problem` for each problem."""
-    return load_model(path, SourcesFile, SourcesInvalid, explain=_explain)[0].sources
+    return load_access(path).sources
+
+
+def load_access(path: Path) -> SourcesFile:
+    """The whole file: sources and readers (SourcesInvalid as for load_sources)."""
+    return load_model(path, SourcesFile, SourcesInvalid, explain=_explain)[0]
 
 
 class AuthFailed(Refused):
@@ -115,6 +174,10 @@ class Verified:
     source: str
     #: For HMAC sources: the signature, stored with the alert so a replay is refused.
     signature: str | None = None
+    #: For HMAC sources: the signed timestamp, and when the timestamp check alone refuses it
+    #: (sent_at + window): the signature is remembered at least until then.
+    sent_at: float | None = None
+    expires_at: float | None = None
 
 
 def secret_of(env: str) -> str | None:
@@ -155,15 +218,22 @@ def verify_hmac(name: str, auth: HmacAuth, headers: dict[str, str], body: bytes,
     except ValueError:
         raise AuthFailed(f"{auth.timestamp_header} is not Unix seconds") from None
     now = time.time() if now is None else now
-    if abs(now - sent_at) > auth.replay_window_seconds:
-        raise AuthFailed(f"{auth.timestamp_header} is outside the {auth.replay_window_seconds}s replay window")
+    if not math.isfinite(sent_at):
+        raise AuthFailed(f"{auth.timestamp_header} is not Unix seconds")
+    if now - sent_at > auth.replay_window_seconds:
+        raise AuthFailed(f"{auth.timestamp_header} is outside the {auth.replay_window_seconds}s replay window "
+                         "(too old)")
+    if sent_at - now > auth.future_skew_seconds:
+        raise AuthFailed(f"{auth.timestamp_header} is outside the {auth.replay_window_seconds}s replay window "
+                         f"(more than {auth.future_skew_seconds}s ahead of this server's clock)")
     given = signature.strip().removeprefix("sha256=")
     if not _HEX.match(given):
         raise AuthFailed(f"{auth.signature_header} is not a hex SHA-256 HMAC")
     expected = hmac.new(secret.encode(), stamp.encode() + auth.separator.encode() + body, hashlib.sha256).hexdigest()
     if not hmac.compare_digest(given.lower(), expected):
         raise AuthFailed("signature does not match the body and timestamp")
-    return Verified(name, signature=f"{name}:{expected}")
+    return Verified(name, signature=f"{name}:{expected}", sent_at=sent_at,
+                    expires_at=sent_at + auth.replay_window_seconds)
 
 
 def sign(secret: str, body: bytes, timestamp: int | None = None, separator: str = ".") -> tuple[str, str]:
@@ -171,6 +241,36 @@ def sign(secret: str, body: bytes, timestamp: int | None = None, separator: str 
     stamp = str(int(time.time()) if timestamp is None else timestamp)
     digest = hmac.new(secret.encode(), stamp.encode() + separator.encode() + body, hashlib.sha256).hexdigest()
     return stamp, f"sha256={digest}"
+
+
+def verify_reader(readers: dict[str, Reader], authorization: str | None) -> str:
+    """The reader whose token `authorization` carries (`Bearer <token>`, or `Basic` with the reader's
+    name and token), else AuthFailed. Checked before anything is looked up, so an unauthenticated
+    caller learns nothing about what exists."""
+    if not authorization:
+        raise AuthFailed("missing Authorization header (expected `Bearer <read token>`)")
+    scheme, _, credentials = authorization.strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() == "bearer" and credentials:
+        found = None
+        for name, reader in readers.items():  # every reader compared, in constant time each
+            expected = secret_of(reader.token_env)
+            if expected is not None and hmac.compare_digest(credentials.encode(), expected.encode()):
+                found = name
+        if found is not None:
+            return found
+    elif scheme.lower() == "basic" and credentials:
+        try:
+            name, _, token = base64.b64decode(credentials, validate=True).decode("utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
+            raise AuthFailed("Authorization header is not `Basic <base64 of name:token>`") from None
+        reader = readers.get(name)
+        expected = secret_of(reader.token_env) if reader is not None else None
+        if expected is not None and hmac.compare_digest(token.encode(), expected.encode()):
+            return name
+    else:
+        raise AuthFailed("Authorization header is not `Bearer <read token>`")
+    raise AuthFailed("read token is not valid")
 
 
 def source_for_routing_key(sources: dict[str, Source], routing_key: str) -> str | None:

@@ -3,6 +3,11 @@
 Apprise 1.x returns a single bool from Apprise.notify(); calling the plugin
 object's own notify() gives a result per channel, and the warnings Apprise logs
 on this thread give the reason for a failure.
+
+`send_and_record` is one try of one channel of a page as the notify step makes it:
+sent, then recorded as a row of its own (records.deliveries.DeliveryAttempt: when,
+the try's number, outcome, the redacted error) in the same transaction that
+updates the channel's summary row.
 """
 from __future__ import annotations
 
@@ -12,6 +17,9 @@ import threading
 from dataclasses import dataclass
 
 import apprise
+
+from records import deliveries
+from records.models import Notification, utcnow
 
 _APPRISE_LOGGER = logging.getLogger("apprise")
 
@@ -75,6 +83,16 @@ def send(url: str, title: str, body: str, timeout: float = 10.0) -> DeliveryResu
         return DeliveryResult(True, shown)
     reason = "; ".join(dict.fromkeys(capture.messages)) or "Apprise reported failure"
     return DeliveryResult(False, shown, _scrub(reason, url, shown))
+
+
+def send_and_record(url: str, title: str, body: str, *, key: str,
+                    timeout: float = 10.0) -> tuple[DeliveryResult, Notification]:
+    """One try: send over the channel whose summary row is `key` (claimed by
+    records.deliveries.begin_attempt), then record this try and update the summary."""
+    started = utcnow()
+    result = send(url, title, body, timeout=timeout)
+    row = deliveries.finish_attempt(key, delivered=result.delivered, error=result.error, started_at=started)
+    return result, row
 
 
 def _scrub(text: str, url: str, shown: str) -> str:

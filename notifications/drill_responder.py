@@ -8,6 +8,7 @@ one of `responders` — the same GET-then-POST a person's browser does.
 """
 from __future__ import annotations
 
+import html
 import os
 import re
 import socket
@@ -23,6 +24,14 @@ from firebreak.settings import reload_settings
 from notifications.acknowledgement.http import router
 
 ACK_LINK = re.compile(r"https?://[^\s\"'<>]+/ack/[A-Za-z0-9._%~-]+")
+
+
+_HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
+
+
+def form_fields(page: str) -> dict[str, str]:
+    """The hidden fields of an acknowledgement page's form (its form token), as a browser submits them."""
+    return {name: html.unescape(value) for name, value in _HIDDEN.findall(page)}
 
 
 def _free_port() -> int:
@@ -109,7 +118,8 @@ class DrillResponder:
         shown = re.search(r"INC-\d{4}-\d+", page.text)
         if shown and any(incident == shown.group(0) for _, incident in self.acknowledged):
             return  # this stand-in acknowledges each incident once, like a person would
-        answer = client.post(link, data={"by": contact, "comment": "drill responder"})
+        # What the person's browser sends: the page's form (its form token, a comment; the name is the link's).
+        answer = client.post(link, data={**form_fields(page.text), "comment": "drill responder"})
         if answer.status_code == 200:
             incident = re.search(r"INC-\d{4}-\d+", answer.text)
             self.acknowledged.append((contact, incident.group(0) if incident else "?"))

@@ -4,8 +4,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from records.acknowledgements import list_acknowledgements
+from records.deliveries import DeliveryAttempt, attempts_of
 from records.incidents import notifications
 from records.models import Notification
+
+#: How much of each failed try's error the one-line summary keeps.
+ERROR_CHARS = 80
 
 
 def pages(incident_id: str) -> list[Notification]:
@@ -18,17 +22,46 @@ def pages(incident_id: str) -> list[Notification]:
     return list(chosen.values())
 
 
+def describe_attempts(tries: list[DeliveryAttempt], lang: str = "en") -> str:
+    """Every try of a page (or of one of its channels) in a few words: `attempts: 3 (2 failed: HTTP 500…)`;
+    nothing for a page delivered at its first try."""
+    failed = [t for t in tries if t.outcome != "delivered"]
+    if not failed and len(tries) <= 1:
+        return ""
+    errors = "; ".join(dict.fromkeys(_short(t.error or "—") for t in failed))
+    if lang == "zh":
+        return f"尝试 {len(tries)} 次" + (f"（{len(failed)} 次失败：{errors}）" if failed else "")
+    return f"attempts: {len(tries)}" + (f" ({len(failed)} failed: {errors})" if failed else "")
+
+
+def attempts_of_notification(tries: list[DeliveryAttempt], notification_id: int, lang: str = "en") -> str:
+    """describe_attempts of one channel's summary row (a report's notification line)."""
+    return describe_attempts([t for t in tries if t.notification_id == notification_id], lang)
+
+
+def _short(error: str) -> str:
+    error = " ".join(error.split())
+    return error if len(error) <= ERROR_CHARS else error[:ERROR_CHARS - 1] + "…"
+
+
 def who_was_told(incident_id: str) -> Iterator[str]:
     rows = pages(incident_id)
+    tries: dict[str, list[DeliveryAttempt]] = {}
+    for attempt in attempts_of(incident_id):  # every try, across the channels of each page
+        tries.setdefault(attempt.page_key or str(attempt.notification_id), []).append(attempt)
     delivered = sum(row.status == "delivered" for row in rows)
+    acks = list_acknowledgements(incident_id)
     yield f"messages that reached whom ({delivered} of {len(rows)} page(s) delivered; from the records):"
     for row in rows:
         tier = f" tier {row.tier}" if row.tier > 1 or row.cycle else ""
-        acked = f"  acknowledged by {row.acknowledged_by}" if row.acknowledged_by else ""
+        # Only where this person acknowledged: the incident's acknowledgement is stamped on every page so far.
+        mine = [a for a in acks if a.contact_id == row.contact or (a.contact_id is None and a.by == row.contact)]
+        acked = f"  acknowledged by {mine[0].by} via {mine[0].via}" if mine else ""
         error = f"  ✗ {row.error}" if row.status != "delivered" and row.error else ""
+        attempts = describe_attempts(tries.get(row.page_key or str(row.id), []))
         yield (f"  {row.status:<9} {row.contact:<13} {row.step_id}{tier} [{row.event or 'message'}, "
-               f"{row.locale or '?'}] via {row.channel}: {row.title}{acked}{error}")
-    acks = list_acknowledgements(incident_id)
+               f"{row.locale or '?'}] via {row.channel}: {row.title}{acked}{error}"
+               + (f"  · {attempts}" if attempts else ""))
     if not acks:
         yield "  nobody acknowledged"
     for ack in acks:

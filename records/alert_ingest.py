@@ -55,6 +55,7 @@ class Alert(Base):
     annotations: Mapped[dict[str, Any]] = mapped_column(default=dict)
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     #: opened | absorbed | resolved | acknowledged | unrouted | unmatched-resolve | not-startable
+    #: | after-close (a resolve or acknowledge for an incident already resolved or closed)
     disposition: Mapped[str] = mapped_column(String(30))
     route: Mapped[str | None] = mapped_column(String(200))
     runbook_id: Mapped[str | None] = mapped_column(String(100))
@@ -119,15 +120,19 @@ class IngestRequest:
     items: list[tuple[IncomingAlert, RunPlan]]
     signature: str | None = None
     source: str = ""
+    #: The signature's signed timestamp and expiry (Unix seconds): see records.signatures.
+    sent_at: float | None = None
+    expires_at: float | None = None
 
 
 def ingest(items: list[tuple[IncomingAlert, RunPlan]], *, signature: str | None = None, source: str = "",
-           url: str | None = None) -> list[AlertResult]:
+           url: str | None = None, sent_at: float | None = None,
+           expires_at: float | None = None) -> list[AlertResult]:
     """Record a request's alerts (and its signature) atomically; open incidents and outbox rows as needed.
 
     Raises SignatureReplayed (nothing is written) when `signature` was seen before.
     """
-    (outcome,) = ingest_many([IngestRequest(items, signature, source)], url=url)
+    (outcome,) = ingest_many([IngestRequest(items, signature, source, sent_at, expires_at)], url=url)
     if isinstance(outcome, SignatureReplayed):
         raise outcome
     return outcome
@@ -183,6 +188,9 @@ class _Batch:
         if incident_id is not None:
             return self._absorb(alert, plan, incident_id)
         if alert.status != "firing":
+            closed = _claimed_incident(self.session, alert.fingerprint)
+            if closed is not None:
+                return self._after_close(alert, plan, closed)
             return self.record(alert, plan, "unmatched-resolve", None)
         if plan.runbook_id is None:
             return self.record(alert, plan, "unrouted", None)
@@ -218,6 +226,20 @@ class _Batch:
                           summary=f"The monitor reports the alert {verb}: {alert.summary}",
                           data={"fingerprint": alert.fingerprint, "labels": alert.labels})
         return self.record(alert, plan, verb, incident_id)
+
+    def _after_close(self, alert: IncomingAlert, plan: RunPlan, incident_id: str) -> _PendingResult:
+        """A resolve (or acknowledge) for an incident that is already resolved or closed: stored with its
+        incident and shown on its timeline, so the report says what the monitor said after closure."""
+        verb = "resolved" if alert.status == "resolved" else "acknowledged"
+        incident = incidents._locked(self.session, incident_id)
+        late = "monitor-late-resolve" if verb == "resolved" else "monitor-late-ack"  # the status column holds 20
+        incidents._append(self.session, incident_id, phase=EventPhase.note, status=late,
+                          actor=f"monitor:{alert.source}",
+                          summary=f"The monitor reports the alert {verb} after the incident was {incident.status}: "
+                                  f"{alert.summary}",
+                          data={"fingerprint": alert.fingerprint, "labels": alert.labels,
+                                "incident_status": incident.status})
+        return self.record(alert, plan, "after-close", incident_id)
 
     def record(self, alert: IncomingAlert, plan: RunPlan, disposition: str, incident_id: str | None,
                error: str | None = None) -> _PendingResult:
@@ -259,6 +281,12 @@ def _open_claim(session: Session, fingerprint: str) -> str | None:
     if row is None or row.incident_id is None:
         return None
     return row.incident_id if row.status in OPEN_STATUSES else None
+
+
+def _claimed_incident(session: Session, fingerprint: str) -> str | None:
+    """The incident the fingerprint last opened, whatever its status (None if it never opened one)."""
+    return session.scalars(select(AlertFingerprint.incident_id)
+                           .where(AlertFingerprint.fingerprint == fingerprint)).first()
 
 
 def _claim(session: Session, fingerprint: str) -> AlertFingerprint | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -85,9 +86,30 @@ def migrate(url: str | None = None) -> None:
         engine = get_engine(url)
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+        sqlite = engine.dialect.name == "sqlite"
+        with engine.connect() as connection:
+            if sqlite:
+                # Batch migrations rebuild SQLite tables (copy, drop, rename); with foreign keys on,
+                # dropping a table other rows refer to fails. The pragma only changes outside a
+                # transaction; the references are checked before the upgrade commits.
+                connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+            try:
+                with connection.begin():
+                    before = MigrationContext.configure(connection).get_current_revision()
+                    config.attributes["connection"] = connection
+                    command.upgrade(config, "head")
+                    if before is not None and before < "0006":
+                        # Migration 0006 was applied just now: sign the heads recorded before it, once.
+                        from records.audit import adopt_legacy
+
+                        adopt_legacy(connection)
+                    if sqlite:
+                        broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                        if broken:
+                            raise RuntimeError(f"the migration left rows referring to missing rows: {broken[:5]}")
+            finally:
+                if sqlite:
+                    connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
         _migrated.add(url)
 
 

@@ -2,11 +2,14 @@
 append timeline events and remember which side effects already happened."""
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import event as sa_event
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,8 +40,63 @@ class IncidentNotFound(NotFound, LookupError):
     """No incident has this id."""
 
 
+@contextmanager
+def _within(session: Session | None) -> Iterator[Session]:
+    """The caller's transaction (`session`, e.g. an acknowledgement's: one commit for both), or a new one."""
+    if session is not None:
+        yield session
+        return
+    with session_scope() as new:
+        yield new
+
+
 class InvalidTransition(Conflict, ValueError):
     """The incident's status cannot move to the one asked for (it never goes back)."""
+
+
+_log = logging.getLogger("firebreak.records.incidents")
+
+#: Who wants to know when an incident's timeline grows (the live incident view, reports.live_view):
+#: called with the ids of the incidents appended to, in the committing thread, once the transaction
+#: that appended has committed. In-process only; other processes' appends are seen by polling
+#: `last_seq`. Listeners must be quick (the live view only sets a flag) and never raise.
+_change_listeners: list[Callable[[frozenset[str]], None]] = []
+_CHANGED = "firebreak.incidents.changed"
+
+
+def on_change(listener: Callable[[frozenset[str]], None]) -> Callable[[], None]:
+    """Call `listener(incident ids)` after each commit that appended to those incidents' timelines;
+    returns the function that stops it."""
+    _change_listeners.append(listener)
+
+    def remove() -> None:
+        if listener in _change_listeners:
+            _change_listeners.remove(listener)
+    return remove
+
+
+@sa_event.listens_for(Session, "after_commit")
+def _tell_listeners(session: Session) -> None:
+    changed = session.info.pop(_CHANGED, None)
+    if not changed:
+        return
+    for listener in list(_change_listeners):
+        try:
+            listener(frozenset(changed))
+        except Exception as exc:  # noqa: BLE001  (a listener's problem is never the writer's)
+            _log.warning("incident change listener failed: %s: %s", type(exc).__name__, exc)
+
+
+@sa_event.listens_for(Session, "after_rollback")
+def _forget_changes(session: Session) -> None:
+    session.info.pop(_CHANGED, None)
+
+
+def last_seq(incident_id: str) -> int:
+    """The sequence number of the incident's newest timeline event (0 if none): a cheap way for
+    another process to notice that something happened."""
+    with session_scope() as session:
+        return session.scalar(select(func.max(TimelineEvent.seq)).where(TimelineEvent.incident_id == incident_id)) or 0
 
 
 def _next_number(session: Session, name: str) -> int:
@@ -141,32 +199,81 @@ def attach_run(incident_id: str, flow_run_id: str | None, actor: str = "firebrea
 
 
 def transition(incident_id: str, status: IncidentStatus | str, *, actor: str, reason: str = "",
-               step_id: str | None = None, at: datetime | None = None) -> Incident:
+               step_id: str | None = None, at: datetime | None = None, imply: bool = True,
+               data: dict[str, Any] | None = None, session: Session | None = None) -> Incident:
     """Move an incident forward in its lifecycle. Moving to the current status is a no-op
-    (so a retried step is harmless); moving backwards is refused."""
+    (so a retried step is harmless); moving backwards is refused.
+
+    imply: the milestones skipped over (acknowledged, mitigated… on the way to resolved) are set
+    to the same instant. A person closing an incident that was never acknowledged or resolved
+    (a false alarm) passes False: only the status moves and the milestones stay as they were,
+    so the report does not claim an acknowledgement or a resolution nobody made."""
     target = IncidentStatus(status)
     at = at or utcnow()
-    with session_scope() as session:
+    with _within(session) as session:
         incident = _locked(session, incident_id)
         current = IncidentStatus(incident.status)
         if STATUS_ORDER.index(target) < STATUS_ORDER.index(current):
             raise InvalidTransition(f"{incident_id} is {current.value}; it cannot go back to {target.value}")
         if target == current:
             return incident
-        implied = STATUS_ORDER[STATUS_ORDER.index(current) + 1 : STATUS_ORDER.index(target)]
-        for skipped in implied:
-            setattr(incident, MILESTONE_COLUMN[skipped], at)
+        skipped = STATUS_ORDER[STATUS_ORDER.index(current) + 1 : STATUS_ORDER.index(target)]
+        implied = skipped if imply else []
+        for milestone in implied:
+            setattr(incident, MILESTONE_COLUMN[milestone], at)
         setattr(incident, MILESTONE_COLUMN[target], at)
         incident.status = target.value
         summary = f"Status {current.value} → {target.value}"
         if implied:
             summary += f" (implies {', '.join(s.value for s in implied)})"
+        elif skipped:
+            summary += f" (never {', '.join(s.value for s in skipped)})"
         if reason:
             summary += f": {reason}"
         _append(session, incident_id, phase=EventPhase.note, status=target.value, actor=actor,
                 summary=summary, step_id=step_id, at=at,
-                data={"from": current.value, "to": target.value, "implied": [s.value for s in implied]})
+                data={"from": current.value, "to": target.value, "implied": [s.value for s in implied],
+                      **(data or {})})
         return incident
+
+
+def level_of(incident_id: str) -> str:
+    """The incident's response level now (a run reads it before each step: an operator or a
+    `set_level` step may have changed it)."""
+    with session_scope() as session:
+        level = session.scalar(select(Incident.level).where(Incident.id == incident_id))
+        if level is None:
+            raise IncidentNotFound(f"no incident {incident_id!r}")
+        return level
+
+
+def change_level(incident_id: str, level: str, *, actor: str, reason: str = "", step_id: str | None = None,
+                 flow_run_id: str | None = None, data: dict[str, Any] | None = None) -> tuple[Incident, str]:
+    """Set the incident's response level; returns the incident and the level it had. The same
+    level again is a no-op (no event)."""
+    with session_scope() as session:
+        incident = _locked(session, incident_id)
+        previous = incident.level
+        if previous == level:
+            return incident, previous
+        incident.level = level
+        _append(session, incident_id, phase=EventPhase.note, status="level-changed", actor=actor,
+                summary=f"Level {previous} → {level}" + (f": {reason}" if reason else ""), step_id=step_id,
+                flow_run_id=flow_run_id, data={"from": previous, "to": level, **(data or {})})
+        return incident, previous
+
+
+def hand_over_command(incident_id: str, to_contact: str, *, actor: str, summary: str,
+                      data: dict[str, Any] | None = None) -> tuple[Incident, str | None]:
+    """Record `to_contact` (a contact id) as the incident commander; returns the incident and the
+    commander recorded before (None: the level's commander role on duty)."""
+    with session_scope() as session:
+        incident = _locked(session, incident_id)
+        previous = incident.commander
+        incident.commander = to_contact
+        _append(session, incident_id, phase=EventPhase.note, status="command-handed-over", actor=actor,
+                summary=summary, data={"from": previous, "to": to_contact, **(data or {})})
+        return incident, previous
 
 
 def set_run_state(incident_id: str, state: RunState, *, error: str | None = None, actor: str = "firebreak") -> Incident:
@@ -198,13 +305,13 @@ def open_runs() -> list[Incident]:
 
 
 def append_event(incident_id: str, *, guard: Callable[[Session], None] | None = None,
-                 **fields: Any) -> TimelineEvent:
-    """Append one event to the incident's timeline.
+                 session: Session | None = None, **fields: Any) -> TimelineEvent:
+    """Append one event to the incident's timeline (in `session`'s transaction when given).
 
     guard(session) runs in the same transaction, after the incident is locked and before the
     event is written, and may raise to refuse it (records.run_locks.fence: a step's intent is
     written only while its run still holds the incident's run lock at its generation)."""
-    with session_scope() as session:
+    with _within(session) as session:
         _locked(session, incident_id)
         if guard is not None:
             guard(session)
@@ -266,4 +373,5 @@ def _append(session: Session, incident_id: str, *, phase: EventPhase | str, stat
     audit.seal(session, event, prev_hash)
     session.add(event)
     session.flush()
+    session.info.setdefault(_CHANGED, set()).add(incident_id)  # told to on_change listeners after commit
     return event

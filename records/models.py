@@ -99,6 +99,9 @@ class Incident(Base):
     closed_at: Mapped[datetime | None]
     run_ended_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]  # touched while a run is alive; see flows.reconcile
+    #: The contact id of the incident commander once command was handed over (migration 0008);
+    #: None: whoever the level's commander role has on duty (notifications.level_routing).
+    commander: Mapped[str | None] = mapped_column(String(120))
 
     events: Mapped[list[TimelineEvent]] = relationship(back_populates="incident", order_by="TimelineEvent.seq")
     notifications: Mapped[list[Notification]] = relationship(back_populates="incident", order_by="Notification.id")

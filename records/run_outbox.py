@@ -184,6 +184,12 @@ def release_run_request(incident_id: str, error: str, retry_in: float, *, worker
                                 next_attempt_at=utcnow() + timedelta(seconds=retry_in)))
 
 
+def note_run_error(incident_id: str, error: str, *, worker: str, url: str | None = None) -> None:
+    """Why a claimed row's run is not created yet (the holder keeps trying)."""
+    with session_scope(url) as session:
+        session.execute(update(RunRequest).where(_held_by(worker, incident_id)).values(last_error=error[:2000]))
+
+
 def mark_run_started(incident_id: str, flow_run_id: str, *, worker: str, url: str | None = None) -> bool:
     """A slot of `worker` begins the run now. False (nothing changed) if the claim was lost."""
     with session_scope(url) as session:

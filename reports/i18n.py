@@ -45,9 +45,12 @@ LABELS: dict[str, dict[str, str]] = {
         "integrity": "Integrity", "chain_ok": "The audit chain is intact.",
         "chain_broken": "THE AUDIT CHAIN IS BROKEN: {problem} at event #{seq}: {detail}",
         "head_hash": "Head hash", "events_count": "Events", "verify_how": "Verify with",
-        "verify_note": "Each event stores sha256(previous hash + canonical JSON of the event). Keep this head hash "
-                       "outside the database; `firebreak audit verify {id} --expect-head HASH` proves the record "
-                       "still matches it.",
+        "verify_note": "Each event stores sha256(previous hash + canonical JSON of the event), and every head of "
+                       "the chain is signed with the audit key, which the records database does not hold (global "
+                       "seal #{seal}). Published heads are anchored in Prefect's own database (variable `{anchor}`): "
+                       "`firebreak audit verify {id}` checks the record against both and names any tampering. If a "
+                       "review or a late acknowledgement extends the chain after this report, "
+                       "`firebreak audit verify {id} --expect-head HASH` says \"extended since\" this head.",
         "review_tampered": "Review record does not match the timeline",
         "signoff": "Sign-off", "prepared_by": "Prepared by", "reviewed_by": "Reviewed by", "date": "Date",
         "pass": "PASS", "fail": "FAIL", "pending": "PENDING", "not_measured": "NOT MEASURED",
@@ -59,6 +62,25 @@ LABELS: dict[str, dict[str, str]] = {
         "from_started": "started", "from_detected": "detected",
         "index_title": "Incident reports", "breaches": "Commitment breaches", "reports": "Reports",
         "intended": "intended", "happened": "happened",
+        "source_event": "From event", "d_ttc": "Time to close", "not_measured_why": "not measured",
+        "key_facts": "Key figures", "how": "How",
+        "charts": "Charts", "chart_gantt": "Timeline of the steps, with milestones, pages and acknowledgements",
+        "chart_watch": "What “{step}” watched: {condition}", "chart_pages": "pages", "chart_acks": "acknowledged",
+        "chart_holds": "condition held", "chart_threshold": "threshold", "chart_seconds": "seconds since detection",
+        "chart_none": "No step watched a metric in this incident.",
+        "drill_score": "Scored against the plan: {passed} met, {failed} missed, {unmeasured} not measured, "
+                       "{pending} pending, of {total} commitments.",
+        "declared": "declared by the runbook", "undeclared": "not declared by the runbook",
+        "raw_output": "raw output", "phase_group": "{phase} (#{first}–#{last}, {count} events)",
+        "phase_after_closure": "After closure", "full_timeline": "Every event as recorded ({count})",
+        "closed_how": "What closed it", "resolved_how": "What resolved it",
+        "after_closure_note": "Recorded after the incident closed:",
+        "ack_by_person": "acknowledged by {who} (#{seq})", "no_ack_here": "—",
+        "timed_out": "timed out", "what_started": "started", "took": "took",
+        "full_timeline_md": "The full timeline ({count} events) is in the HTML report and `firebreak export {id}`.",
+        "gate": "Gate", "kind_acknowledged": "acknowledged", "kind_ack-repeated": "acknowledged again (no change)",
+        "kind_approved": "approved", "kind_rejected": "rejected", "kind_timed-out": "timed out",
+        "kind_escalated": "escalated (nobody decided)", "kind_status": "status", "audit_status": "Audit",
     },
     "zh": {
         "report_title": "事件复盘报告",
@@ -94,8 +116,10 @@ LABELS: dict[str, dict[str, str]] = {
         "integrity": "完整性", "chain_ok": "审计链完整。",
         "chain_broken": "审计链已被破坏：第 {seq} 条事件 {problem}：{detail}",
         "head_hash": "链头哈希", "events_count": "事件数", "verify_how": "校验命令",
-        "verify_note": "每条事件保存 sha256(上一条哈希 + 事件的规范 JSON)。请在数据库之外保存该链头哈希；"
-                       "`firebreak audit verify {id} --expect-head HASH` 可证明记录与之一致。",
+        "verify_note": "每条事件保存 sha256(上一条哈希 + 事件的规范 JSON)，每个链头都用审计密钥签名，密钥不在"
+                       "记录数据库中（全局封印号 #{seal}）。已发布的链头锚定在 Prefect 自己的数据库中（变量 "
+                       "`{anchor}`）：`firebreak audit verify {id}` 与二者比对并指出篡改类型。本报告之后若复盘或"
+                       "迟到的确认延长了链，`firebreak audit verify {id} --expect-head HASH` 会显示自此链头起“已延长”。",
         "review_tampered": "复盘记录与时间线不一致",
         "signoff": "签字确认", "prepared_by": "编写人", "reviewed_by": "审核人", "date": "日期",
         "pass": "达标", "fail": "未达标", "pending": "待定", "not_measured": "未测量",
@@ -107,6 +131,25 @@ LABELS: dict[str, dict[str, str]] = {
         "from_started": "开始", "from_detected": "发现",
         "index_title": "事件报告", "breaches": "未达标承诺", "reports": "报告",
         "intended": "意图", "happened": "结果",
+        "source_event": "来源事件", "d_ttc": "关闭用时", "not_measured_why": "未测量",
+        "key_facts": "关键指标", "how": "方式",
+        "charts": "图表", "chart_gantt": "步骤时间线（含里程碑、通知与确认）",
+        "chart_watch": "「{step}」监测的指标：{condition}", "chart_pages": "通知", "chart_acks": "确认",
+        "chart_holds": "条件成立", "chart_threshold": "阈值", "chart_seconds": "自发现起的秒数",
+        "chart_none": "本事件没有步骤监测指标。",
+        "drill_score": "对照预案评分：共 {total} 项承诺，达标 {passed} 项，未达标 {failed} 项，未测量 {unmeasured} 项，"
+                       "待定 {pending} 项。",
+        "declared": "预案已声明", "undeclared": "预案未声明",
+        "raw_output": "原始输出", "phase_group": "{phase}（#{first}–#{last}，共 {count} 条）",
+        "phase_after_closure": "关闭之后", "full_timeline": "全部事件记录（{count} 条）",
+        "closed_how": "关闭方式", "resolved_how": "解决方式",
+        "after_closure_note": "事件关闭后记录：",
+        "ack_by_person": "{who} 确认（#{seq}）", "no_ack_here": "—",
+        "timed_out": "超时", "what_started": "开始", "took": "用时",
+        "full_timeline_md": "完整时间线（{count} 条事件）见 HTML 报告及 `firebreak export {id}`。",
+        "gate": "审批", "kind_acknowledged": "确认", "kind_ack-repeated": "再次确认（无变化）",
+        "kind_approved": "批准", "kind_rejected": "驳回", "kind_timed-out": "超时",
+        "kind_escalated": "已升级（无人决定）", "kind_status": "状态", "audit_status": "审计",
     },
 }
 
@@ -116,7 +159,29 @@ STATUS_WORDS = {
            "running": "运行中", "pending": "等待中", "succeeded": "成功", "skipped": "跳过", "reused": "复用",
            "started": "开始", "delivered": "已送达", "sending": "发送中", "abort": "中止", "continue": "继续",
            "escalate": "升级", "modified": "被修改", "deleted": "被删除", "inserted": "被插入",
-           "reordered": "被调换顺序"},
+           "reordered": "被调换顺序", "edited": "被修改", "truncated": "尾部被截断",
+           "rewritten": "整条链被重写", "incident-deleted": "整个事件被删除", "signature-invalid": "链头签名无效",
+           "anchor-mismatch": "与锚点不一致", "not run": "未运行", "approved": "批准", "rejected": "驳回",
+           "proceeded-on-timeout": "超时后按策略继续", "refused-on-timeout": "超时后拒绝", "proceed": "继续",
+           "awaiting-approval": "等待审批", "approval-timed-out": "审批超时", "approval-escalated": "审批已升级",
+           "info": "记录", "escalating": "升级中", "acknowledged-again": "再次确认", "ack-repeated": "再次确认",
+           "monitor-resolved": "监控报告已恢复", "monitor-acknowledged": "监控已确认",
+           "monitor-late-resolve": "关闭后监控报告已恢复",
+           "monitor-late-ack": "关闭后监控确认",
+           "link": "确认链接", "cli": "命令行", "ui": "Prefect 界面", "monitor": "监控", "status": "状态",
+           "implied": "隐含", "opened": "创建", "alert": "告警", "ok": "正常", "down": "故障",
+           "normal": "正常", "ivr_diversion": "IVR 分流", "website": "网站", "social_media": "社交媒体",
+           "forum": "论坛", "queue_announcement": "排队播报", "intent": "意图", "outcome": "结果", "note": "记录",
+           "run-completed": "运行完成", "run-failed": "运行失败", "run-crashed": "运行崩溃",
+           "run-cancelled": "运行取消", "run-attached": "运行已关联", "report-failed": "报告失败",
+           "intent-refused": "拒绝执行", "alarm-failed": "告警失败",
+           # roles (runbooks.roles)
+           "commander_in_chief": "总指挥", "scenario_lead": "场景负责人", "on_site_commander": "现场指挥",
+           "duty_manager": "值班经理", "senior_agent": "高级坐席", "junior_agent": "初级坐席",
+           "technical_support": "技术支持", "data_analyst": "数据分析员", "crisis_management": "危机管理小组",
+           "customer_service": "客服部", "marketing": "市场部", "logistics": "后勤保障部", "reserve_staff": "后备人员",
+           "product_safety": "产品安全部", "administration": "行政部", "information_coordinator": "信息联络员",
+           "drill": "演练", "operator": "操作员", "cli": "命令行"},
 }
 
 
@@ -131,6 +196,12 @@ def word(value: str | None, lang: str) -> str:
     if value is None:
         return "—"
     return STATUS_WORDS.get(lang, {}).get(value, value)
+
+
+def roles(value: str | None, lang: str) -> str:
+    """A comma-separated list of role ids in the report's language."""
+    names = [r.strip() for r in (value or "").split(",") if r.strip()]
+    return ("、" if lang == "zh" else ", ").join(word(r, lang) for r in names)
 
 
 def format_utc(at: datetime | None) -> str:

@@ -15,8 +15,10 @@ from sqlalchemy import inspect, select
 from records import audit
 from records.acknowledgements import Acknowledgement, EscalationTier
 from records.alert_ingest import Alert
-from records.audit import AuditHead, Verification, ChainRow, event_fields, verify_rows
+from records.audit import Verification
+from records.audit_anchor import variable_name
 from records.db import session_scope
+from records.deliveries import DeliveryAttempt
 from records.incidents import IncidentNotFound
 from records.models import Incident, Notification, TimelineEvent
 from records.reviews import IncidentReview, review_mismatches
@@ -33,6 +35,11 @@ class IncidentRecord:
     alerts: list[Any] = field(default_factory=list)
     acknowledgements: list[Any] = field(default_factory=list)
     escalation_tiers: list[Any] = field(default_factory=list)
+    #: Every delivery try (records.deliveries.DeliveryAttempt), in the order they ended.
+    delivery_attempts: list[Any] = field(default_factory=list)
+    #: The incident's global seal number and the Prefect Variable its published heads are anchored in.
+    seal_number: int | None = None
+    anchor_variable: str = ""
 
     @property
     def review(self) -> IncidentReview | None:
@@ -57,14 +64,16 @@ def load_record(incident_id: str) -> IncidentRecord:
                                              .order_by(Notification.id)))
         reviews = list(session.scalars(select(IncidentReview).where(IncidentReview.incident_id == incident_id)
                                        .order_by(IncidentReview.revision)))
-        head = session.get(AuditHead, incident_id)
+        evidence = audit.load_evidence(session, incident_id)
         alerts = _optional_rows(session, Alert, incident_id, "id")
         acknowledgements = _optional_rows(session, Acknowledgement, incident_id, "id")
         tiers = _optional_rows(session, EscalationTier, incident_id, "id")
-    rows = [ChainRow(e.seq, e.prev_hash, e.hash, event_fields(e)) for e in events]
-    verification = verify_rows(incident_id, rows, (head.seq, head.hash) if head else None)
+        attempts = _optional_rows(session, DeliveryAttempt, incident_id, "id")
+    verification = audit.check(evidence, audit.current_key())
     return IncidentRecord(incident, events, notifications, reviews, verification,
-                          review_mismatches(incident_id) if reviews else [], alerts, acknowledgements, tiers)
+                          review_mismatches(incident_id) if reviews else [], alerts, acknowledgements, tiers,
+                          attempts, evidence.seal.number if evidence.seal else None,
+                          variable_name(incident.uid) if incident.uid else "")
 
 
 #: Signed acknowledgement links in stored messages are bearer credentials (anyone holding
@@ -94,6 +103,7 @@ def export_document(incident_id: str) -> dict[str, Any]:
         "alerts": [columns(a) for a in record.alerts],
         "events": [columns(e) for e in record.events],
         "notifications": [_without_ack_tokens(columns(n)) for n in record.notifications],
+        "delivery_attempts": [columns(a) for a in record.delivery_attempts],
         "acknowledgements": [columns(a) for a in record.acknowledgements],
         "escalation_tiers": [columns(t) for t in record.escalation_tiers],
         "decisions": [columns(e) for e in record.events if e.status in ("approved", "rejected")
@@ -105,6 +115,8 @@ def export_document(incident_id: str) -> dict[str, Any]:
             "genesis": audit.GENESIS,
             "head_seq": record.verification.head_seq,
             "head_hash": record.verification.head_hash,
+            "seal_number": record.seal_number,
+            "anchor": f"Prefect Variable {record.anchor_variable}" if record.anchor_variable else None,
             "intact": record.verification.intact,
             "broken": None if record.verification.intact else {
                 "problem": record.verification.broken.problem, "seq": record.verification.broken.seq,

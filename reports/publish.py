@@ -5,6 +5,11 @@ cancelled, failed outside the steps) and reconciliation (a run whose process
 died). Rendering reads only the records database, so it works in any of those
 places; a report that cannot be produced is noted in the timeline instead of
 failing the run a second time.
+
+Every published head is also anchored in Prefect's own database
+(records.audit_anchor), so `firebreak audit verify` can compare the records with
+a copy their database does not hold. That is best effort too: Prefect
+unreachable is recorded, and verify then says "not anchored".
 """
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import logging
 from pathlib import Path
 
 from records import incidents
+from records.audit_anchor import anchor
 from records.models import EventPhase
 from reports import i18n
 from reports.render import load_record, render, write_reports
@@ -46,6 +52,7 @@ def publish_report(incident_id: str, flow_run_id: str | None = None, *, artifact
     except Exception as exc:
         LOGGER.exception("report for %s could not be rendered", incident_id)
         _note(incident_id, f"Report could not be rendered: {type(exc).__name__}: {exc}")
+        anchor(incident_id)  # the run's end is anchored even without its report
         return {}
     paths = {f"{lang}.{fmt}": path for (lang, fmt), path in written.items()}
     if artifact:
@@ -53,6 +60,7 @@ def publish_report(incident_id: str, flow_run_id: str | None = None, *, artifact
             publish_artifact(incident_id, flow_run_id, paths[f"{ARTIFACT_LANGUAGE}.md"].read_text(encoding="utf-8"))
         except Exception as exc:  # Prefect unreachable: the files are written; say where the artifact is missing
             LOGGER.warning("report artifact for %s not published: %s", incident_id, exc)
+    anchor(incident_id)  # the head the report prints, or a later one; never raises
     return paths
 
 

@@ -23,7 +23,8 @@ from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from firebreak.settings import get_settings
-from reports import i18n, metrics
+from reports import charts, i18n, metrics, summaries
+from notifications.summary import attempts_of_notification
 from reports.incident_record import IncidentRecord, load_record
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -100,6 +101,143 @@ def _flow_run_url(flow_run_id: str | None) -> str | None:
     return f"{base.rstrip('/')}/runs/flow-run/{flow_run_id}" if base else None
 
 
+def _known(directory: Any, contact_id: str) -> bool:
+    try:
+        directory.get(contact_id)
+        return True
+    except Exception:
+        return False
+
+
+def _step_titles(record: IncidentRecord, runbook: Any, lang: str) -> dict[str, str]:
+    """Step id → its title in `lang` (escalation and alarm pseudo-steps included)."""
+    titles = {s.id: s.title_in(lang) for s in runbook.steps} if runbook else {}
+    for event in record.events:
+        step_id = event.step_id or ""
+        if step_id and step_id not in titles:
+            base = step_id.split("__", 1)[0]
+            if step_id.startswith("run_failed__"):
+                titles[step_id] = "运行失败告警" if lang == "zh" else "Run-failure alarm"
+            elif base in titles:
+                titles[step_id] = f"{titles[base]}（升级）" if lang == "zh" else f"Escalation of {titles[base]}"
+            else:
+                titles[step_id] = step_id
+    return titles
+
+
+def _clock(at: datetime | None) -> str:
+    return at.strftime("%H:%M:%S") if at else ""
+
+
+def _seq_range(seqs: tuple[int, ...]) -> str:
+    if not seqs:
+        return ""
+    return f"#{seqs[0]}" if len(seqs) == 1 else f"#{seqs[0]}–#{seqs[-1]}"
+
+
+def _fact_source(fact: metrics.Fact, lang: str, titles: dict[str, str]) -> str:
+    """Where a milestone comes from: its event, who, how — or why it is not measured."""
+    if fact.at is None:
+        return fact.missing.get(lang, "")
+    parts = [f"#{fact.seq}" if fact.seq else ""]
+    if fact.by:
+        parts.append(fact.by)
+    if fact.how.startswith("step "):
+        step = fact.how.removeprefix("step ")
+        parts.append(f"步骤「{titles.get(step, step)}」" if lang == "zh" else f"step “{titles.get(step, step)}”")
+    elif fact.how and fact.how not in ("status",):
+        parts.append(i18n.word(fact.how, lang))
+    return " · ".join(p for p in parts if p)
+
+
+def _closing(record: IncidentRecord, marks: metrics.Milestones, lang: str, titles: dict[str, str]) -> dict[str, Any]:
+    """What resolved and closed the incident (a monitor, a runbook step, a person), and what came after."""
+    zh = lang == "zh"
+
+    def told(fact: metrics.Fact) -> str:
+        if fact.at is None:
+            return fact.missing.get(lang, "")
+        who = fact.by
+        if who.startswith("monitor:"):
+            text = f"监控 {who.removeprefix('monitor:')} 报告告警已恢复" if zh else \
+                f"the monitor {who.removeprefix('monitor:')} reported the alert resolved"
+        elif who.startswith("runbook:"):
+            text = f"预案 {who.removeprefix('runbook:')} 的步骤" if zh else f"runbook {who.removeprefix('runbook:')}"
+        else:
+            text = f"{who}（人工）" if zh else f"{who} (by hand)"
+        if fact.reason and not zh:
+            text += f": {fact.reason}"
+        return f"{text} (#{fact.seq})" if not zh else f"{text}（#{fact.seq}）"
+
+    late = metrics.after_closure(record)
+    return {"resolved": told(marks.resolved), "closed": told(marks.closed),
+            "after": [f"#{e.seq} {_clock(e.at)} " + summaries.event_words(e, lang, titles) for e in late]}
+
+
+#: Lifecycle phases the timeline is grouped by: the status in force when each event was recorded.
+_PHASES = ("triggered", "acknowledged", "mitigated", "resolved", "closed")
+
+
+def _timeline_groups(record: IncidentRecord, rows: list[dict[str, Any]], t: dict[str, str],
+                     lang: str) -> list[dict[str, Any]]:
+    """The timeline, grouped by lifecycle phase, each attempt's intent folded into its outcome's row
+    (one line per attempt: when it started, how long it took, how it ended)."""
+    intents = {(e.step_id, e.attempt): e for e in record.events if e.phase == "intent"}
+    ended = {(e.step_id, e.attempt) for e in record.events if e.phase == "outcome"}
+    groups: list[dict[str, Any]] = []
+    phase = "triggered"
+    for event, row in zip(record.events, rows):
+        if event.phase == "intent" and (event.step_id, event.attempt) in ended:
+            continue  # shown on its outcome's row
+        to = (event.data or {}).get("to") if metrics._status_change(event) else None
+        label = (t["phase_after_closure"] if phase == "closed" and to is None and event.status != "closed"
+                 and groups and groups[-1]["key"] in ("closed", "after") else None)
+        key = "after" if label else phase
+        if not groups or groups[-1]["key"] != key:
+            groups.append({"key": key, "label": label or i18n.word(phase, lang), "rows": []})
+        item = dict(row)
+        intent = intents.get((event.step_id, event.attempt)) if event.phase == "outcome" else None
+        if intent is not None:
+            item["seq"] = f"{intent.seq}→{event.seq}"
+            item["took"] = i18n.format_duration(event.at - intent.at, lang)
+        groups[-1]["rows"].append(item)
+        if to in _PHASES:
+            phase = to
+    for group in groups:
+        seqs = [int(str(r["seq"]).split("→")[-1]) for r in group["rows"]]
+        group["title"] = t["phase_group"].format(phase=group["label"], first=min(seqs), last=max(seqs),
+                                                 count=len(group["rows"]))
+    return groups
+
+
+def _charts(record: IncidentRecord, marks: metrics.Milestones, steps: list[metrics.StepRow],
+            notifications: list[metrics.NotificationRow], acks: list[metrics.Acknowledgement],
+            titles: dict[str, str], t: dict[str, str], lang: str) -> dict[str, Any]:
+    """Inline SVG (reports.charts): the steps' Gantt and one chart per watched metric."""
+    from markupsafe import Markup
+
+    origin = marks.detected.at or record.incident.triggered_at
+    last = max([e.at for e in record.events] + [origin])
+    end = max(filter(None, [marks.closed.at, marks.run_ended.at, last]))
+    rows = [{"title": titles.get(s.id, s.title), "status": s.decision.get("status", s.status) if s.decision else s.status,
+             "status_word": i18n.word(s.status, lang), "started": s.started, "ended": s.ended} for s in steps]
+    stones = [(key, t[f"m_{key}"], fact.at) for key, fact in marks.items()
+              if key in ("acknowledged", "mitigated", "resolved", "closed") and fact.at]
+    gantt = charts.gantt(origin=origin, end=end, steps=rows, milestones=stones,
+                         pages=[(n.sent or n.created, n.contact, n.status) for n in notifications if n.sent or n.created],
+                         acks=[(a.at, a.by) for a in acks],
+                         labels={"title": t["chart_gantt"], "pages": t["chart_pages"], "acks": t["chart_acks"],
+                                 "seconds": t["chart_seconds"]})
+    watched = []
+    for series in metrics.watched_series(record):
+        title = t["chart_watch"].format(step=titles.get(series.step_id, series.step_id), condition=series.condition)
+        watched.append({"title": title, "seq": series.seq, "svg": Markup(charts.watch_chart(
+            origin=origin, end=end, series=series,
+            labels={"title": title, "threshold": t["chart_threshold"], "holds": t["chart_holds"],
+                    "seconds": t["chart_seconds"]}))})
+    return {"gantt": Markup(gantt), "watched": watched}
+
+
 def build_view(record: IncidentRecord, lang: str, now: datetime | None = None) -> dict[str, Any]:
     """Everything the templates print, formatted for one language."""
     from records.models import utcnow
@@ -109,7 +247,8 @@ def build_view(record: IncidentRecord, lang: str, now: datetime | None = None) -
     incident = record.incident
     runbook, runbook_problem = _runbook_of(record)
     directory = _contacts()
-    marks = metrics.milestones(record)
+    marks = metrics.milestones(record, runbook)
+    titles = _step_titles(record, runbook, lang)
 
     def utc(at: datetime | None) -> str:
         return i18n.format_utc(at)
@@ -134,8 +273,8 @@ def build_view(record: IncidentRecord, lang: str, now: datetime | None = None) -
     for role in ("commander_in_chief", "scenario_lead", "on_site_commander"):
         people = directory.for_role(role) if directory is not None else []
         if role in roles and people:
-            commanders.append(f"{', '.join(p.name for p in people)} ({role})")
-    end = marks.closed or marks.run_ended
+            commanders.append(f"{', '.join(p.name for p in people)} ({i18n.word(role, lang)})")
+    end = marks.closed.at or marks.run_ended.at
     impact = {k: v for k, v in (incident.parameters or {}).items() if "affected" in k}
 
     steps = metrics.step_rows(record, runbook)
@@ -144,24 +283,30 @@ def build_view(record: IncidentRecord, lang: str, now: datetime | None = None) -
     review = record.review
     timeline = [{
         "seq": e.seq, "time": e.at.strftime("%H:%M:%S.%f")[:-3] + "Z", "date": e.at.strftime("%Y-%m-%d"), "actor": e.actor, "step": e.step_id or "",
-        "phase": e.phase, "status": i18n.word(e.status, lang), "raw_status": e.status, "summary": e.summary,
-        "error": e.error or "", "attempt": e.attempt,
+        "phase": i18n.word(e.phase, lang), "status": i18n.word(e.status, lang), "raw_status": e.status,
+        "summary": summaries.event_words(e, lang, titles), "error": "", "attempt": e.attempt, "took": "",
     } for e in record.events]
+    names = {c: directory.get(c).name for c in {n.contact for n in record.notifications}
+             if directory is not None and _known(directory, c)}
+    notifications = metrics.notification_rows(record, names)
+    acknowledgements = metrics.acknowledgements(record)
+    closing = _closing(record, marks, lang, titles)
+    # A run started without a summary is titled with the runbook's title: shown in the reader's language.
+    shown_title = runbook.title_in(lang) if runbook and incident.title == runbook.title else incident.title
 
     return {
         "t": t, "lang": lang, "id": incident.id,
         "generated": f"{utc(now or utcnow())} · {local(now or utcnow())}",
         "incident": {
-            "id": incident.id, "title": incident.title, "runbook": incident.runbook_id,
-            "runbook_title": (f"{runbook.title_zh or runbook.title}" if lang == "zh" and runbook else
-                              runbook.title if runbook else incident.runbook_id),
+            "id": incident.id, "title": shown_title, "runbook": incident.runbook_id,
+            "runbook_title": runbook.title_in(lang) if runbook else incident.runbook_id,
             "version": incident.runbook_version, "level": incident.level,
             "status": i18n.word(incident.status, lang), "raw_status": incident.status,
             "run_state": i18n.word(incident.run_state, lang), "raw_run_state": incident.run_state,
             "run_error": incident.run_error or "", "drill": incident.drill,
             "kind": t["drill"] if incident.drill else t["real"], "source": incident.source,
-            "summary": incident.summary or incident.title,
-            "description": (runbook.description.strip() if runbook else ""),
+            "summary": (incident.summary if incident.summary and incident.summary != incident.title else shown_title),
+            "description": (runbook.description_in(lang) if runbook else ""),
             "flow_run_id": incident.flow_run_id or "", "flow_run_url": _flow_run_url(incident.flow_run_id) or "",
         },
         "runbook_problem": runbook_problem or "",
@@ -170,10 +315,11 @@ def build_view(record: IncidentRecord, lang: str, now: datetime | None = None) -
                                                   run_state=i18n.word(incident.run_state, lang))
                      if incident.needs_attention else "",
         "commander": "; ".join(commanders) or t["none"],
-        "roles": ", ".join(roles) or t["none"],
+        "roles": i18n.roles(", ".join(roles), lang) or t["none"],
         "impact": "; ".join(f"{k} = {v}" for k, v in impact.items()) or t["none"],
-        "impact_duration": duration(end - marks.started if end else None),
-        "facts": [e.summary for e in record.events if e.action == "record" and e.status == "info"],
+        "impact_duration": duration(end - marks.started.at if end and marks.started.at else None),
+        "facts": [f"#{e.seq} " + summaries.event_words(e, lang, titles) for e in record.events
+                  if e.action == "record" and e.status == "info"],
         "parameters": [(k, v) for k, v in sorted((incident.parameters or {}).items())],
         "alerts": [{
             "received": utc(getattr(a, "received_at", None)), "source": getattr(a, "source", ""),
@@ -181,30 +327,52 @@ def build_view(record: IncidentRecord, lang: str, now: datetime | None = None) -
             "summary": getattr(a, "summary", ""),
         } for a in record.alerts],
         "no_alert": t["no_alert"].format(source=incident.source),
-        "milestones": [{"label": t[f"m_{key}"], "utc": utc(at), "local": local(at),
-                        "missing": at is None} for key, at in marks.items()],
-        "durations": [{"label": t[f"d_{key}"], "value": duration(delta), "from": t[f"from_{origin}"]}
-                      for key, origin, delta in marks.durations()],
+        "milestones": [{"label": t[f"m_{key}"], "utc": utc(fact.at), "local": local(fact.at),
+                        "missing": fact.at is None, "seq": fact.seq, "source": _fact_source(fact, lang, titles)}
+                       for key, fact in marks.items()],
+        "durations": [{"label": t[f"d_{key}"], "value": duration(delta), "from": t[f"from_{origin}"],
+                       "seq": fact.seq if delta is not None else None,
+                       "why": "" if delta is not None else fact.missing.get(lang, "")}
+                      for key, origin, delta, fact in marks.duration_facts()],
         "timeline": timeline,
+        "timeline_groups": _timeline_groups(record, timeline, t, lang),
         "steps": [{
-            "id": s.id, "title": s.title, "action": s.action or "", "status": i18n.word(s.status, lang),
+            "id": s.id, "title": s.title_zh if lang == "zh" else s.title, "action": s.action or "",
+            "status": i18n.word(s.decision.get("status") if s.decision else s.status, lang),
             "raw_status": s.status, "attempts": s.attempts, "duration": duration(s.duration),
-            "policy": i18n.word(s.policy, lang) if s.policy else "", "output": s.output,
-            "escalation": s.escalation,
+            "policy": i18n.word(s.policy, lang) if s.policy else "", "words": summaries.step_words(s, lang),
+            "raw": metrics.summarise_output(s.output, 4000) if s.output is not None else "",
+            "escalation": s.escalation, "seqs": _seq_range(s.seqs),
         } for s in steps],
         "notifications": [{
-            "who": name_of(n.contact), "role": n.role, "channel": n.channel, "status": i18n.word(n.status, lang),
-            "raw_status": n.status, "attempts": n.attempts, "created": utc(n.created),
-            "sent": utc(n.sent), "acknowledged": utc(n.acknowledged) + (f" ({n.acknowledged_by})" if n.acknowledged_by else ""),
+            "who": name_of(n.contact), "contact": n.contact, "role": i18n.roles(n.role, lang), "channel": n.channel,
+            "status": i18n.word(n.status, lang), "raw_status": n.status, "attempts": n.attempts,
+            "created": utc(n.created), "sent": utc(n.sent), "sent_time": _clock(n.sent),
+            "acknowledged": (t["ack_by_person"].format(who=n.acknowledged_by, seq=n.acknowledged_seq or "?")
+                             + f" {_clock(n.acknowledged)}") if n.acknowledged_by else t["no_ack_here"],
             "escalation": n.escalation or "", "error": n.error or "", "step": n.step_id,
-        } for n in metrics.notification_rows(record)],
-        "decisions": [{"when": utc(d.at), "who": d.who, "decision": d.decision, "comment": d.comment}
+            "step_title": titles.get(n.step_id.split("__", 1)[0], n.step_id),
+            # Every try of this channel (records.deliveries.DeliveryAttempt), e.g. "attempts: 3 (2 failed: …)".
+            "tries": attempts_of_notification(record.delivery_attempts, raw.id, lang),
+        } for n, raw in zip(notifications, record.notifications)],
+        "decisions": [{"when": utc(d.at), "who": d.who, "decision": t.get(f"kind_{d.kind}", d.kind)
+                       + (f" ({i18n.word(d.detail, lang)})" if d.detail else ""), "kind": d.kind,
+                       "comment": d.comment, "seq": d.seq,
+                       "step": titles.get(d.step_id or "", "") if d.step_id else ""}
                       for d in metrics.decision_rows(record)],
         "commitments": [{
-            "title": c.commitment.title(lang), "seed": c.commitment.seed, "target": duration(c.target),
-            "measured": duration(c.measured), "result": t[c.result], "raw_result": c.result, "note": c.note,
+            "id": c.commitment.id, "title": c.commitment.title(lang), "seed": c.commitment.seed,
+            "target": c.target[lang], "measured": c.measured[lang], "note": c.note.get(lang, ""),
+            "result": t[c.result], "raw_result": c.result, "seq": c.seq,
+            "declared": t["declared"] if c.declared else t["undeclared"],
         } for c in checks],
         "breaches": sum(c.result == "fail" for c in checks),
+        "score": t["drill_score"].format(total=len(checks), passed=sum(c.result == "pass" for c in checks),
+                                         failed=sum(c.result == "fail" for c in checks),
+                                         unmeasured=sum(c.result == "not_measured" for c in checks),
+                                         pending=sum(c.result == "pending" for c in checks)),
+        "closing": closing,
+        "charts": _charts(record, marks, steps, notifications, acknowledgements, titles, t, lang),
         "review": None if review is None else {
             "root_cause": review.root_cause, "lessons": list(review.lessons),
             "action_items": [{"text": a.get("text", ""), "owner": a.get("owner", ""), "due": a.get("due", "")}
@@ -219,10 +387,12 @@ def build_view(record: IncidentRecord, lang: str, now: datetime | None = None) -
             "head_hash": verification.head_hash, "head_seq": verification.head_seq,
             "events": verification.events,
             "broken": "" if verification.broken is None else t["chain_broken"].format(
-                problem=i18n.word(verification.broken.problem, lang), seq=verification.broken.seq,
-                detail=verification.broken.detail),
+                problem=verification.broken.kind if lang == "en" else i18n.word(verification.broken.problem, lang),
+                seq=verification.broken.seq, detail=verification.broken.detail),
             "command": f"firebreak audit verify {incident.id} --expect-head {verification.head_hash}",
-            "note": SafeMarkdown(t["verify_note"].format(id=incident.id)),
+            # Our own wording, a generated id, a number and a hex variable name: Markdown in it is meant.
+            "note": SafeMarkdown(t["verify_note"].format(id=incident.id, seal=record.seal_number or "—",
+                                                         anchor=record.anchor_variable or "—")),
         },
     }
 
@@ -289,7 +459,7 @@ class IndexRow:
 def index_row(record: IncidentRecord, lang: str = "en") -> IndexRow:
     incident = record.incident
     runbook, _ = _runbook_of(record)
-    marks = metrics.milestones(record)
+    marks = metrics.milestones(record, runbook)
     durations = {key: delta for key, _, delta in marks.durations()}
     checks = metrics.commitment_checks(record, runbook, marks)
     links = {f"{lang_}.{fmt}": f"{incident.id}/report.{lang_}.{fmt}" for lang_ in i18n.LANGUAGES for fmt in FORMATS
@@ -319,6 +489,17 @@ def index_rows(limit: int = 500, lang: str = "en") -> list[IndexRow]:
         _write_summary(row)
         rows.append(row)
     return rows
+
+
+def served_index(rows: list[dict[str, Any]], lang: str = "en") -> str:
+    """The read-only index the intake serves at /reports/ (intake.reports_http): each incident with its
+    audit status. rows: {"row": IndexRow, "title": str, "audit": {"ok": bool, "text": str}}."""
+    from records.models import utcnow
+
+    shown = [{**r, "status": i18n.word(r["row"].status, lang), "run_state": i18n.word(r["row"].run_state, lang)}
+             for r in rows]
+    return _HTML.get_template("served_index.html.j2").render(
+        t=i18n.labels(lang), lang=lang, rows=shown, generated=i18n.format_utc(utcnow()))
 
 
 def write_index() -> Path:

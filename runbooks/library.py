@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from pydantic_core import PydanticCustomError
 
 from firebreak.errors import NotFound
 from firebreak.settings import get_settings
+from runbooks.hosts import url_problem
 from runbooks.loader import LoadedRunbook
 from runbooks.schema import Level, Parameter, ParameterType, Runbook
 from runbooks.templating import evaluate
@@ -75,10 +77,26 @@ def load(runbook: str, actions: Actions) -> LoadedRunbook:
     return _load_cached(str(path), mtime, _Same(actions))
 
 
-def _field(parameter: Parameter) -> tuple[Any, Any]:
+#: The error type of a URL parameter whose value is refused (runbooks.hosts): the intake answers it 422.
+URL_REFUSED = "url_not_allowed"
+
+
+def _url_check(allowed_hosts: list[str]) -> AfterValidator:
+    def check(value: str) -> str:
+        problem = url_problem(value, allowed_hosts)
+        if problem is not None:
+            raise PydanticCustomError(URL_REFUSED, "URL {problem}", {"problem": problem})
+        return value
+    return AfterValidator(check)
+
+
+def _field(parameter: Parameter, allowed_hosts: list[str]) -> tuple[Any, Any]:
     annotation: Any = _PYTHON_TYPE[parameter.type]
     if parameter.enum:
         annotation = Literal[tuple(parameter.enum)]  # type: ignore[misc]
+    if parameter.format == "url":
+        # Whoever sets it (alert, route, operator, default), the host must be one the runbook allows.
+        annotation = Annotated[annotation, _url_check(allowed_hosts)]
     constraints: dict[str, Any] = {}
     if parameter.minimum is not None:
         constraints["ge"] = parameter.minimum
@@ -107,7 +125,7 @@ _parameter_models: dict[int, tuple[Runbook, type[BaseModel]]] = {}
 
 def _build_parameter_model(runbook: Runbook) -> type[BaseModel]:
     name = "".join(part.capitalize() for part in runbook.id.split("-")) + "Parameters"
-    fields = {key: _field(parameter) for key, parameter in runbook.parameters.items()}
+    fields = {key: _field(parameter, runbook.allowed_hosts) for key, parameter in runbook.parameters.items()}
     return create_model(name, __config__=ConfigDict(extra="forbid"), __doc__=runbook.description, **fields)
 
 

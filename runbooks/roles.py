@@ -18,3 +18,7 @@ ROLES: dict[str, str] = {
     "administration": "Administration: keeps internal contact working",
     "information_coordinator": "Information coordinator: internal contact during the emergency",
 }
+
+#: The command roles (seed 000 §3.1.1): who decides for a runbook. An approval gate that names no
+#: approvers (and no escalate_to) asks the ones its runbook declares (tasks.approval).
+COMMAND_ROLES: tuple[str, ...] = ("commander_in_chief", "scenario_lead", "on_site_commander")

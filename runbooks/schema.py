@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import enum
 import json
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from runbooks.hosts import pattern_problem
 
 SLUG = r"^[a-z][a-z0-9-]*$"
 STEP_ID = r"^[a-z][a-z0-9_]*$"
@@ -19,7 +21,8 @@ PARAM_NAME = r"^[a-z][a-z0-9_]*$"
 
 
 class Level(str, enum.Enum):
-    """Response levels of the seed plan (000 §6.3)."""
+    """Response level: I major (everyone takes part, the commander-in-chief leads), II general (a task
+    group and the scenario lead), III small (the department concerned handles it)."""
 
     I = "I"  # major: everyone takes part
     II = "II"  # general: a dedicated task group
@@ -50,6 +53,10 @@ class Parameter(BaseModel):
     enum: list[Any] | None = None
     minimum: float | None = None
     maximum: float | None = None
+    from_alert: bool = Field(default=False, description="an alert may set it (the intake); otherwise it comes "
+                                                        "from the route, the operator or the default")
+    format: Literal["url"] | None = Field(default=None, description="url: a base URL whose host must be in the "
+                                                                    "runbook's allowed_hosts (runbooks.hosts)")
 
     @property
     def required(self) -> bool:
@@ -63,6 +70,8 @@ class Parameter(BaseModel):
 
     @model_validator(mode="after")
     def _default_fits(self) -> Parameter:
+        if self.format == "url" and self.type is not ParameterType.string:
+            raise ValueError("format url needs type string")
         if self.default is not None:
             if not self.accepts(self.default):
                 raise ValueError(f"default {json.dumps(self.default)} is not of type {self.type.value}")
@@ -103,8 +112,14 @@ class Step(BaseModel):
 
     id: str = Field(pattern=STEP_ID)
     title: str | None = None
+    #: The Chinese twin of `title` (runbooks.validate: a runbook with any `_zh` twin has them all).
+    title_zh: str | None = None
     description: str | None = Field(default=None, description="what the step does, for a person doing it by hand "
                                                                 "(shown in the run-failure page's checklist)")
+    description_zh: str | None = None
+    mitigates: bool = Field(default=False, description="its first success mitigates the incident: the report's "
+                                                       "time to mitigate counts from it when that comes before "
+                                                       "the `mitigated` status")
     action: str = Field(min_length=1)
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
     needs: list[str] = Field(default_factory=list)
@@ -133,6 +148,13 @@ class Step(BaseModel):
     @property
     def display_title(self) -> str:
         return self.title or self.id.replace("_", " ")
+
+    def title_in(self, lang: str) -> str:
+        """The step's title in `lang` (zh falls back to the English title only where the runbook has no twins)."""
+        return (self.title_zh or self.display_title) if lang == "zh" else self.display_title
+
+    def description_in(self, lang: str) -> str:
+        return ((self.description_zh or self.description) if lang == "zh" else self.description) or ""
 
 
 class CommitmentRef(BaseModel):
@@ -181,6 +203,7 @@ class Runbook(BaseModel):
     title: str = Field(min_length=1)
     title_zh: str | None = None
     description: str = Field(min_length=1)
+    description_zh: str | None = None
     version: str = Field(min_length=1)
     source: str | None = Field(default=None, description="where in the seed plans this comes from")
     parameters: dict[str, Parameter] = Field(default_factory=dict)
@@ -190,6 +213,16 @@ class Runbook(BaseModel):
     commitments: list[CommitmentRef] = Field(default_factory=list, description="seed service commitments checked in reports")
     on_run_failure: RunFailurePaging | None = Field(default=None, description="who is paged when a run fails, "
                                                                                "aborts or crashes")
+    allowed_hosts: list[str] = Field(default_factory=list, description="hosts its `format: url` parameters may "
+                                                                       "point at (runbooks.hosts)")
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_patterns(cls, value: list[str]) -> list[str]:
+        problems = [problem for problem in map(pattern_problem, value) if problem]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
 
     @field_validator("version", mode="before")
     @classmethod
@@ -205,6 +238,18 @@ class Runbook(BaseModel):
         if self.on_run_failure is not None:
             return self.on_run_failure
         return RunFailurePaging(notify=[r for r in ("scenario_lead",) if r in self.roles], by_level=True)
+
+    def title_in(self, lang: str) -> str:
+        return (self.title_zh or self.title) if lang == "zh" else self.title
+
+    def description_in(self, lang: str) -> str:
+        return ((self.description_zh or self.description) if lang == "zh" else self.description).strip()
+
+    @property
+    def has_zh(self) -> bool:
+        """The runbook carries Chinese twins (then runbooks.validate requires every one of them)."""
+        return bool(self.title_zh or self.description_zh
+                    or any(s.title_zh or s.description_zh for s in self.steps))
 
     def step(self, step_id: str) -> Step:
         for step in self.steps:

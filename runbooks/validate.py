@@ -24,6 +24,7 @@ from pydantic.fields import FieldInfo
 
 from firebreak.yaml_lines import Path_
 from runbooks.commitments import CATALOGUE
+from runbooks.hosts import url_problem
 from runbooks.loader import LoadedRunbook, RunbookInvalid, RunbookProblem, load_runbook
 from runbooks.roles import ROLES
 from runbooks.schema import PARAM_NAME, Runbook, Step
@@ -93,6 +94,7 @@ def check(loaded: LoadedRunbook, actions: Actions) -> list[RunbookProblem]:
     for name in runbook.parameters:
         if not re.match(PARAM_NAME, name):
             problem(("parameters", name), f"parameter name {name!r} must match {PARAM_NAME}")
+    _check_url_parameters(runbook, problem)
 
     for index, role in enumerate(runbook.roles):
         if role not in ROLES:
@@ -139,7 +141,65 @@ def check(loaded: LoadedRunbook, actions: Actions) -> list[RunbookProblem]:
         if spec.check_step is not None:
             spec.check_step(step, at, runbook, problem)
     _check_commitments(runbook, step_index, problem)
+    _check_chinese_twins(runbook, problem)
     return problems
+
+
+def _check_chinese_twins(runbook: Runbook, problem: Report) -> None:
+    """A runbook that carries one Chinese twin (`title_zh`, `description_zh`, a step's, a notify step's
+    `title_zh`/`message_zh`) carries them all, so a Chinese report or page is never half English."""
+    if not runbook.has_zh and not any(isinstance(s.with_.get("title_zh"), str) for s in runbook.steps):
+        return
+    missing = " (a runbook with any Chinese twin must have all of them)"
+    if not runbook.title_zh:
+        problem(("title",), "title_zh is missing" + missing)
+    if not runbook.description_zh:
+        problem(("description",), "description_zh is missing" + missing)
+    for index, step in enumerate(runbook.steps):
+        if not step.title_zh:
+            problem(("steps", index, "id"), f"step {step.id!r} has no title_zh" + missing)
+        if step.description and not step.description_zh:
+            problem(("steps", index, "description"), f"step {step.id!r} has a description but no description_zh"
+                    + missing)
+        if step.action == "notify":
+            for name in ("title", "message"):
+                if name in step.with_ and f"{name}_zh" not in step.with_:
+                    problem(("steps", index, "with", name), f"notify step {step.id!r} has `{name}` but no "
+                                                            f"`{name}_zh`" + missing)
+
+
+#: A step argument that starts with a parameter, or puts one right after the scheme: that parameter is a URL base.
+_URL_FROM_PARAM = re.compile(r"^\s*\{\{\s*params\.([a-z][a-z0-9_]*)|://\s*\{\{\s*params\.([a-z][a-z0-9_]*)")
+
+
+def _check_url_parameters(runbook: Runbook, problem: Report) -> None:
+    """URL parameters are declared `format: url`, and their defaults are allowed hosts (runbooks.hosts):
+    otherwise whoever sets the parameter (an alert, through a route that copies its labels) chooses
+    where the runbook's requests go."""
+    for name, parameter in runbook.parameters.items():
+        if parameter.format == "url" and isinstance(parameter.default, str):
+            reason = url_problem(parameter.default, runbook.allowed_hosts)
+            if reason:
+                problem(("parameters", name, "default"), f"default URL {reason}; add its host to allowed_hosts")
+    for index, step in enumerate(runbook.steps):
+        value = step.with_.get("url")
+        match = _URL_FROM_PARAM.search(value) if isinstance(value, str) else None
+        if match is None or not _parses(value):  # a syntax error is reported on its own
+            continue
+        name = match.group(1) or match.group(2)
+        declared = runbook.parameters.get(name)
+        if declared is not None and (match.group(2) or declared.format != "url"):
+            problem(("steps", index, "with", "url"),
+                    f"the URL's host comes from parameter {name!r}: declare it `format: url` and build the URL "
+                    f"as \"{{{{ params.{name} }}}}/path\", so its host is checked against allowed_hosts")
+
+
+def _parses(template: str) -> bool:
+    try:
+        parse(template, expression=False)
+    except TemplateSyntaxError:
+        return False
+    return True
 
 
 def _check_run_failure(runbook: Runbook, actions: Actions, problem: Report) -> None:

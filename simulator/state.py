@@ -67,6 +67,56 @@ def _service_level(arrival_rate_per_hour: float, aht_seconds: float, agents: int
     return min(1.0, max(0.0, value))
 
 
+# Service figures a report scores against the seed commitments (SEEDS.md, "Service commitments"):
+# first-contact resolution, satisfaction and complaint rate (shares, 0..1), and first-answer times
+# (seconds) on the hotline (Erlang C's average speed of answer), chat, social media and the IVR
+# greeting. A deliberately simple model: healthy figures meet every target; a service-level
+# shortfall, a surge over the load threshold or a service that is down pull them away from it.
+BASE_FIRST_CONTACT_RESOLUTION = 0.88
+BASE_SATISFACTION = 0.93
+BASE_COMPLAINT_RATE = 0.02
+BASE_CHAT_REPLY_SECONDS = 15.0
+BASE_SOCIAL_REPLY_SECONDS = 600.0
+BASE_IVR_GREETING_SECONDS = 6.0
+#: Answer time reported when the queue never drains (agents <= Erlangs): one hour, not infinity.
+ANSWER_SECONDS_CAP = 3600.0
+
+
+def _average_answer_seconds(arrival_rate_per_hour: float, aht_seconds: float, agents: int) -> float:
+    from firebreak.erlang_c import average_speed_of_answer  # on first use, as in _service_level
+
+    try:
+        value = float(average_speed_of_answer(arrival_rate_per_hour, aht_seconds, agents))
+    except ValueError:
+        return ANSWER_SECONDS_CAP
+    return min(ANSWER_SECONDS_CAP, value)
+
+
+def service_figures(*, service_level: float, overload: float, down: bool, diverting: bool, volunteers: int,
+                    arrival_rate_per_hour: float, aht_seconds: float, agents: int) -> dict[str, float]:
+    """The contact centre's service figures now (see the constants above).
+
+    overload: request rate / load threshold; down: the active node does not serve."""
+    shortfall = max(0.0, SERVICE_LEVEL_GOAL - service_level) / SERVICE_LEVEL_GOAL  # 0 (goal met) … 1
+    surge = max(0.0, overload - 1.0)  # 0 under the threshold, 2 at three times it
+    fcr = BASE_FIRST_CONTACT_RESOLUTION - 0.25 * shortfall - 0.05 * surge - (0.3 if down else 0.0) \
+        - (0.01 if volunteers else 0.0)
+    satisfaction = BASE_SATISFACTION - 0.4 * shortfall - 0.06 * surge - (0.3 if down else 0.0)
+    complaints = BASE_COMPLAINT_RATE + 0.1 * shortfall + 0.02 * surge + (0.05 if down else 0.0)
+    slow = max(1.0, overload)
+    chat = BASE_CHAT_REPLY_SECONDS * (1 + 20 * shortfall) * slow ** 2 * (5.0 if down else 1.0)
+    ivr = BASE_IVR_GREETING_SECONDS * (1.3 if diverting else slow)
+    return {
+        "first_contact_resolution": round(min(1.0, max(0.0, fcr)), 4),
+        "satisfaction": round(min(1.0, max(0.0, satisfaction)), 4),
+        "complaint_rate": round(min(1.0, max(0.0, complaints)), 4),
+        "average_answer_seconds": round(_average_answer_seconds(arrival_rate_per_hour, aht_seconds, agents), 1),
+        "chat_first_reply_seconds": round(min(ANSWER_SECONDS_CAP, chat), 1),
+        "social_first_reply_seconds": round(min(4 * ANSWER_SECONDS_CAP, BASE_SOCIAL_REPLY_SECONDS * slow ** 1.5), 1),
+        "ivr_greeting_seconds": round(ivr, 1),
+    }
+
+
 def volunteer_diversion(volunteers: int, offered_per_hour: float) -> float:
     """Contacts/h volunteers take off the main queue: capped by the non-urgent share."""
     return min(volunteers * VOLUNTEER_CONTACTS_PER_HOUR, NON_URGENT_SHARE * offered_per_hour)
@@ -380,6 +430,11 @@ class ContactCentre:
         arrival = offered - volunteer_diversion(self._volunteers, offered)
         agents = self._agents_online()
         sl = _service_level(arrival, self._aht, agents)
+        node = self._nodes[self._active]
+        figures = service_figures(service_level=sl, overload=self._request_rate() / LOAD_THRESHOLD,
+                                  down=not (node["up"] and not node["isolated"]),
+                                  diverting=self._routing == "ivr_diversion", volunteers=self._volunteers,
+                                  arrival_rate_per_hour=arrival, aht_seconds=self._aht, agents=agents)
         return {
             "request_rate": round(self._request_rate(), 3),
             "load_threshold": LOAD_THRESHOLD,
@@ -396,6 +451,8 @@ class ContactCentre:
             "key_customer_channel": self._key_customer_channel,
             "overtime": self._overtime,
             "volunteers": self._volunteers,
+            # What the seed commitments are scored on (see service_figures).
+            "service_figures": figures,
         }
 
     def metrics(self) -> dict[str, Any]:

@@ -7,11 +7,28 @@ approver names themself; the name, time and comment go on the timeline).
 A resume through the API (`resume_flow_run(flow_run_id, run_input={...})`)
 works the same way.
 
+The approvers are asked at once: the moment the gate starts waiting, its
+`approvers` (roles) are paged (message event `approval_needed`, zh/en) with
+what is about to happen, why, the deadline (UTC and FIREBREAK_LOCAL_TIMEZONE)
+and the link to the paused run in the Prefect UI; with `escalation:` that page
+follows the policy until the gate is decided (or someone acknowledges it).
+`approvers` defaults to `escalate_to`, else to the runbook's command roles
+(runbooks.roles.COMMAND_ROLES it declares); runbooks.validate refuses a gate
+that has none.
+
 If nobody answers within `timeout` seconds, the step's `on_timeout` policy
 applies: `proceed` (carry on, recorded as not decided), `abort` (the step
 fails; with the step's default `on_failure: abort` the run stops), or
 `escalate` (page `escalate_to`, then wait one more `timeout`; still nothing
-means abort).
+means abort). The approvers are told what the timeout did.
+
+A gate whose run stops while it waits (a step aborted the run, the run lost its
+incident's run lock, or the run was cancelled: tasks.run_stop) is withdrawn:
+the run leaves its Paused state, so the form no longer accepts a decision (a
+later `resume_flow_run` is refused by Prefect), a decision that raced the
+withdrawal is refused and recorded, and `approval-withdrawn` is on the timeline.
+The wait is pause_flow_run's (tasks.approval._pause mirrors it) with that one
+difference: Prefect's own wait would only end at the timeout.
 
 Drills run unattended (`make demo`), so a gate's `in_drill` policy says what a
 drill does: `ask` (pause as usual), `approve` or `reject` (decided at once and
@@ -21,16 +38,32 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import datetime, timedelta
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 from prefect.input import RunInput  # what makes the Prefect UI show a form for the paused run
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from firebreak.errors import StepFailed
+from firebreak.settings import get_settings
+from firebreak.yaml_lines import Path_
+from notifications.escalation import EscalationInvalid, load_policies
 from records import incidents
 from records.models import EventPhase, utcnow
+from runbooks.roles import COMMAND_ROLES
+from runbooks.schema import Runbook, Step
+from runbooks.templating import is_template
+from runbooks.validate import Report, check_role
+from tasks import run_stop
 from tasks.base import Attempt, StepContext, action
 from tasks.notify import notify as notify_action
+from tasks.run_stop import RunStopping
+
+#: How often a waiting gate asks Prefect whether its run was resumed (a stop request wakes it at once).
+POLL_SECONDS = 1.0
+#: Seconds the approvers' page may take beyond its escalation policy (delivery, retries).
+PAGE_SECONDS = 120.0
 
 
 class ApprovalInput(BaseModel):
@@ -42,6 +75,14 @@ class ApprovalInput(BaseModel):
     on_timeout: Literal["proceed", "abort", "escalate"] = "abort"
     escalate_to: list[str] = Field(default_factory=list, description="roles paged when on_timeout is escalate")
     in_drill: Literal["ask", "approve", "reject"] = "ask"
+    approvers: list[str] | None = Field(default=None, min_length=1,
+                                        description="roles asked for the decision, paged the moment the gate waits "
+                                                    "(default: escalate_to, else the runbook's command roles)")
+    escalation: str | None = Field(default=None, description="escalation policy (notifications/escalation.yaml) the "
+                                                             "approvers' page follows until the gate is decided")
+    #: Chinese twins of `action` and `reason`, for the pages to Chinese-speaking approvers
+    action_zh: str | None = None
+    reason_zh: str | None = None
 
     @model_validator(mode="after")
     def _escalation_target(self) -> ApprovalInput:
@@ -72,6 +113,19 @@ class ApprovalRejected(StepFailed, RuntimeError):
 
 class ApprovalTimedOut(StepFailed, TimeoutError):
     """No decision came within the gate's timeout (and its escalation, if any); the step is refused."""
+
+
+class ApprovalWithdrawn(RunStopping):
+    """The run stopped while the gate waited: the gate was withdrawn and accepts no decision."""
+
+
+class _Withdrawn(Exception):
+    """Raised out of the wait: why the gate was withdrawn, and a decision that raced the withdrawal."""
+
+    def __init__(self, reason: str, late_answer: Any = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.late_answer = late_answer
 
 
 def _describe(inp: ApprovalInput) -> str:
@@ -111,16 +165,76 @@ def _decided(ctx: StepContext, attempt: Attempt, answer: Any, started: float) ->
 
 
 def _wait(ctx: StepContext, inp: ApprovalInput, escalated: bool) -> Any:
-    """Pause this flow run until someone answers; None on timeout."""
-    from prefect.exceptions import FlowPauseTimeout
-    from prefect.flow_runs import pause_flow_run
-
+    """Pause this flow run until someone answers; None on timeout; _Withdrawn if the run stops meanwhile."""
     form = ApprovalDecision.with_initial_data(description=_prompt(ctx, inp, escalated))
-    try:
-        return pause_flow_run(wait_for_input=form, timeout=inp.timeout, poll_interval=1,
-                              key=_pause_key(ctx.step_id, escalated))
-    except FlowPauseTimeout:
+    answer = _pause(ctx, form, inp.timeout, _pause_key(ctx.step_id, escalated))
+    if answer is None:
         _back_to_running(ctx.flow_run_id)
+    return answer
+
+
+def _pause(ctx: StepContext, form: Any, timeout: int, key: str) -> Any:
+    """What `pause_flow_run(wait_for_input=form, timeout=timeout, key=key)` does (propose Paused with the
+    form's keyset, save the form's schema, wait for Running and read the answer), except that the wait
+    also ends, with _Withdrawn, when the run is stopping (tasks.run_stop) or its flow run has ended or is
+    being cancelled; Prefect's own wait would go on until the timeout. None on timeout."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+    from prefect.exceptions import Abort
+    from prefect.input import keyset_from_paused_state
+    from prefect.input.run_input import run_input_subclass_from_type
+    from prefect.states import Paused
+    from prefect.utilities.engine import propose_state_sync
+
+    flow_context = FlowRunContext.get()
+    if flow_context is None:
+        raise RuntimeError("an approval gate can only wait inside a flow run")
+    flow_run_id = flow_context.flow_run.id
+    form = run_input_subclass_from_type(form)
+    proposed = Paused(timeout_seconds=timeout, reschedule=False, pause_key=key)
+    keyset = keyset_from_paused_state(proposed)
+    proposed.state_details.run_input_keyset = keyset
+    with get_client(sync_client=True) as client:
+        try:
+            state = propose_state_sync(client=client, state=proposed, flow_run_id=flow_run_id)
+        except Abort as exc:
+            raise RuntimeError(f"Flow run cannot be paused: {exc}") from exc
+        if state.is_running():  # this pause was answered before (a retry of the same flow run)
+            return form.load(keyset, flow_run_id=flow_run_id)
+        if not state.is_paused():
+            raise RuntimeError(f"Flow run cannot be paused. Received non-paused state from API: {state}")
+        form.save(keyset, flow_run_id=flow_run_id)  # the UI shows the form from now on
+        deadline = time.monotonic() + timeout
+        while True:
+            stopping = run_stop.wait(ctx.flow_run_id, min(POLL_SECONDS, max(deadline - time.monotonic(), 0.0)))
+            state = client.read_flow_run(flow_run_id).state
+            if state is not None and state.is_running():
+                answer = form.load(keyset, flow_run_id=flow_run_id)
+                if stopping is not None:
+                    raise _Withdrawn(stopping, answer)
+                return answer
+            if stopping is None and state is not None and (state.is_final() or state.is_cancelling()):
+                stopping = f"the flow run is {(state.name or state.type.value).lower()}"
+                run_stop.request(ctx.flow_run_id, stopping)  # the engine stops the rest of the run too
+            if stopping is not None:
+                raise _Withdrawn(stopping, _leave_pause(client, flow_run_id, form, keyset))
+            if time.monotonic() >= deadline:
+                return None
+
+
+def _leave_pause(client: Any, flow_run_id: Any, form: Any, keyset: Any) -> Any:
+    """Take a withdrawn gate's run out of Paused (the form disappears from the UI and Prefect refuses a
+    later resume); returns a decision that was sent in the meantime, if any, so it can be refused."""
+    from prefect.input.actions import read_flow_run_input
+    from prefect.states import Running
+
+    state = client.read_flow_run(flow_run_id).state
+    if state is not None and state.is_paused():
+        client.set_flow_run_state(flow_run_id, Running(), force=True)
+    try:
+        value = read_flow_run_input(keyset["response"], flow_run_id=flow_run_id)
+        return form(**value) if value else None
+    except Exception:  # an unreadable late answer is refused all the same
         return None
 
 
@@ -154,13 +268,160 @@ def _escalate(ctx: StepContext, inp: ApprovalInput) -> None:
     future = notify.submit(context, {"to": inp.escalate_to, "title": f"Approval overdue: {ctx.step_title}",
                                      "message": f"Nobody has decided within {inp.timeout}s.\nAbout to happen: "
                                                 f"{inp.action}\nWhy: {inp.reason}\nApprove or reject it in the "
-                                                f"Prefect UI (the paused run)."})
+                                                f"Prefect UI (the paused run).",
+                                     # a Chinese-speaking approver is asked in Chinese (the action and reason
+                                     # are the runbook's own words, shown as written)
+                                     "title_zh": f"审批超时：{_title_zh(ctx)}",
+                                     "message_zh": f"{inp.timeout} 秒内无人决定。\n将要执行：{inp.action_zh or inp.action}\n原因："
+                                                   f"{inp.reason_zh or inp.reason}\n请在 Prefect 界面（已暂停的运行）中批准或驳回。"})
     future.wait()
+
+
+def _runbook(ctx: StepContext) -> Runbook | None:
+    """The gate's runbook: by id, or by the run's `runbook` parameter (an ad-hoc file run by path)."""
+    from prefect.context import FlowRunContext
+
+    from tasks.catalog import load_runbook  # tasks.catalog imports this module
+
+    references = [ctx.runbook_id]
+    flow_context = FlowRunContext.get()
+    parameter = (flow_context.parameters or {}).get("runbook") if flow_context is not None else None
+    if isinstance(parameter, str):
+        references.append(parameter)
+    for reference in references:
+        try:
+            runbook = load_runbook(reference).runbook
+        except Exception:  # not found, or changed since the run started
+            continue
+        if runbook.id == ctx.runbook_id:
+            return runbook
+    return None
+
+
+def _title_zh(ctx: StepContext) -> str:
+    runbook = _runbook(ctx)
+    try:
+        return runbook.step(ctx.step_id).title_in("zh") if runbook else ctx.step_title
+    except KeyError:  # a step renamed since
+        return ctx.step_title
+
+
+def default_approvers(inp: ApprovalInput, runbook_roles: list[str]) -> list[str]:
+    """Who decides: `approvers`; else the roles the gate escalates to (they decide when nobody else
+    does, so they are asked from the start); else the command roles the runbook declares."""
+    if inp.approvers:
+        return list(inp.approvers)
+    if inp.escalate_to:
+        return list(inp.escalate_to)
+    return [role for role in COMMAND_ROLES if role in runbook_roles]
+
+
+def _deadline(seconds: float) -> tuple[str, str]:
+    """The decision deadline in UTC and in FIREBREAK_LOCAL_TIMEZONE."""
+    at = utcnow() + timedelta(seconds=seconds)
+    zone = get_settings().local_timezone
+    try:
+        local = at.astimezone(ZoneInfo(zone))
+    except Exception:  # an unknown zone name: UTC only
+        return f"{at:%Y-%m-%d %H:%M:%S} UTC", f"{at:%Y-%m-%d %H:%M:%S} UTC"
+    return f"{at:%Y-%m-%d %H:%M:%S} UTC", f"{local:%Y-%m-%d %H:%M:%S} {zone}"
+
+
+def _page_seconds(policy: str | None) -> float:
+    if not policy:
+        return PAGE_SECONDS
+    found = load_policies(get_settings().escalation_file).get(policy)
+    return (found.total_seconds() if found else 0.0) + PAGE_SECONDS
+
+
+def _ask(ctx: StepContext, attempt: Attempt, inp: ApprovalInput, approvers: list[str]) -> Any:
+    """Page the approvers the moment the gate waits (event approval_needed): what, why, by when, and the
+    link to the paused run. Not waited for: with `escalation` it escalates until the gate is decided
+    (NotifyInput.answers_gate) or someone acknowledges it. Returns the page's task future, or None."""
+    if not approvers:
+        _record(ctx, attempt, "approvers-unknown", f"{ctx.step_title}: nobody was paged: the gate names no "
+                "approvers and its runbook cannot be read for its command roles", actor=ctx.actor)
+        return None
+    deadline_utc, deadline_local = _deadline(inp.timeout)
+    notify = notify_action.prefect_task.with_options(task_run_name=f"{ctx.step_id}-approval-needed",
+                                                     retries=2, retry_delay_seconds=[1, 2])
+    context = ctx.model_copy(update={"step_id": f"{ctx.step_id}__approval_needed", "action": "notify",
+                                     "timeout": _page_seconds(inp.escalation)})
+    return notify.submit(context, {
+        "to": approvers, "event": "approval_needed", "escalation": inp.escalation, "answers_gate": ctx.step_id,
+        "title": ctx.step_title, "title_zh": _title_zh(ctx),
+        "message": "The runbook waits for your decision before it goes on.",
+        "message_zh": "预案正在等待您的决定。",
+        "details": {"action": inp.action, "reason": inp.reason, "action_zh": inp.action_zh or inp.action,
+                    "reason_zh": inp.reason_zh or inp.reason, "deadline_utc": deadline_utc,
+                    "deadline_local": deadline_local, "timeout": inp.timeout, "on_timeout": inp.on_timeout,
+                    "escalate_to": inp.escalate_to},
+    })
+
+
+def _tell_timeout(ctx: StepContext, inp: ApprovalInput, approvers: list[str], proceeded: bool, waited: int) -> None:
+    """Tell the approvers what the timeout did: no decision came, and the run proceeded, or the step was refused."""
+    if not approvers:
+        return
+    notify = notify_action.prefect_task.with_options(task_run_name=f"{ctx.step_id}-approval-timeout",
+                                                     retries=2, retry_delay_seconds=[1, 2])
+    context = ctx.model_copy(update={"step_id": f"{ctx.step_id}__approval_timeout", "action": "notify",
+                                     "timeout": PAGE_SECONDS})
+    if proceeded:
+        did, did_zh = (f"the runbook proceeded without a decision (on_timeout: proceed): {inp.action}",
+                       f"预案已在无人决定的情况下继续执行：{inp.action_zh or inp.action}")
+    else:
+        did, did_zh = (f"the step was refused (on_timeout: {inp.on_timeout}); not done: {inp.action}",
+                       f"该步骤已被拒绝，未执行：{inp.action_zh or inp.action}")
+    future = notify.submit(context, {
+        "to": approvers, "event": "status_update",
+        "title": f"No decision: {ctx.step_title}", "title_zh": f"无人决定：{_title_zh(ctx)}",
+        "message": f"Nobody decided within {waited}s; {did}.",
+        "message_zh": f"{waited} 秒内无人决定；{did_zh}。",
+    })
+    future.wait()
+
+
+def _withdrawn(ctx: StepContext, attempt: Attempt, withdrawn: _Withdrawn) -> ApprovalWithdrawn:
+    late = withdrawn.late_answer
+    refused = ""
+    if late is not None and getattr(late, "decision", None):
+        refused = (f"; a decision ({late.decision} by {late.approver}) arrived as it was withdrawn and is refused")
+    _record(ctx, attempt, "approval-withdrawn", f"{ctx.step_title}: withdrawn ({withdrawn.reason}); the form no "
+            f"longer accepts a decision{refused}", actor=ctx.actor, reason=withdrawn.reason,
+            refused_decision=({"decision": late.decision, "approver": late.approver, "comment": late.comment}
+                              if refused else None))
+    return ApprovalWithdrawn(f"withdrawn: {withdrawn.reason}")
+
+
+def _check_step(step: Step, at: Path_, runbook: Runbook, problem: Report) -> None:
+    """Validating a runbook: the gate's approvers and escalation roles are declared, its page's escalation
+    policy exists, and somebody can be asked (approvers, escalate_to, or a command role of the runbook)."""
+    arguments = step.with_
+    for field in ("approvers", "escalate_to"):
+        roles = arguments.get(field)
+        if isinstance(roles, list):
+            for n, role in enumerate(roles):
+                if isinstance(role, str) and not is_template(role):
+                    check_role(role, runbook, at + ("with", field, n), problem)
+    if not arguments.get("approvers") and not arguments.get("escalate_to") \
+            and not any(role in runbook.roles for role in COMMAND_ROLES):
+        problem(at + ("with",), "an approval gate pages its approvers when it starts waiting: give `approvers` "
+                                f"(roles), or `escalate_to`, or declare a command role ({', '.join(COMMAND_ROLES)})")
+    name = arguments.get("escalation")
+    if isinstance(name, str) and not is_template(name):
+        try:
+            policies = load_policies(get_settings().escalation_file)
+        except EscalationInvalid as exc:
+            problem(at + ("with", "escalation"), f"escalation policies cannot be read: {exc}")
+            return
+        if name not in policies:
+            problem(at + ("with", "escalation"), f"unknown escalation policy {name!r}; defined: {', '.join(policies)}")
 
 
 # reuse="run": a decision holds for the run that asked (a flow retry of it, like Prefect's own pause key,
 # finds it); a new run of the incident asks again.
-@action("approval", ApprovalInput, describe=_describe, in_flow=True, reuse="run")
+@action("approval", ApprovalInput, describe=_describe, in_flow=True, reuse="run", check_step=_check_step)
 def approval(inp: ApprovalInput, attempt: Attempt) -> ApprovalOutput:
     ctx = attempt.context
     started = time.monotonic()
@@ -174,25 +435,35 @@ def approval(inp: ApprovalInput, attempt: Attempt) -> ApprovalOutput:
         return ApprovalOutput(decision="approved", approver="drill-policy", comment="", decided_at=at,
                               waited_seconds=0.0)
 
+    runbook = _runbook(ctx)
+    approvers = default_approvers(inp, runbook.roles if runbook else [])
     _record(ctx, attempt, "awaiting-approval", f"{ctx.step_title}: waiting for approval: {inp.action}",
-            actor=ctx.actor, action=inp.action, reason=inp.reason, timeout=inp.timeout, on_timeout=inp.on_timeout)
-    answer = _wait(ctx, inp, escalated=False)
-    if answer is not None:
-        return _decided(ctx, attempt, answer, started)
-
-    if inp.on_timeout == "proceed":
-        at = utcnow().isoformat()
-        _record(ctx, attempt, "approval-timed-out", f"{ctx.step_title}: nobody decided within {inp.timeout}s; "
-                "proceeding by policy (on_timeout: proceed)", actor=ctx.actor, decision="proceeded-on-timeout")
-        return ApprovalOutput(decision="proceeded-on-timeout", approver="", comment="", decided_at=at,
-                              waited_seconds=round(time.monotonic() - started, 3))
-    if inp.on_timeout == "escalate":
-        _record(ctx, attempt, "approval-escalated", f"{ctx.step_title}: nobody decided within {inp.timeout}s; "
-                f"paging {', '.join(inp.escalate_to)} and waiting {inp.timeout}s more", actor=ctx.actor)
-        _escalate(ctx, inp)
-        answer = _wait(ctx, inp, escalated=True)
+            actor=ctx.actor, action=inp.action, reason=inp.reason, timeout=inp.timeout, on_timeout=inp.on_timeout,
+            approvers=approvers)
+    _ask(ctx, attempt, inp, approvers)
+    try:
+        answer = _wait(ctx, inp, escalated=False)
         if answer is not None:
             return _decided(ctx, attempt, answer, started)
+
+        if inp.on_timeout == "proceed":
+            at = utcnow().isoformat()
+            _record(ctx, attempt, "approval-timed-out", f"{ctx.step_title}: nobody decided within {inp.timeout}s; "
+                    "proceeding by policy (on_timeout: proceed)", actor=ctx.actor, decision="proceeded-on-timeout")
+            _tell_timeout(ctx, inp, approvers, proceeded=True, waited=inp.timeout)
+            return ApprovalOutput(decision="proceeded-on-timeout", approver="", comment="", decided_at=at,
+                                  waited_seconds=round(time.monotonic() - started, 3))
+        if inp.on_timeout == "escalate":
+            _record(ctx, attempt, "approval-escalated", f"{ctx.step_title}: nobody decided within {inp.timeout}s; "
+                    f"paging {', '.join(inp.escalate_to)} and waiting {inp.timeout}s more", actor=ctx.actor)
+            _escalate(ctx, inp)
+            answer = _wait(ctx, inp, escalated=True)
+            if answer is not None:
+                return _decided(ctx, attempt, answer, started)
+    except _Withdrawn as withdrawn:
+        raise _withdrawn(ctx, attempt, withdrawn) from None
     _record(ctx, attempt, "approval-timed-out", f"{ctx.step_title}: nobody decided in time; refused "
             f"(on_timeout: {inp.on_timeout})", actor=ctx.actor, decision="refused-on-timeout")
+    waited = inp.timeout * (2 if inp.on_timeout == "escalate" else 1)
+    _tell_timeout(ctx, inp, approvers, proceeded=False, waited=waited)
     raise ApprovalTimedOut(f"no decision within {inp.timeout}s" + (" after escalation" if inp.on_timeout == "escalate" else ""))

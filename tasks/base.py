@@ -40,11 +40,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import task_run as current_task_run
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from firebreak.errors import InputInvalid
+from firebreak.errors import InputInvalid, StepFailed
 from records import incidents
 from records.db import session_scope
 from records.models import EventPhase
 from records.run_locks import LeaseLost, check_held, fence
+from tasks import run_stop
+from tasks.run_stop import RunStopping
 from runbooks.validate import StepCheck
 
 InputT = TypeVar("InputT", bound=BaseModel)
@@ -131,12 +133,17 @@ class Attempt:
             check_held(session, ctx.incident_id, ctx.lock_holder, ctx.run_generation)  # type: ignore[arg-type]
 
     def sleep(self, seconds: float) -> None:
-        """Sleep in short slices, and stop at the attempt's deadline with a TimeoutError."""
+        """Sleep in short slices, and stop at the attempt's deadline with a TimeoutError, or as soon as
+        the run is stopping (an abort, a lost lease, a cancellation: tasks.run_stop) with RunStopping."""
         end = time.monotonic() + seconds
         while (left := end - time.monotonic()) > 0:
             if time.monotonic() >= self.deadline:
                 raise TimeoutError(f"step timed out after {self.context.timeout:g}s")
-            time.sleep(min(left, 0.05, max(self.remaining(), 0.001)))
+            run_stop.check(self.context.flow_run_id, f"{self.context.step_title}: stopped waiting")
+            remaining = self.remaining()
+            # The last stretch before the deadline in one sleep: a timeout Prefect raises into this
+            # thread then arrives as the sleep ends, at the deadline, and is recorded as a timeout.
+            time.sleep(min(left, remaining if remaining <= 0.1 else 0.05, max(remaining, 0.001)))
 
 
 class StepInputError(InputInvalid, ValueError):
@@ -238,7 +245,8 @@ def action(
 def _retry_unless_input_error(_task: Any, _task_run: Any, state: Any) -> bool:
     try:
         state.result()
-    except (StepInputError, LeaseLost):  # retrying cannot help: bad arguments, or the run lost its incident
+    # Retrying cannot help: bad arguments, the run lost its incident, or the run is stopping.
+    except (StepInputError, LeaseLost, RunStopping):
         return False
     except BaseException:
         return True
@@ -248,6 +256,8 @@ def _retry_unless_input_error(_task: Any, _task_run: Any, state: Any) -> bool:
 def _execute(action: Action[Any], context: StepContext, arguments: dict[str, Any]) -> Any:
     if context.reuse != action.reuse:
         context = context.model_copy(update={"reuse": action.reuse})
+    # The attempt's clock starts here, as Prefect's task timeout does, not after the intent is written.
+    started = time.monotonic()
     attempt_number = current_task_run.run_count or 1  # 0 outside a task (in-flow actions)
     task_run_id = current_task_run.id
     common = dict(step_id=context.step_id, action=action.name, attempt=attempt_number, actor=context.actor,
@@ -272,22 +282,34 @@ def _execute(action: Action[Any], context: StepContext, arguments: dict[str, Any
 
     description = action.describe(parsed)
     retry_note = f" (retry {attempt_number - 1})" if attempt_number > 1 else ""
+    stopping = run_stop.reason(context.flow_run_id)
+    if stopping is not None:  # e.g. a retry due after the run aborted: it never acts
+        incidents.append_event(context.incident_id, phase=EventPhase.note, status="not-started",
+                               summary=f"{context.step_title}: not started{retry_note}: the run is stopping "
+                                       f"({stopping})", idempotency_key=key, **common)
+        raise RunStopping(f"{context.step_title}: not started: the run is stopping ({stopping})")
     # Under the run's lease, in one transaction: a run that lost its incident never acts.
     _fenced_append(context, guard, common, phase=EventPhase.intent, status="started",
                    summary=f"{context.step_title}: {description}{retry_note}", idempotency_key=key)
-    attempt = Attempt(context=context, number=attempt_number, deadline=time.monotonic() + context.timeout)
+    attempt = Attempt(context=context, number=attempt_number, deadline=started + context.timeout)
     try:
         output = action.function(parsed, attempt)
     except BaseException as exc:
         # BaseException: Prefect's timeout and cancellation arrive as exceptions
         # raised into this thread, and the timeline must still show the attempt ended.
-        if time.monotonic() >= attempt.deadline:
+        # A failure the action decided (a person's rejection, an unmet condition) says what it is, even
+        # when it came after the step's own timeout: only an exception raised into the thread by the
+        # deadline is a timeout.
+        if time.monotonic() >= attempt.deadline and not isinstance(exc, StepFailed):
             error = f"timed out after {context.timeout:g}s ({type(exc).__name__})"
         else:
             error = f"{type(exc).__name__}: {exc}"
+        # What the action observed before failing (wait_until's samples), for the report's charts.
+        observed = getattr(exc, "data", None)
         incidents.append_event(context.incident_id, phase=EventPhase.outcome, status="failed",
                                summary=f"{context.step_title}: failed{retry_note}",
-                               error=error, idempotency_key=key, **common)
+                               error=error, idempotency_key=key,
+                               data={"observed": observed} if isinstance(observed, dict) else None, **common)
         raise
     if isinstance(output, BaseModel):
         output = output.model_dump(mode="json", by_alias=True)

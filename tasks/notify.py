@@ -15,11 +15,16 @@ same run. A new run of the incident pages anew (reuse="run", tasks.base).
 Escalation (`escalation: <policy>`) runs here, inside the task, and not as a
 paused flow: a pause would stop every other step of the runbook, and the outage
 runbook must keep failing over while it pages. Between tiers the task polls the
-records for an acknowledgement in short sleeps bounded by the step's timeout,
-and stops the moment there is one. Paged tiers are recorded (under the step's key)
-with the time they were paged, so a resumed run waits out the remainder instead of
-starting over. Before each later tier the task checks that its run still holds the
-incident's run lock: a run that lost it pages nobody more.
+records in short sleeps bounded by the step's timeout, and stops the moment the page
+is answered (records.acknowledgements.escalation_stop): an acknowledgement given after
+the page was first sent (acknowledgement is per page: one from before, e.g. of an
+earlier page of the incident, does not count), a monitor's resolve received after it
+("stopped: monitor resolved" on the timeline), the incident resolved or closed, or, for
+an approval gate's page (`answers_gate`), the gate decided. Paged tiers are recorded
+(under the step's key) with the time their paging began, so a resumed run waits out
+the remainder instead of starting over. Before each later tier the task checks that
+its run still holds the incident's run lock: a run that lost it pages nobody more; and
+a run that is stopping (tasks.run_stop) ends the wait at once.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from prefect.settings import PREFECT_UI_URL
+from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from firebreak.errors import DeliveryFailed
@@ -37,11 +42,11 @@ from firebreak.yaml_lines import Path_
 from notifications.acknowledgement.links import default_expiry, make_ack_link
 from notifications.config import ConfigErrors, NotificationsConfig, load_config
 from notifications.contacts import Contact, ContactsInvalid, channel_scheme, expand_secrets
-from notifications.delivery import redact, send
+from notifications.delivery import redact, send_and_record
 from notifications.escalation import EscalationInvalid, Policy, load_policies
 from notifications.messages import EVENTS, render
 from records import acknowledgements, deliveries, incidents
-from records.models import EventPhase, IncidentStatus
+from records.models import EventPhase
 from runbooks.schema import Runbook, Step
 from runbooks.templating import is_template
 from runbooks.validate import Report, check_role
@@ -65,10 +70,17 @@ class NotifyInput(BaseModel):
     by_level: bool = Field(default=False, description="also tell the roles the incident's response level engages")
     title: str = Field(min_length=1)
     message: str = Field(min_length=1)
+    #: The Chinese twins, sent to contacts whose locale is zh (required by runbooks.validate in a runbook
+    #: that carries Chinese twins); without them a zh contact gets the English title and message.
+    title_zh: str | None = None
+    message_zh: str | None = None
     event: str = Field(default="status_update", description=f"message template: one of {', '.join(EVENTS)}")
     escalation: str | None = Field(default=None, description="escalation policy (notifications/escalation.yaml)")
     details: dict[str, Any] = Field(default_factory=dict, description="structured facts for the message template "
                                                                       "(the run_failed event's checklist)")
+    answers_gate: str | None = Field(default=None, description="the approval step this page asks to decide "
+                                                               "(tasks.approval): its escalation stops once the "
+                                                               "gate is decided")
 
     @model_validator(mode="after")
     def _has_audience(self) -> NotifyInput:
@@ -97,6 +109,8 @@ class NotifyOutput(BaseModel):
     tiers_paged: int = 1
     acknowledged_by: str | None = None
     acknowledged_via: str | None = None
+    #: Why escalation stopped before its last tier (records.acknowledgements.EscalationStop.kind).
+    stopped: str | None = None
 
 
 class NobodyReached(DeliveryFailed, RuntimeError):
@@ -108,7 +122,11 @@ class NobodyAcknowledged(DeliveryFailed, RuntimeError):
 
 
 def run_link(flow_run_id: str | None) -> str | None:
+    """The flow run in the Prefect UI: PREFECT_UI_URL, else derived from PREFECT_API_URL (its `/api` off)."""
     base = PREFECT_UI_URL.value()
+    if not base:
+        api = PREFECT_API_URL.value()
+        base = api.rstrip("/").removesuffix("/api") if api else None
     if not flow_run_id or not base:
         return None
     return f"{base.rstrip('/')}/runs/flow-run/{flow_run_id}"
@@ -137,12 +155,13 @@ def _recipients(config: NotificationsConfig, roles: list[str], at: datetime) -> 
 class _Pager:
     """Pages one tier: renders each contact's message and delivers it, concurrently."""
 
-    def __init__(self, inp: NotifyInput, attempt: Attempt, runbook_title: str):
+    def __init__(self, inp: NotifyInput, attempt: Attempt, names: dict[str, dict[str, str]]):
         self.inp = inp
         self.attempt = attempt
         self.ctx = attempt.context
         self.incident = _incident_context(self.ctx)
-        self.runbook = {"id": self.ctx.runbook_id, "title": runbook_title}
+        #: per locale: the runbook's and the step's title in that language
+        self.names = names
         self.run_link = run_link(self.ctx.flow_run_id)
 
     def page(self, targets: dict[str, tuple[Contact, list[str]]], *, cycle: int, tier: int,
@@ -156,9 +175,13 @@ class _Pager:
         link = None
         if event != "customer_notice":
             link = make_ack_link(self.ctx.incident_id, contact.id, default_expiry())
+        zh = contact.locale == "zh"
+        names = self.names.get(contact.locale, self.names["en"])
         message = render(event, contact.locale, {
-            "incident": self.incident, "runbook": self.runbook, "title": self.inp.title, "message": self.inp.message,
-            "step": self.ctx.step_title, "tier": tier, "ack_link": link, "run_link": self.run_link,
+            "incident": self.incident, "runbook": {"id": self.ctx.runbook_id, "title": names["runbook"]},
+            "title": (self.inp.title_zh if zh and self.inp.title_zh else self.inp.title),
+            "message": (self.inp.message_zh if zh and self.inp.message_zh else self.inp.message),
+            "step": names["step"], "tier": tier, "ack_link": link, "run_link": self.run_link,
             "escalated_after": round((escalated_after or 0) / 60, 1), "recipient": {"id": contact.id, "name": contact.name},
             "details": self.inp.details,
         })
@@ -192,8 +215,8 @@ class _Pager:
                     return Delivery(contact=contact.id, role=role, channel=shown, status="reused",
                                     attempts=row.attempts, tier=tier, cycle=cycle)
                 timeout = min(SEND_TIMEOUT, max(self.attempt.remaining(), 0.5))
-                result = send(real_url, title, body, timeout=timeout)
-                row = deliveries.finish_attempt(key, delivered=result.delivered, error=result.error)
+                # Sent, and this try recorded as its own delivery_attempts row beside the summary row.
+                result, row = send_and_record(real_url, title, body, key=key, timeout=timeout)
                 last = Delivery(contact=contact.id, role=role, channel=shown, status=row.status, attempts=row.attempts,
                                 tier=tier, cycle=cycle, error=row.error)
                 if result.delivered:
@@ -215,14 +238,26 @@ def _tiers(inp: NotifyInput, config: NotificationsConfig, ctx: StepContext) -> l
     return [first] + ([t.roles for t in policy.tiers] if policy else [])
 
 
-def _acknowledged(incident_id: str) -> tuple[str, str] | None:
-    ack = acknowledgements.first_acknowledgement(incident_id)
-    if ack is not None:
-        return ack.by, ack.via
-    status = incidents.get_incident(incident_id).status
-    if status in (IncidentStatus.resolved.value, IncidentStatus.closed.value):
-        return f"incident {status}", "status"
-    return None
+class _Answered:
+    """Whether this page has been answered since it was first sent (escalation_stop), recorded once."""
+
+    def __init__(self, ctx: StepContext, attempt: Attempt, inp: NotifyInput):
+        self.ctx, self.attempt, self.inp = ctx, attempt, inp
+        self.since: datetime | None = None
+
+    def check(self) -> acknowledgements.EscalationStop | None:
+        if self.since is None:
+            return None
+        return acknowledgements.escalation_stop(self.ctx.incident_id, self.since, gate_step=self.inp.answers_gate,
+                                                flow_run_id=self.ctx.flow_run_id)
+
+    def record(self, stop: acknowledgements.EscalationStop, tier: int | None, roles: list[str]) -> None:
+        left = f"; tier {tier} ({', '.join(roles)}) not paged" if tier is not None else ""
+        incidents.append_event(self.ctx.incident_id, phase=EventPhase.note, status="escalation-stopped",
+                               actor=self.ctx.actor, summary=f"stopped: {stop.summary}{left}",
+                               step_id=self.ctx.step_id, action="notify", attempt=self.attempt.number,
+                               flow_run_id=self.ctx.flow_run_id,
+                               data={"kind": stop.kind, "by": stop.by, "via": stop.via, "next_tier": tier})
 
 
 def _record(ctx: StepContext, attempt: Attempt, results: list[Delivery]) -> None:
@@ -239,14 +274,29 @@ def _record(ctx: StepContext, attempt: Attempt, results: list[Delivery]) -> None
                                      "cycle": result.cycle})
 
 
-def _runbook_title(ctx: StepContext) -> str:
+def _names(ctx: StepContext, step_title_zh: str | None = None) -> dict[str, dict[str, str]]:
+    """The runbook's and the step's titles per message locale (a Chinese page names both in Chinese)."""
     # Imported here, not at the top: tasks.catalog imports every action module, this one included.
     from tasks.catalog import load_runbook
 
+    names = {"en": {"runbook": ctx.runbook_id, "step": ctx.step_title}}
+    alarm = "运行失败告警" if ctx.step_id.startswith("run_failed__") else None  # flows.run_failure's page
+    names["zh"] = {"runbook": ctx.runbook_id, "step": step_title_zh or alarm or ctx.step_title}
     try:
-        return load_runbook(ctx.runbook_id).runbook.title
+        runbook = load_runbook(ctx.runbook_id).runbook
     except Exception:  # an ad-hoc runbook file path; its id is a fine title
-        return ctx.runbook_id
+        return names
+    names["en"]["runbook"], names["zh"]["runbook"] = runbook.title, runbook.title_in("zh")
+    base = ctx.step_id.split("__", 1)[0]
+    try:
+        step = runbook.step(base)
+    except KeyError:
+        return names
+    if base == ctx.step_id:
+        names["zh"]["step"] = step_title_zh or step.title_in("zh")
+    elif step_title_zh is None and step.title_zh:  # an escalation, or a gate's page to its approvers, of that step
+        names["zh"]["step"] = f"{step.title_zh}（升级）" if "escalation" in ctx.step_id else step.title_zh
+    return names
 
 
 def _check_step(step: Step, at: Path_, runbook: Runbook, problem: Report) -> None:
@@ -297,25 +347,38 @@ def notify(inp: NotifyInput, attempt: Attempt) -> NotifyOutput:
     tiers = _tiers(inp, config, ctx)
     timeouts = policy.timeouts() if policy else [0.0]
     cycles = policy.repeat + 1 if policy else 1
-    pager = _Pager(inp, attempt, _runbook_title(ctx))
+    pager = _Pager(inp, attempt, _names(ctx))
     already = {(t.cycle, t.tier): t
                for t in acknowledgements.paged_tiers(ctx.incident_id, ctx.step_id, ctx.idempotency_key)}
     results: list[Delivery] = []
     paged = 0
 
-    def output(ack: tuple[str, str] | None) -> NotifyOutput:
+    answered = _Answered(ctx, attempt, inp)
+
+    def output(stop: acknowledgements.EscalationStop | None) -> NotifyOutput:
         delivered = sum(r.status in ("delivered", "reused") for r in results)
         return NotifyOutput(delivered=delivered, failed=len(results) - delivered, deliveries=results, tiers_paged=paged,
-                            acknowledged_by=ack[0] if ack else None, acknowledged_via=ack[1] if ack else None)
+                            acknowledged_by=stop.by if stop else None, acknowledged_via=stop.via if stop else None,
+                            stopped=stop.kind if stop else None)
 
     for cycle in range(cycles):
         for tier, roles in enumerate(tiers, start=1):
-            ack = _acknowledged(ctx.incident_id) if policy else None
-            if ack and (cycle, tier) != (0, 1):
-                return output(ack)  # stop the moment anyone acknowledges: later tiers are never paged
             first_page = (cycle, tier) == (0, 1)
+            if policy is not None and not first_page:
+                stop = answered.check()
+                if stop is not None:  # answered since the page was first sent: later tiers are never paged
+                    answered.record(stop, tier, roles)
+                    return output(stop)
             if not first_page:
                 attempt.check_lease()  # minutes may have passed since the intent was written under it
+            if policy is not None:
+                # Recorded as its paging begins: the tier's clock, and for tier 1 the moment the page was
+                # first sent, after which an answer counts (a retry or resume keeps the first time).
+                began = acknowledgements.record_tier(incident_id=ctx.incident_id, step_id=ctx.step_id,
+                                                     policy=inp.escalation, cycle=cycle, tier=tier, roles=roles,
+                                                     delivered=0, failed=0, step_key=ctx.idempotency_key)
+                if first_page:
+                    answered.since = already.get((0, 1), began).paged_at
             escalated_after = None if first_page else timeouts[tier - 2] if tier > 1 else timeouts[-1]
             targets = _recipients(config, roles, datetime.now(timezone.utc))
             tier_results = pager.page(targets, cycle=cycle, tier=tier, escalated_after=escalated_after)
@@ -335,18 +398,20 @@ def notify(inp: NotifyInput, attempt: Attempt) -> NotifyOutput:
                                        step_id=ctx.step_id, action="notify", attempt=attempt.number,
                                        flow_run_id=ctx.flow_run_id)
                 continue
+            following = (cycle, tier + 1) if tier < len(tiers) else (cycle + 1, 1)
+            next_roles = tiers[following[1] - 1]
             # Wait from when the tier was first paged (a resumed run keeps the original clock).
             paged_at = already.get((cycle, tier), row).paged_at
             wait_until = paged_at + timedelta(seconds=timeouts[tier - 1])
-            while (left := (wait_until - datetime.now(timezone.utc)).total_seconds()) > 0:
-                ack = _acknowledged(ctx.incident_id)
-                if ack:
-                    return output(ack)
-                attempt.sleep(min(ACK_POLL_SECONDS, left))
-            ack = _acknowledged(ctx.incident_id)
-            if ack:
-                return output(ack)
-            following = (cycle, tier + 1) if tier < len(tiers) else (cycle + 1, 1)
+            while True:
+                stop = answered.check()
+                if stop is not None:
+                    answered.record(stop, following[1] if following[0] < cycles else None, next_roles)
+                    return output(stop)
+                left = (wait_until - datetime.now(timezone.utc)).total_seconds()
+                if left <= 0:
+                    break
+                attempt.sleep(min(ACK_POLL_SECONDS, left))  # ends at once if the run is stopping
             if following[0] < cycles and following not in already:  # a resumed attempt noted it already
                 incidents.append_event(ctx.incident_id, phase=EventPhase.note, status="escalating", actor=ctx.actor,
                                        summary=f"no acknowledgement {timeouts[tier - 1]:g}s after tier {tier} "

@@ -1,6 +1,7 @@
 """`wait_until`: poll a check until a condition holds N times in a row, or a deadline passes."""
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, Literal
 
@@ -8,6 +9,7 @@ from jinja2 import TemplateError
 from pydantic import BaseModel, ConfigDict, Field
 
 from firebreak.errors import StepFailed
+from records.models import utcnow
 from runbooks.templating import evaluate
 from tasks.base import Attempt, action
 from tasks.http import HttpInput, parse_json, request
@@ -29,6 +31,31 @@ class WaitUntilInput(BaseModel):
         default=False, description="stop waiting once the monitor that raised the incident reports it resolved")
 
 
+#: Samples kept for the report's chart of what the step watched: every check up to this many,
+#: then every other one (and so on), so a long wait stays a bounded record.
+MAX_SAMPLES = 240
+#: `json.<field> <op> <number or json.field>` in a condition: the figures a chart draws, with their bound.
+_COMPARISON = re.compile(r"json\.([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>|==|!=)\s*"
+                         r"(json\.[A-Za-z_][A-Za-z0-9_]*|-?\d+(?:\.\d+)?)")
+
+
+class Bound(BaseModel):
+    """One comparison in the condition: `field op bound`, the bound a number or another field."""
+
+    field: str
+    op: str
+    value: float | None = None
+    other_field: str | None = None
+
+
+class Sample(BaseModel):
+    t: float  # seconds since the step started waiting
+    at: str  # UTC, ISO 8601
+    status: int | None
+    holds: bool
+    values: dict[str, float] = Field(default_factory=dict)
+
+
 class WaitUntilOutput(BaseModel):
     satisfied: bool
     checks: int
@@ -37,10 +64,52 @@ class WaitUntilOutput(BaseModel):
     last_status: int | None
     last_json: Any
     resolved_by_monitor: bool = False
+    condition: str = ""
+    bounds: list[Bound] = Field(default_factory=list)
+    samples: list[Sample] = Field(default_factory=list)
 
 
 class ConditionNotMet(StepFailed, TimeoutError):
     """The condition did not hold the required number of times in a row before the deadline."""
+
+    def __init__(self, message: str, data: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.data = data  # the samples, recorded with the failure (tasks.base)
+
+
+def bounds_of(condition: str) -> list[Bound]:
+    found = []
+    for name, op, right in _COMPARISON.findall(condition):
+        if right.startswith("json."):
+            found.append(Bound(field=name, op=op, other_field=right.removeprefix("json.")))
+        else:
+            found.append(Bound(field=name, op=op, value=float(right)))
+    return found
+
+
+def _numbers(body: Any, names: set[str]) -> dict[str, float]:
+    if not isinstance(body, dict):
+        return {}
+    return {name: float(body[name]) for name in sorted(names)
+            if isinstance(body.get(name), (int, float)) and not isinstance(body.get(name), bool)}
+
+
+class _Samples:
+    def __init__(self, fields: set[str]):
+        self.fields = fields
+        self.kept: list[Sample] = []
+        self.stride = 1
+        self.seen = 0
+
+    def add(self, t: float, status: int | None, holds: bool, body: Any) -> None:
+        self.seen += 1
+        if (self.seen - 1) % self.stride:
+            return
+        self.kept.append(Sample(t=round(t, 3), at=utcnow().isoformat(timespec="milliseconds"), status=status,
+                                holds=holds, values=_numbers(body, self.fields)))
+        if len(self.kept) >= MAX_SAMPLES:
+            self.kept = self.kept[::2]
+            self.stride *= 2
 
 
 @action(
@@ -57,6 +126,14 @@ def wait_until(inp: WaitUntilInput, attempt: Attempt) -> WaitUntilOutput:
     status: int | None = None
     body: Any = None
     probe = HttpInput(url=inp.url, method=inp.method, request_timeout=max(inp.interval, 1.0))
+    bounds = bounds_of(inp.condition)
+    samples = _Samples({b.field for b in bounds} | {b.other_field for b in bounds if b.other_field}
+                       | {"queue_length"})
+
+    def observed() -> dict[str, Any]:
+        return {"condition": inp.condition, "bounds": [b.model_dump() for b in bounds],
+                "samples": [s.model_dump() for s in samples.kept]}
+
     while True:
         checks += 1
         try:
@@ -69,16 +146,18 @@ def wait_until(inp: WaitUntilInput, attempt: Attempt) -> WaitUntilOutput:
         except Exception as exc:  # httpx transport errors
             status, body, holds = None, {"error": f"{type(exc).__name__}: {exc}"}, False
         streak = streak + 1 if holds else 0
+        samples.add(time.monotonic() - started, status, holds, body)
         monitor_says_resolved = inp.finish_on_monitor_resolve and _monitor_resolved(attempt.context.incident_id)
         if streak >= inp.consecutive or monitor_says_resolved:
             return WaitUntilOutput(satisfied=True, checks=checks, consecutive=streak,
                                    elapsed_seconds=round(time.monotonic() - started, 3),
                                    last_status=status, last_json=body,
-                                   resolved_by_monitor=monitor_says_resolved and streak < inp.consecutive)
+                                   resolved_by_monitor=monitor_says_resolved and streak < inp.consecutive,
+                                   condition=inp.condition, bounds=bounds, samples=samples.kept)
         if time.monotonic() + inp.interval > deadline:
             raise ConditionNotMet(
                 f"`{inp.condition}` held {streak}/{inp.consecutive} times in a row after {checks} checks "
-                f"in {time.monotonic() - started:.1f}s; last status {status}"
+                f"in {time.monotonic() - started:.1f}s; last status {status}", observed()
             )
         attempt.sleep(inp.interval)
 

@@ -43,7 +43,12 @@ from firebreak.cli.prefect_server import start_local_server, wait_until_healthy 
 
 # Started at import so the ~17 s start-up overlaps test collection.
 _SERVER_LOG = _SESSION_DIR / "prefect-server.log"
+# The Prefect server is not ours to measure: started without coverage's subprocess hook, so it
+# is not slowed by tracing (`make test` runs the suite under `coverage run`).
+_COVERAGE_CONFIG = os.environ.pop("COVERAGE_PROCESS_CONFIG", None)
 _SERVER = start_local_server(_SESSION_DIR / "prefect-server", _PREFECT_PORT, _SERVER_LOG, detach=False)
+if _COVERAGE_CONFIG is not None:
+    os.environ["COVERAGE_PROCESS_CONFIG"] = _COVERAGE_CONFIG
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -2,6 +2,7 @@
 plus a TCP forwarder that plays a Prefect API that goes away and comes back."""
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -21,16 +22,26 @@ TOKENS = {
     "FIREBREAK_TEST_GRAFANA_TOKEN": "grafana-secret-token",
     "FIREBREAK_TEST_PD_KEY": "R0UTINGKEY0123456789abcdef012345",
     "FIREBREAK_TEST_HMAC": "hmac-shared-secret",
+    "FIREBREAK_TEST_READ_TOKEN": "reader-secret-token",
 }
 
+#: Tests post far faster than a monitor: no rate limits here (tests of the limits configure their own).
 SOURCES = {"sources": {
-    "alertmanager": {"format": "alertmanager", "auth": {"type": "bearer", "token_env": "FIREBREAK_TEST_AM_TOKEN"}},
-    "grafana": {"format": "grafana", "auth": {"type": "bearer", "token_env": "FIREBREAK_TEST_GRAFANA_TOKEN"}},
-    "pagerduty": {"format": "pagerduty", "auth": {"type": "routing_key", "routing_key_env": "FIREBREAK_TEST_PD_KEY"}},
+    "alertmanager": {"format": "alertmanager", "auth": {"type": "bearer", "token_env": "FIREBREAK_TEST_AM_TOKEN"},
+                     "rate_limit": None},
+    "grafana": {"format": "grafana", "auth": {"type": "bearer", "token_env": "FIREBREAK_TEST_GRAFANA_TOKEN"},
+                "rate_limit": None},
+    "pagerduty": {"format": "pagerduty", "auth": {"type": "routing_key", "routing_key_env": "FIREBREAK_TEST_PD_KEY"},
+                  "rate_limit": None},
     "generic": {"format": "generic", "auth": {"type": "hmac", "secret_env": "FIREBREAK_TEST_HMAC",
-                                              "replay_window_seconds": 60}},
+                                              "replay_window_seconds": 60}, "rate_limit": None},
     "unset": {"format": "alertmanager", "auth": {"type": "bearer", "token_env": "FIREBREAK_TEST_NEVER_SET"}},
+}, "readers": {
+    "tests": {"token_env": "FIREBREAK_TEST_READ_TOKEN", "rate_limit": None},
 }}
+
+#: The read token of the incidents API and /docs (the `tests` reader above).
+READ_AUTH = {"Authorization": f"Bearer {TOKENS['FIREBREAK_TEST_READ_TOKEN']}"}
 
 
 def free_port() -> int:
@@ -47,9 +58,11 @@ def own_records_database(directory: Path) -> AbstractContextManager[str]:
     return records_database_at(f"sqlite:///{directory / 'records.db'}")
 
 
-def write_config(directory: Path, route: dict[str, Any]) -> tuple[Path, Path]:
+def write_config(directory: Path, route: dict[str, Any],
+                 access: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    """The sources file (`access`, default SOURCES: sources and readers) and routes file for a test intake."""
     sources, routes = directory / "sources.yaml", directory / "routes.yaml"
-    sources.write_text(yaml.safe_dump(SOURCES))
+    sources.write_text(yaml.safe_dump(SOURCES if access is None else access))
     routes.write_text(yaml.safe_dump({"route": route}, sort_keys=False))
     return sources, routes
 
@@ -68,6 +81,9 @@ class RunningIntake:
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> RunningIntake:
+        # The incidents API's read token (READ_AUTH), so any test may read what its intake stored.
+        self._set_read_token = "FIREBREAK_TEST_READ_TOKEN" not in os.environ
+        os.environ.setdefault("FIREBREAK_TEST_READ_TOKEN", TOKENS["FIREBREAK_TEST_READ_TOKEN"])
         self.thread.start()
         deadline = time.monotonic() + 20
         while not self.server.started:
@@ -79,6 +95,8 @@ class RunningIntake:
     def __exit__(self, *exc: Any) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=20)
+        if self._set_read_token:
+            os.environ.pop("FIREBREAK_TEST_READ_TOKEN", None)
 
     def wait_runs(self, timeout: float = 60) -> None:
         """Wait for the runs this intake executed in-process (warm executor) to end."""

@@ -257,7 +257,12 @@ def test_a_paused_run_keeps_a_second_run_of_its_incident_from_starting(tmp_path:
     assert any(e.status == "run-refused" for e in events(incident_id))
     resume(flow_run_id, run_input={"decision": "approve", "approver": "Qian Li"})
     assert run.finish().is_completed()
-    # Once the first run has ended, the incident is free for a new run; the recorded approval is
-    # reused (keyed by incident and step, like every side effect) instead of asking again.
-    assert run_runbook(runbook=str(path), incident_id=incident_id, return_state=True).is_completed()
-    assert ("note", "reused", 1) in step_events(incident_id, "approve_failover")
+    # Once the first run has ended, the incident is free for a new run, which asks again: an approval
+    # holds for the run that asked for it (reuse per run), never for a later run.
+    again = Background(path, incident_id=incident_id)
+    same, second_run = again.paused_incident()
+    assert same == incident_id and second_run != flow_run_id
+    resume(second_run, run_input={"decision": "approve", "approver": "Qian Li"})
+    assert again.finish().is_completed()
+    assert ("note", "reused", 1) not in step_events(incident_id, "approve_failover")
+    assert [e.status for e in events(incident_id)].count("awaiting-approval") == 2

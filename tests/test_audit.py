@@ -98,7 +98,7 @@ def test_changed_field_is_detected(backend: str) -> None:
              {"i": incident_id}))
     result = audit.verify(incident_id)
     assert not result.intact
-    assert (result.broken.problem, result.broken.seq) == ("modified", 5)
+    assert (result.broken.problem, result.broken.seq) == ("edited", 5)
 
 
 def test_changed_and_rehashed_event_is_detected(backend: str) -> None:
@@ -109,7 +109,7 @@ def test_changed_and_rehashed_event_is_detected(backend: str) -> None:
     _tamper(("UPDATE timeline_events SET actor = 'someone-else', hash = :h WHERE incident_id = :i AND seq = 4",
              {"i": incident_id, "h": forged}))
     broken = audit.verify(incident_id).broken
-    assert (broken.problem, broken.seq) == ("modified", 4)
+    assert (broken.problem, broken.seq) == ("edited", 4)
 
 
 def test_deleted_event_is_detected(backend: str) -> None:
@@ -129,11 +129,11 @@ def test_deleted_and_renumbered_event_is_detected(backend: str) -> None:
     assert (broken.problem, broken.seq) == ("deleted", 3)
 
 
-def test_deleted_tail_is_detected_by_the_recorded_head(backend: str) -> None:
+def test_deleted_tail_is_detected_by_the_signed_heads(backend: str) -> None:
     incident_id = _incident_with_events()
     _tamper(("DELETE FROM timeline_events WHERE incident_id = :i AND seq >= 7", {"i": incident_id}))
     broken = audit.verify(incident_id).broken
-    assert (broken.problem, broken.seq) == ("deleted", 7)
+    assert (broken.problem, broken.seq) == ("truncated", 7)
 
 
 def test_inserted_event_is_detected_even_with_a_valid_hash(backend: str) -> None:
@@ -184,15 +184,16 @@ def test_swapped_contents_with_rehashing_is_detected(backend: str) -> None:
             ("UPDATE timeline_events SET summary = :s, hash = :h WHERE id = :id",
              {"s": sixth_new["summary"], "h": audit.chain_hash(sixth["prev_hash"], sixth_new), "id": sixth["id"]}))
     broken = audit.verify(incident_id).broken
-    assert (broken.problem, broken.seq) == ("modified", 3)
+    assert (broken.problem, broken.seq) == ("edited", 3)
 
 
 def test_cli_verify_exit_codes_and_head(backend: str) -> None:
     incident_id = _incident_with_events(4)
+    # Never published, so never anchored outside the records: no tampering, but not proven either (3).
     ok = subprocess.run([sys.executable, "-m", "firebreak", "audit", "verify", incident_id],
                         capture_output=True, text=True)
-    assert ok.returncode == 0, ok.stderr
-    assert audit.verify(incident_id).head_hash in ok.stdout
+    assert ok.returncode == 3, ok.stdout + ok.stderr
+    assert audit.verify(incident_id).head_hash in ok.stdout and "not anchored" in ok.stdout
     _tamper(("DELETE FROM timeline_events WHERE incident_id = :i AND seq = 2", {"i": incident_id}))
     bad = subprocess.run([sys.executable, "-m", "firebreak", "audit", "verify", incident_id],
                          capture_output=True, text=True)

@@ -184,6 +184,7 @@ def test_resumed_run_never_repeats_a_side_effect(tmp_path: Path, simulator) -> N
     assert state["failover_count"] == 1
     posts = [r for r in state["requests"] if r["path"] == "/failover"]
     assert len(posts) == 1
-    assert posts[0]["idempotency_key"] == f"{incident_id}:failover"
+    # Sent keyed by the incident's uid (unique across installations) and the runbook, not `INC-…:failover`.
+    assert posts[0]["idempotency_key"] == f"firebreak:{get_incident(incident_id).uid}:resume:failover"
     assert [e.status for e in events(incident_id) if e.step_id == "failover"][-1] == "reused"
     assert get_incident(incident_id).run_state == "completed"

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from firebreak import errors
 from intake.app import create_app
 from intake.sources import sign
-from tests.intake_harness import TOKENS, RunningIntake, free_port, own_records_database, write_config
+from tests.intake_harness import READ_AUTH, TOKENS, RunningIntake, free_port, own_records_database, write_config
 from tests.records_env import records_database_at
 
 ALERT_STORE_DOWN = "the alert store is unavailable; nothing was stored, send again later"
@@ -61,7 +61,7 @@ def test_authentication_failures_answer_401_with_www_authenticate(intake: Runnin
 def test_a_replayed_signature_answers_401_without_www_authenticate(intake: RunningIntake) -> None:
     body = json.dumps({"summary": "replay me", "dedup_key": f"replay-{time.time_ns()}"}).encode()
     stamp, signature = sign(TOKENS["FIREBREAK_TEST_HMAC"], body)
-    headers = {"X-Firebreak-Timestamp": stamp, "X-Firebreak-Signature": signature}
+    headers = {"X-Firebreak-Timestamp": stamp, "X-Firebreak-Signature": signature, "Content-Type": "application/json"}
     assert httpx.post(f"{intake.url}/v1/alerts/generic", content=body, headers=headers).status_code == 202
     replay = httpx.post(f"{intake.url}/v1/alerts/generic", content=body, headers=headers)
     assert replay.status_code == 401
@@ -70,7 +70,7 @@ def test_a_replayed_signature_answers_401_without_www_authenticate(intake: Runni
 
 
 def test_an_unknown_incident_answers_404(intake: RunningIntake) -> None:
-    response = httpx.get(f"{intake.url}/v1/incidents/INC-1999-9999")
+    response = httpx.get(f"{intake.url}/v1/incidents/INC-1999-9999", headers=READ_AUTH)
     assert response.status_code == 404
     assert response.json() == {"error": "no incident 'INC-1999-9999'", "details": []}
 
@@ -85,8 +85,9 @@ def test_store_down_answers_503_with_retry_after_in_each_shape(intake: RunningIn
              {"error": ALERT_STORE_DOWN, "details": []}),
             (httpx.post(f"{intake.url}/v2/enqueue", json=event),  # PagerDuty's error shape
              {"status": "error", "message": ALERT_STORE_DOWN, "errors": [ALERT_STORE_DOWN]}),
-            (httpx.get(f"{intake.url}/v1/incidents"), {"error": INCIDENT_STORE_DOWN, "details": []}),
-            (httpx.get(f"{intake.url}/v1/incidents/INC-1999-9999"), {"error": INCIDENT_STORE_DOWN, "details": []}),
+            (httpx.get(f"{intake.url}/v1/incidents", headers=READ_AUTH), {"error": INCIDENT_STORE_DOWN, "details": []}),
+            (httpx.get(f"{intake.url}/v1/incidents/INC-1999-9999", headers=READ_AUTH),
+             {"error": INCIDENT_STORE_DOWN, "details": []}),
         ]
     for response, body in answers:
         assert response.status_code == 503, response.text

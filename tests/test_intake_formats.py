@@ -27,9 +27,10 @@ from records.alert_ingest import Alert
 from records.db import session_scope
 from records.incidents import events, get_incident
 from records.signatures import SeenSignature
-from tests.intake_harness import TOKENS, RunningIntake, write_config, own_records_database
+from tests.intake_harness import READ_AUTH, TOKENS, RunningIntake, write_config, own_records_database
 
 AM_AUTH = {"Authorization": f"Bearer {TOKENS['FIREBREAK_TEST_AM_TOKEN']}"}
+JSON = {"Content-Type": "application/json"}  # for bodies posted as bytes (httpx's json= sets it itself)
 GRAFANA_AUTH = {"Authorization": f"Bearer {TOKENS['FIREBREAK_TEST_GRAFANA_TOKEN']}"}
 PD_KEY = TOKENS["FIREBREAK_TEST_PD_KEY"]
 DOCUMENTED = Path(__file__).parent / "fixtures" / "intake"
@@ -154,7 +155,7 @@ def test_alertmanager_group_routes_each_alert_and_dedups_by_fingerprint(intake: 
     again = httpx.post(f"{intake.url}/v1/alerts/alertmanager", json=alertmanager_group([down]), headers=AM_AUTH)
     assert again.json()["alerts"][0] == {**again.json()["alerts"][0], "disposition": "absorbed",
                                          "incident_id": first.id}
-    shown = httpx.get(f"{intake.url}/v1/incidents/{first.id}").json()
+    shown = httpx.get(f"{intake.url}/v1/incidents/{first.id}", headers=READ_AUTH).json()
     assert shown["alerts"] == 2 and shown["status"] == "triggered" and shown["run_request"]["status"] == "pending"
 
 
@@ -289,7 +290,7 @@ def test_generic_signed_alert_and_replay(intake: RunningIntake) -> None:
 
 def signed(body: bytes, *, secret: str = TOKENS["FIREBREAK_TEST_HMAC"], skew: int = 0) -> dict[str, str]:
     stamp, signature = sign(secret, body, int(time.time()) + skew)
-    return {"X-Firebreak-Timestamp": stamp, "X-Firebreak-Signature": signature}
+    return {"X-Firebreak-Timestamp": stamp, "X-Firebreak-Signature": signature, **JSON}
 
 
 @pytest.mark.parametrize("case", [
@@ -441,37 +442,45 @@ def test_generic_validation_and_unknown_runbook(intake: RunningIntake) -> None:
         body = json.dumps(document).encode()
         response = httpx.post(f"{intake.url}/v1/alerts/generic", content=body, headers=signed(body))
         assert response.status_code == 422 and response.json()["details"][0]["field"] == field
-    # A well-formed alert naming a runbook that does not exist, or parameters it rejects, is
-    # recorded as not startable: the monitor did nothing wrong that a retry would fix.
-    for document, reason in [({"summary": "s", "runbook": "no-such-runbook", "dedup_key": unique("g")}, "no runbook"),
-                             ({"summary": "s", "runbook": "system-outage", "dedup_key": unique("g"),
-                               "parameters": {"affected_customers": -1}}, "affected_customers")]:
-        body = json.dumps(document).encode()
-        response = httpx.post(f"{intake.url}/v1/alerts/generic", content=body, headers=signed(body))
-        assert response.status_code == 202 and response.json()["alerts"][0]["disposition"] == "not-startable"
-        with session_scope() as session:
-            error = session.scalar(select(Alert.error).where(Alert.id == response.json()["alerts"][0]["id"]))
-        assert reason in error
+    # A well-formed alert naming a runbook that does not exist is recorded as not startable.
+    document = {"summary": "s", "runbook": "no-such-runbook", "dedup_key": unique("g")}
+    body = json.dumps(document).encode()
+    response = httpx.post(f"{intake.url}/v1/alerts/generic", content=body, headers=signed(body))
+    assert response.status_code == 202 and response.json()["alerts"][0]["disposition"] == "not-startable"
+    with session_scope() as session:
+        error = session.scalar(select(Alert.error).where(Alert.id == response.json()["alerts"][0]["id"]))
+    assert "no runbook" in error
+    # A value the runbook refuses from the alert is refused with the request (422 naming the
+    # parameter), and nothing is stored (issue 10: it never silently starts, or half-starts, a run).
+    before = stored_alerts()
+    body = json.dumps({"summary": "s", "runbook": "system-outage", "dedup_key": unique("g"),
+                       "parameters": {"affected_customers": -1}}).encode()
+    response = httpx.post(f"{intake.url}/v1/alerts/generic", content=body, headers=signed(body))
+    assert response.status_code == 422, response.text
+    assert [d["field"] for d in response.json()["details"]] == ["parameters.affected_customers"]
+    assert stored_alerts() == before
 
 
 def test_not_json_too_large_unknown_source_and_never_500(intake: RunningIntake) -> None:
-    response = httpx.post(f"{intake.url}/v1/alerts/alertmanager", content=b"{not json", headers=AM_AUTH)
+    response = httpx.post(f"{intake.url}/v1/alerts/alertmanager", content=b"{not json", headers={**AM_AUTH, **JSON})
     assert response.status_code == 400 and "not JSON" in response.json()["error"]
     big = json.dumps(alertmanager_group([unique("big")], description="x" * 40000)).encode()
-    assert httpx.post(f"{intake.url}/v1/alerts/alertmanager", content=big, headers=AM_AUTH).status_code == 413
+    assert httpx.post(f"{intake.url}/v1/alerts/alertmanager", content=big,
+                      headers={**AM_AUTH, **JSON}).status_code == 413
 
     def chunks():  # no Content-Length: the limit holds while streaming too
         for _ in range(40):
             yield b" " * 1024
-    streamed = httpx.post(f"{intake.url}/v1/alerts/alertmanager", content=chunks(), headers=AM_AUTH)
+    streamed = httpx.post(f"{intake.url}/v1/alerts/alertmanager", content=chunks(), headers={**AM_AUTH, **JSON})
     assert streamed.status_code == 413
     assert httpx.post(f"{intake.url}/v1/alerts/nagios", json={}).status_code == 404
     assert httpx.post(f"{intake.url}/v1/alerts/pagerduty", json={}).status_code == 404
-    assert httpx.get(f"{intake.url}/v1/incidents/INC-1999-9999").status_code == 404
+    assert httpx.get(f"{intake.url}/v1/incidents/INC-1999-9999", headers=READ_AUTH).status_code == 404
     for garbage in [b"[]", b"null", b"7", b'"text"', b'{"alerts": null}', b'{"version": "4", "alerts": [null]}',
                     "\u0000\ud800".encode("utf-8", "surrogatepass"), b'{"a":' * 2000]:
-        for path, headers in [("/v1/alerts/alertmanager", AM_AUTH), ("/v1/alerts/grafana", GRAFANA_AUTH),
-                              ("/v2/enqueue", {}), ("/v1/alerts/generic", signed(garbage))]:
+        for path, headers in [("/v1/alerts/alertmanager", {**AM_AUTH, **JSON}),
+                              ("/v1/alerts/grafana", {**GRAFANA_AUTH, **JSON}),
+                              ("/v2/enqueue", JSON), ("/v1/alerts/generic", signed(garbage))]:
             response = httpx.post(f"{intake.url}{path}", content=garbage, headers=headers)
             assert 400 <= response.status_code < 500, (path, garbage[:20], response.status_code, response.text)
 
@@ -480,10 +489,10 @@ def test_service_endpoints(intake: RunningIntake) -> None:
     assert httpx.get(f"{intake.url}/healthz").json() == {"status": "ok"}
     ready = httpx.get(f"{intake.url}/readyz").json()
     assert ready["ready"] is True and ready["store"] == "ok"
-    schema = httpx.get(f"{intake.url}/openapi.json").json()
+    schema = httpx.get(f"{intake.url}/openapi.json", headers=READ_AUTH).json()
     assert {"/v1/alerts/{source}", "/v2/enqueue", "/v1/incidents", "/v1/incidents/{incident_id}"} <= set(schema["paths"])
     assert {"AlertmanagerWebhook", "GrafanaWebhook", "PagerDutyEvent", "GenericAlert"} <= set(schema["components"]["schemas"])
-    listed = httpx.get(f"{intake.url}/v1/incidents", params={"limit": 5}).json()["incidents"]
+    listed = httpx.get(f"{intake.url}/v1/incidents", params={"limit": 5}, headers=READ_AUTH).json()["incidents"]
     assert listed and {"id", "status", "level", "milestones", "run_url"} <= set(listed[0])
 
 

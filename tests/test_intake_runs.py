@@ -20,7 +20,7 @@ from records import alert_ingest, alert_queries, run_outbox
 from records.alert_ingest import Alert
 from records.db import session_scope
 from records.incidents import events, get_incident
-from tests.intake_harness import TOKENS, RunningIntake, TcpForwarder, free_port, write_config
+from tests.intake_harness import READ_AUTH, TOKENS, RunningIntake, TcpForwarder, free_port, write_config
 from tests.polling import wait_for
 from tests.postgres import temporary_database
 from tests.records_env import records_database_at
@@ -79,15 +79,19 @@ def test_200_identical_alerts_in_parallel_give_one_incident_and_one_run(tmp_path
         body = json.dumps(group(fingerprint)).encode()
         with httpx.Client(limits=httpx.Limits(max_connections=64)) as client, ThreadPoolExecutor(64) as pool:
             responses = list(pool.map(lambda _: client.post(f"{intake.url}/v1/alerts/alertmanager", content=body,
-                                                            headers=AM_AUTH, timeout=60), range(200)))
+                                                            headers={**AM_AUTH, "Content-Type": "application/json"},
+                                                            timeout=60), range(200)))
         assert [r.status_code for r in responses] == [202] * 200
         results = [r.json()["alerts"][0] for r in responses]
         assert sorted(r["disposition"] for r in results).count("opened") == 1
         incident_ids = {r["incident_id"] for r in results}
         assert len(incident_ids) == 1
         incident_id = incident_ids.pop()
-        wait_for(lambda: run_outbox.run_request(incident_id).status == "started", what="the run to start")
+        wait_for(lambda: run_outbox.run_request(incident_id).started_at is not None, what="the run to start")
         intake.wait_runs()
+    request = run_outbox.run_request(incident_id)
+    # Claimed once, begun by a slot, and finished when the run returned.
+    assert request.status == "finished" and request.finished_at is not None and request.attempts == 1
     assert alert_queries.count_alerts(f"alertmanager/{fingerprint}") == 200
     runs = flow_runs_of(incident_id)
     assert len(runs) == 1 and runs[0].state.is_completed()
@@ -115,10 +119,12 @@ def test_prefect_down_then_up_starts_the_alert_exactly_once(tmp_path: Path, quic
         real = urlparse(prefect_server)
         forwarder = TcpForwarder(port, (real.hostname, real.port))  # Prefect is back
         try:
-            started = wait_for(lambda: (r := run_outbox.run_request(incident_id)).status == "started" and r,
-                               timeout=60, what="the run to start once Prefect is back")
+            wait_for(lambda: run_outbox.run_request(incident_id).started_at is not None,
+                     timeout=60, what="the run to start once Prefect is back")
             intake.wait_runs()
-            # Another pass over the outbox changes nothing: the row is started.
+            started = run_outbox.run_request(incident_id)
+            assert started.status == "finished" and started.flow_run_id
+            # Another pass over the outbox changes nothing: the row is finished.
             assert intake.intake.dispatcher.dispatch_due() == 0
         finally:
             # The forwarder stays open until the session ends: Prefect's process-wide events
@@ -152,12 +158,12 @@ def test_alertmanager_webhook_drives_the_system_outage_runbook(tmp_path: Path, s
         response = httpx.post(f"{intake.url}/v1/alerts/alertmanager", headers=AM_AUTH,
                               json=group(f"e2e-{time.time_ns()}", service="hotline", ops_api=simulator.url))
         incident_id = response.json()["alerts"][0]["incident_id"]
-        wait_for(lambda: run_outbox.run_request(incident_id).status == "started", what="the run to start")
+        wait_for(lambda: run_outbox.run_request(incident_id).started_at is not None, what="the run to start")
         # Not a drill: the pages escalate until a person acknowledges (notifications issue).
         wait_for(lambda: any(e.status == "delivered" for e in events(incident_id)), what="the first page")
         acknowledge_incident(incident_id, by="li-wei", via="cli")
         intake.wait_runs(timeout=120)
-        shown = httpx.get(f"{intake.url}/v1/incidents/{incident_id}").json()
+        shown = httpx.get(f"{intake.url}/v1/incidents/{incident_id}", headers=READ_AUTH).json()
     incident = get_incident(incident_id)
     assert incident.status == "closed" and incident.run_state == "completed" and incident.source == "alert"
     assert incident.parameters["affected_service"] == "hotline"
@@ -191,9 +197,14 @@ def _check_postgresql_dedup(url: str) -> None:
     assert len({r.incident_id for r in results}) == 1
     with session_scope(url) as session:
         assert session.scalar(select(func.count()).select_from(Alert).where(Alert.fingerprint == fingerprint)) == 120
+    for replica in ("replica-a", "replica-b"):
+        run_outbox.register_worker(replica, host="test", pid=0, slots=4, url=url)
     claimed = run_outbox.claim_run_requests("replica-a", url=url)
     assert results[0].incident_id in [r.incident_id for r in claimed]
     assert results[0].incident_id not in [r.incident_id for r in run_outbox.claim_run_requests("replica-b", url=url)]
+    # Only once replica-a stops (or its heartbeat goes stale) is its claim taken over.
+    run_outbox.stop_worker("replica-a", url=url)
+    assert [r.incident_id for r in run_outbox.claim_run_requests("replica-b", url=url)] == [results[0].incident_id]
 
 
 def test_monitor_resolve_finishes_recovery_verification_early(tmp_path: Path) -> None:

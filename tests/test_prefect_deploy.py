@@ -54,7 +54,11 @@ def deployed() -> dict[str, Any]:
     _prefect("work-pool", "create", "firebreak", "--type", "process", "--overwrite", env=env)
     _prefect("deploy", "--all", "--no-prompt", env=env)
     with get_client(sync_client=True) as client:
-        return {d.name: d for d in client.read_deployments() if d.work_pool_name == "firebreak"}
+        deployed = {d.name: d for d in client.read_deployments() if d.work_pool_name == "firebreak"}
+        # Its schedule is checked below; paused here so the session's scheduler hands no reconcile
+        # run to the worker test's `--run-once` worker (the tests judge runs themselves).
+        client.pause_deployment(deployed["reconcile-incidents"].id)
+        return deployed
 
 
 def _entry_function(entrypoint: str) -> Any:
@@ -64,7 +68,11 @@ def _entry_function(entrypoint: str) -> Any:
 
 
 def test_every_declared_deployment_is_registered_as_declared(deployed: dict[str, Any]) -> None:
-    assert len(DECLARED) == 7 and {entry["name"] for entry in DECLARED} <= deployed.keys()
+    assert len(DECLARED) == 8 and {entry["name"] for entry in DECLARED} <= deployed.keys()
+    # Reconcile every minute (flows/reconcile.py); the other deployments run when someone starts them.
+    (every,) = deployed["reconcile-incidents"].schedules
+    assert every.active and every.schedule.interval.total_seconds() == 60
+    assert not any(deployed[entry["name"]].schedules for entry in DECLARED if entry["name"] != "reconcile-incidents")
     for entry in DECLARED:
         deployment = deployed[entry["name"]]
         assert deployment.description == entry["description"]

@@ -15,11 +15,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from records import audit, incidents
+from records.acknowledgements import record_acknowledgement
 from records.db import session_scope
 from records.models import EventPhase, IncidentStatus, Notification, RunState
 from reports import commitments, render
-from reports.commitments import StepTimes
+from reports.commitments import Evidence
 from reports.incident_record import export_document, load_record
+from reports.metrics import Fact
 from runbooks.commitments import CATALOGUE
 from runbooks.schema import CommitmentRef
 from tests.test_records import backend  # noqa: F401  (the SQLite/PostgreSQL fixture)
@@ -28,6 +30,31 @@ XSS = "<script>alert('x')</script><img src=x onerror=alert(1)>"
 TEMPLATE = "{{ 'ab' * 3 }}{% for x in range(2) %}loop{% endfor %}"
 MARKDOWN = "[click](javascript:alert(1)) | cell | **bold** `code`"
 PAYLOAD = f"{XSS} {TEMPLATE} {MARKDOWN}"
+
+
+def acknowledge_at(incident_id: str, contact: str, by: str, via: str, at: datetime) -> None:
+    """An acknowledgement at a fixed moment, stored as notifications.acknowledgement.service stores one
+    (the service itself stamps the current time): the row, and the status change by `via:by`."""
+    stored = record_acknowledgement(incident_id, by=by, via=via, contact_id=contact, comment=None, at=at)
+    if stored.effective and stored.incident_status == "triggered":
+        incidents.transition(incident_id, IncidentStatus.acknowledged, actor=f"{via}:{by}",
+                             reason=f"acknowledged by {by} via {via}", at=at)
+    else:
+        incidents.append_event(incident_id, phase=EventPhase.note, actor=f"{via}:{by}", at=at,
+                               status="acknowledged" if stored.effective else "ack-repeated",
+                               summary=f"Acknowledged by {by} via {via}", data={"by": by, "via": via})
+
+
+def _check(commitment: str, ref: CommitmentRef | None = None, *, level: str = "II", detected: datetime,
+           acknowledged: datetime | None = None, resolved: datetime | None = None,
+           first_delivery: datetime | None = None, steps: dict | None = None, figures: list | None = None,
+           parameters: dict | None = None, run_ended: bool = True) -> commitments.CheckResult:
+    return commitments.check(CATALOGUE[commitment], ref if ref is not None else CommitmentRef(id=commitment),
+                             level=level, detected=Fact(detected, 1), acknowledged=Fact(acknowledged, 2 if acknowledged else None),
+                             resolved=Fact(resolved, 3 if resolved else None),
+                             first_delivery=Fact(first_delivery, 4 if first_delivery else None), reached=Fact(None),
+                             steps=steps or {}, figures=figures or [], parameters=parameters or {}, titles={},
+                             run_ended=run_ended)
 
 
 def _firebreak(*args: str) -> subprocess.CompletedProcess[str]:
@@ -62,7 +89,7 @@ def _build_outage(title: str = "Chat down", level: str = "II", *, ack_after: tim
          error="HTTP 500")
     step("isolate_failed_node", "http", timedelta(hours=4, seconds=2), timedelta(hours=4, seconds=3), attempt=2)
     step("fail_over", "http", timedelta(hours=4, seconds=4), timedelta(hours=4, seconds=5))
-    incidents.transition(incident.id, IncidentStatus.acknowledged, actor=actor, at=t0 + ack_after)
+    acknowledge_at(incident.id, "li-wei", "Li Wei", "link", t0 + ack_after)
     incidents.transition(incident.id, IncidentStatus.mitigated, actor=actor, at=at(hours=4, seconds=6))
     incidents.transition(incident.id, IncidentStatus.resolved, actor=actor, at=at(hours=5))
     incidents.transition(incident.id, IncidentStatus.closed, actor="li-wei", reason="confirmed with customers",
@@ -89,9 +116,13 @@ def test_report_has_every_section_with_metrics_from_fixed_timestamps(backend: st
     # Milestones in UTC and in Asia/Shanghai (UTC+8).
     resolved = t0 + timedelta(hours=5)
     assert f"| Resolved | {resolved:%Y-%m-%d %H:%M:%S}Z | {resolved + timedelta(hours=8):%Y-%m-%d %H:%M:%S} CST" in md
-    assert "| Time to acknowledge | 10 min 00 s | detected |" in md
-    assert "| Time to mitigate | 4 h 00 min | detected |" in md
-    assert "| Time to resolve | 5 h 00 min | detected |" in md
+    seq = {e.status: e.seq for e in reversed(incidents.events(incident_id)) if e.phase == "note"}
+    fail_over = next(e.seq for e in incidents.events(incident_id) if e.step_id == "fail_over" and e.phase == "outcome")
+    assert f"| Time to acknowledge | 10 min 00 s | detected | #{seq['acknowledged']} |" in md
+    # fail_over (mitigates: true) succeeded 1 s before the `mitigated` status: that is when it was mitigated.
+    assert f"| Time to mitigate | 4 h 00 min | detected | #{fail_over} |" in md
+    assert f"| Time to resolve | 5 h 00 min | detected | #{seq['resolved']} |" in md
+    assert f"| Time to close | 5 h 30 min | detected | #{seq['closed']} |" in md
     assert "| Incident open (to closure or run end) | 5 h 30 min | started |" in md
     # Every declared step has a row; the retried step shows both attempts and its policy.
     from tasks.catalog import load_runbook
@@ -103,8 +134,9 @@ def test_report_has_every_section_with_metrics_from_fixed_timestamps(backend: st
     # Both notifications, the failure visible, channels as recorded (redacted upstream).
     assert "| li\\_wei" not in md and "li-wei" in md and "chen-jing" in md and "failed: HTTP 502" in md
     # The timeline keeps the failed first attempt of isolate_failed_node.
-    assert re.search(r"\| isolate\\_failed\\_node \| outcome \| failed \| 1 \| isolate\\_failed\\_node: failed ✗ HTTP 500", md)
-    assert "Closed" in md and "li-wei | status → closed" in md  # a person's transition is a decision
+    assert re.search(r"\| \d+→\d+ \| [0-9:.]+Z \(1\.0 s\) \| failed \| isolate\\_failed\\_node: failed ✗ HTTP 500 \|", md)
+    assert "Closed" in md and "| li-wei | status (closed) |" in md  # a person's transition is a decision
+    assert "**What closed it:** li-wei (by hand): confirmed with customers" in md
     assert "REVIEW PENDING" in md
     head = audit.verify(incident_id).head_hash
     assert f"`{head}`" in md and "The audit chain is intact." in md
@@ -124,7 +156,8 @@ def test_level_one_response_over_an_hour_is_a_breach_in_report_and_index(backend
     incident_id, _ = _build_outage(level="I", ack_after=timedelta(hours=1, seconds=1))
     view = render.build_view(load_record(incident_id), "en")
     response = next(c for c in view["commitments"] if c["title"] == CATALOGUE["response_time"].title_en)
-    assert (response["raw_result"], response["target"], response["measured"]) == ("fail", "1 h 00 min", "1 h 00 min")
+    assert (response["raw_result"], response["target"]) == ("fail", "≤ 1 h 00 min")
+    assert response["measured"].startswith("1 h 00 min (acknowledged by Li Wei, #")
     assert view["breaches"] == 1
     listing = _firebreak("reports")
     assert listing.returncode == 0, listing.stderr
@@ -138,10 +171,8 @@ def test_level_one_response_over_an_hour_is_a_breach_in_report_and_index(backend
 ])
 def test_response_commitment_threshold(level: str, delay: timedelta, expected: str) -> None:
     t0 = datetime(2026, 1, 28, 1, 0, tzinfo=timezone.utc)
-    result = commitments.check(CATALOGUE["response_time"], CommitmentRef(id="response_time"), level=level,
-                               detected=t0, acknowledged=t0 + delay, resolved=None, first_delivery=None, steps={},
-                               parameters={}, run_ended=True)
-    assert result.result == expected and result.measured == delay
+    result = _check("response_time", level=level, detected=t0, acknowledged=t0 + delay)
+    assert result.result == expected and result.value == delay and result.seq == 2
 
 
 @pytest.mark.parametrize("commitment, evidence_delay, expected", [
@@ -154,37 +185,39 @@ def test_response_commitment_threshold(level: str, delay: timedelta, expected: s
 def test_time_commitment_thresholds(commitment: str, evidence_delay: timedelta, expected: str) -> None:
     t0 = datetime(2026, 1, 28, 1, 0, tzinfo=timezone.utc)
     moment = t0 + evidence_delay
-    steps = {"evidence": StepTimes(first_started=moment, first_succeeded=moment, final_status="succeeded")}
-    result = commitments.check(CATALOGUE[commitment], CommitmentRef(id=commitment, evidence=["evidence"]),
-                               level="II", detected=t0, acknowledged=None, resolved=None, first_delivery=moment,
-                               steps=steps, parameters={}, run_ended=True)
-    assert (result.result, result.measured) == (expected, evidence_delay)
+    steps = {"evidence": Evidence(first_started=moment, first_succeeded=moment, final_status="succeeded",
+                                  started_seq=7, succeeded_seq=8)}
+    result = _check(commitment, CommitmentRef(id=commitment, evidence=["evidence"]), detected=t0,
+                    first_delivery=moment, steps=steps)
+    assert (result.result, result.value) == (expected, evidence_delay)
 
 
 def test_commitment_without_evidence_or_not_yet_due() -> None:
     t0 = datetime(2026, 1, 28, 1, 0, tzinfo=timezone.utc)
     ref = CommitmentRef(id="workaround_4h", evidence=["publish_fault_notice"])
-    skipped = {"publish_fault_notice": StepTimes(None, None, "skipped")}
-    common = dict(level="II", detected=t0, acknowledged=None, resolved=None, first_delivery=None, parameters={})
-    assert commitments.check(CATALOGUE["workaround_4h"], ref, steps=skipped, run_ended=True, **common).result == "not_measured"
-    assert commitments.check(CATALOGUE["workaround_4h"], ref, steps={}, run_ended=False, **common).result == "pending"
+    skipped = {"publish_fault_notice": Evidence(None, None, "skipped")}
+    not_run = _check("workaround_4h", ref, detected=t0, steps=skipped)
+    assert not_run.result == "not_measured" and "did not run" in not_run.note["en"]
+    assert _check("workaround_4h", ref, detected=t0, run_ended=False).result == "pending"
     # The run ended and the incident was never acknowledged: a breach, not "pending".
-    never = commitments.check(CATALOGUE["response_time"], CommitmentRef(id="response_time"), steps={},
-                              run_ended=True, **common)
-    assert never.result == "fail" and "never" in never.note
+    never = _check("response_time", detected=t0)
+    assert never.result == "fail" and "never" in never.note["en"] and never.measured["en"] == "never"
 
 
 @pytest.mark.parametrize("answer_target, confirmed, expected", [(30, True, "pass"), (31, True, "fail"),
                                                                  (30, False, "fail")])
 def test_first_answer_commitment(answer_target: int, confirmed: bool, expected: str) -> None:
     t0 = datetime(2026, 1, 28, 1, 0, tzinfo=timezone.utc)
-    wait = StepTimes(t0, t0 + timedelta(minutes=3) if confirmed else None, "succeeded" if confirmed else "failed")
-    result = commitments.check(CATALOGUE["first_answer_30s"],
-                               CommitmentRef(id="first_answer_30s", evidence=["wait_for_service_level"]),
-                               level="II", detected=t0, acknowledged=None, resolved=None, first_delivery=None,
-                               steps={"wait_for_service_level": wait},
-                               parameters={"answer_target_seconds": answer_target}, run_ended=True)
+    output = {"last_json": {"service_level": 0.9412, "answer_target_seconds": answer_target}}
+    wait = Evidence(t0, t0 + timedelta(minutes=3) if confirmed else None, "succeeded" if confirmed else "failed",
+                    output if confirmed else None, 5, 6 if confirmed else None)
+    result = _check("first_answer_30s", CommitmentRef(id="first_answer_30s", evidence=["wait_for_service_level"]),
+                    detected=t0, steps={"wait_for_service_level": wait},
+                    parameters={"answer_target_seconds": answer_target})
     assert result.result == expected
+    if expected == "pass":  # what was measured, from the event that measured it; never the target itself
+        assert result.measured["en"].startswith("94.1 % answered within 30 s once restored (#6")
+        assert result.value == pytest.approx(0.9412) and result.seq == 6
 
 
 def test_injection_payloads_are_inert_in_html_and_markdown(backend: str) -> None:
@@ -328,3 +361,33 @@ def test_export_leaves_out_signed_acknowledgement_links(backend: str) -> None:
                                  body="Acknowledge: http://ops.example.com/ack/SU5DLTIw.7c7ec8fB8IV7-GBJ_CEIMD8"))
     exported = json.dumps(export_document(incident_id))
     assert "SU5DLTIw" not in exported and "http://ops.example.com/ack/[redacted]" in exported
+
+
+def test_validator_requires_every_chinese_twin_once_one_is_there(tmp_path) -> None:
+    """A runbook with any `_zh` twin has all of them (the Chinese report and pages are never half English)."""
+    from tasks.catalog import validate_file
+    from tests.runbook_helpers import write_runbook
+
+    steps = [{"id": "note", "title": "Note it", "title_zh": "记录", "action": "record", "with": {"message": "m"}},
+             {"id": "tell", "title": "Tell them", "description": "Page the lead.", "action": "notify",
+              "with": {"to": ["scenario_lead"], "title": "t", "message": "m"}}]
+    path = write_runbook(tmp_path, "half-chinese", steps)
+    _, problems = validate_file(path)
+    messages = sorted(str(p).split(": ", 1)[1] for p in problems)
+    assert any("title: title_zh is missing" in m for m in messages)
+    assert any("description: description_zh is missing" in m for m in messages)
+    assert any("steps[1].id: step 'tell' has no title_zh" in m for m in messages)
+    assert any("steps[1].description: step 'tell' has a description but no description_zh" in m for m in messages)
+    assert any("steps[1].with.title: notify step 'tell' has `title` but no `title_zh`" in m for m in messages)
+    assert any("steps[1].with.message: notify step 'tell' has `message` but no `message_zh`" in m for m in messages)
+    assert len(problems) == 6
+    whole = write_runbook(tmp_path, "all-chinese", [
+        {**steps[0]}, {**steps[1], "title_zh": "通知", "description_zh": "呼叫负责人。",
+                       "with": {**steps[1]["with"], "title_zh": "标题", "message_zh": "内容"}}],
+        title_zh="测试", description_zh="测试预案。")
+    assert validate_file(whole)[1] == []
+    # The seed runbooks carry every twin.
+    for seed in ("system-outage", "network-congestion", "staffing-shortage"):
+        from tasks.catalog import load_runbook
+
+        assert load_runbook(seed).runbook.has_zh

@@ -50,15 +50,35 @@ def test_seed_runbook_run_produces_its_report(simulator, runbook: str, fault: st
         assert f"(`{step.id}`)" in md
     for row in notifications(incident_id):  # every notification, with its channel as recorded
         assert row.contact in md and row.channel.replace("_", "\\_") in md
-    for moment in (incident.triggered_at, incident.acknowledged_at, incident.mitigated_at, incident.resolved_at,
-                   incident.closed_at):
+    for moment in (incident.triggered_at, incident.acknowledged_at, incident.resolved_at, incident.closed_at):
         assert format_utc(moment) in md
-    for event in events(incident_id)[:-1]:  # the timeline up to the report's own moment
-        assert f"| {event.seq} | {event.at:%Y-%m-%d %H:%M:%S}" in md
-    # A drill that recovers in seconds meets every declared commitment.
-    for commitment in load_runbook(runbook).runbook.commitments:
-        assert commitment.id
-    assert "**FAIL**" not in md and md.count("**PASS**") == len(load_runbook(runbook).runbook.commitments)
+    # Mitigated: when the runbook's mitigating step first succeeded, if before the `mitigated` status.
+    mitigating = {s.id for s in load_runbook(runbook).runbook.steps if s.mitigates}
+    first = next(e for e in events(incident_id) if e.step_id in mitigating and e.status == "succeeded")
+    assert first.at <= incident.mitigated_at and f"| Mitigated | {format_utc(first.at)} |" in md
+    assert f"- **Time to mitigate:** " in md and f"(#{first.seq})" in md
+    html = texts["en.html"]
+    for event in events(incident_id)[:-1]:  # the whole timeline up to the report's own moment, in the HTML
+        assert f"<tr class=\"{'failed' if event.status == 'failed' else 'retry' if event.attempt > 1 else ''}\"><td>{event.seq}</td><td class=\"mono nw\">{event.at:%Y-%m-%d %H:%M:%S}" in html
+    # A drill that recovers in seconds meets every commitment its runbook declares; every other
+    # commitment of the seed plan is listed too, "not measured" with the reason.
+    from reports.incident_record import load_record
+    from reports.render import build_view
+    from runbooks.commitments import CATALOGUE
+
+    rows = {c["id"]: c for c in build_view(load_record(incident_id), "en")["commitments"]}
+    assert list(rows) == list(CATALOGUE)
+    declared = {c.id for c in load_runbook(runbook).runbook.commitments}
+    assert {i for i, c in rows.items() if c["raw_result"] == "pass"} == declared
+    assert all(c["raw_result"] == "not_measured" and c["note"] for i, c in rows.items() if i not in declared)
+    assert "**FAIL**" not in md and md.count("**PASS**") == len(declared)
+    # Charts: the steps' Gantt, and one chart per metric a wait_until step watched.
+    watched = {e.step_id for e in events(incident_id) if e.action == "wait_until" and e.phase == "outcome"}
+    assert html.count("<svg") == 1 + len(watched) and watched
+    # The Chinese report carries no English step title.
+    for step in load_runbook(runbook).runbook.steps:
+        assert f">{step.title}<" not in texts["zh.html"] and f"| {step.title} (" not in texts["zh.md"]
+        assert step.title_zh in texts["zh.html"]
     assert "REVIEW PENDING" in md
     verification = audit.verify(incident_id)
     assert verification.intact and verification.head_hash in md

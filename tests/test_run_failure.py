@@ -411,15 +411,16 @@ def test_needs_attention_is_derived_from_status_and_run_state() -> None:
 
 def test_the_incidents_api_and_the_report_show_needs_attention(tmp_path: Path) -> None:
     from reports import render
-    from tests.intake_harness import RunningIntake, write_config
+    from tests.intake_harness import READ_AUTH, RunningIntake, write_config
 
     open_one = _incident("triggered", "failed", error="step 'probe' failed and its policy is abort")
     closed_one = _incident("closed", "completed")
     sources, routes = write_config(tmp_path, {"runbook": None})
     with RunningIntake(sources, routes, executor="none") as intake:
-        shown = httpx.get(f"{intake.url}/v1/incidents/{open_one}").json()
-        listed = {i["id"]: i for i in httpx.get(f"{intake.url}/v1/incidents", params={"limit": 100}).json()["incidents"]}
-        closed = httpx.get(f"{intake.url}/v1/incidents/{closed_one}").json()
+        shown = httpx.get(f"{intake.url}/v1/incidents/{open_one}", headers=READ_AUTH).json()
+        listed = {i["id"]: i for i in httpx.get(f"{intake.url}/v1/incidents", params={"limit": 100},
+                                                headers=READ_AUTH).json()["incidents"]}
+        closed = httpx.get(f"{intake.url}/v1/incidents/{closed_one}", headers=READ_AUTH).json()
     assert shown["needs_attention"] is True
     assert shown["attention_reason"] == ("the runbook run failed but the incident is still triggered "
                                          "(step 'probe' failed and its policy is abort)")

@@ -480,3 +480,29 @@ def test_parallel_posts_are_all_recorded_and_a_shared_key_acts_once(make_sim, cl
     shared = [e for e in log if e["idempotency_key"] == "INC-3:failover"]
     assert len(shared) == 50 and sum(not e["replayed"] for e in shared) == 1
     assert [e["seq"] for e in log] == list(range(1, 101))
+
+
+# ------------------------------------------------------------- service figures
+def test_service_figures_meet_the_seed_targets_only_when_the_service_is_healthy() -> None:
+    """The figures a drill's report scores against the seed commitments (SEEDS.md): first-contact
+    resolution ≥ 85 %, satisfaction ≥ 90 %, complaints ≤ 5 %, chat ≤ 60 s, social ≤ 30 min, IVR ≤ 15 s."""
+    def meets(f: dict) -> dict[str, bool]:
+        return {"fcr": f["first_contact_resolution"] >= 0.85, "satisfaction": f["satisfaction"] >= 0.9,
+                "complaints": f["complaint_rate"] <= 0.05, "chat": f["chat_first_reply_seconds"] <= 60,
+                "social": f["social_first_reply_seconds"] <= 1800, "ivr": f["ivr_greeting_seconds"] <= 15}
+
+    healthy = ContactCentre(fault="none").metrics()["service_figures"]
+    assert all(meets(healthy).values()) and healthy["average_answer_seconds"] < 30
+    short = ContactCentre(fault="short-staffed").metrics()["service_figures"]
+    assert meets(short) == {"fcr": False, "satisfaction": False, "complaints": False, "chat": False,
+                            "social": True, "ivr": True}
+    assert short["average_answer_seconds"] == 3600.0  # the queue never drains: capped, not infinite
+    congested = ContactCentre(fault="congested").metrics()["service_figures"]
+    assert meets(congested)["social"] is False and meets(congested)["chat"] is False
+    assert meets(congested)["ivr"] is False
+    down = ContactCentre(fault="down").metrics()["service_figures"]
+    assert meets(down)["fcr"] is False and meets(down)["chat"] is False
+    # Calling in the reserve restores them (38 + 10 agents).
+    centre = ContactCentre(fault="short-staffed")
+    centre.call_in_reserve(10)
+    assert all(meets(centre.metrics()["service_figures"]).values())

@@ -115,9 +115,13 @@ def cmd_timeline(args: argparse.Namespace) -> int:
 
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
-    from firebreak.cli.prefect_server import ensure_server
+    import os
 
-    ensure_server()
+    if not os.environ.get("PREFECT_API_URL"):
+        from firebreak.cli.prefect_server import ensure_server
+
+        ensure_server()
+    # A configured server that does not answer: reconcile says so and judges nothing (PrefectUnreachable).
     from flows.reconcile import reconcile_runs
 
     done = reconcile_runs()
@@ -178,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("incident")
     p.set_defaults(func=cmd_timeline)
 
-    p = sub.add_parser("reconcile", help="record runs whose process died without reporting as crashed")
+    p = sub.add_parser("reconcile", help="record runs Prefect reports Running whose heartbeat stopped as crashed "
+                                         "(waiting runs are left alone)")
     p.set_defaults(func=cmd_reconcile)
 
     p = sub.add_parser("server", help="the local Prefect server")

@@ -122,3 +122,19 @@ def verify_ack_token(token: str, *, now: datetime | None = None) -> tuple[str, s
         raise AckTokenExpired(f"the link expired at {expires:%Y-%m-%d %H:%M}Z; acknowledge with "
                               f"`firebreak ack {incident_id} --by NAME` or in the Prefect UI")
     return incident_id, contact_id
+
+
+def make_form_token(token: str, nonce: str | None = None) -> str:
+    """The hidden field of the link's confirmation page: `<nonce>.<HMAC of "ack-form|<token>|<nonce>">`.
+
+    Only a GET of the page (which needs the link) gets one, and a page of another site cannot read
+    it, so a POST carrying it comes from the confirmation page (notifications.acknowledgement.http)."""
+    nonce = nonce or secrets.token_urlsafe(16)
+    return f"{nonce}.{_sign(f'ack-form|{token}|{nonce}'.encode())}"
+
+
+def form_token_valid(token: str, value: str) -> bool:
+    nonce, dot, _mac = value.partition(".")
+    if not nonce or not dot or len(value) > 200:
+        return False
+    return hmac.compare_digest(make_form_token(token, nonce), value)

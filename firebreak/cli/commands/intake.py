@@ -3,8 +3,9 @@
 `up` starts, each as its own process so one crash is visible and Ctrl-C stops
 them all: the Prefect server (or uses PREFECT_API_URL), the deployments from
 prefect.yaml served by a runner (which runs what operators start from the
-Prefect UI), the intake (which runs alert-started runs itself, warm) and, with
---with-simulator, the contact-centre simulator.
+Prefect UI, and reconcile every minute on its schedule), the intake (which runs
+alert-started runs itself, warm) and, with --with-simulator, the contact-centre
+simulator.
 """
 from __future__ import annotations
 
@@ -53,7 +54,18 @@ def load_deployments(project_file: Path = PROJECT_ROOT / "prefect.yaml") -> list
     return [RunnerDeployment.from_entrypoint(
         entrypoint=str(project_file.parent / entry["entrypoint"]), name=entry["name"],
         description=entry.get("description"), tags=entry.get("tags"),
-        enforce_parameter_schema=entry.get("enforce_parameter_schema", True)) for entry in declared]
+        enforce_parameter_schema=entry.get("enforce_parameter_schema", True), **_schedules(entry))
+        for entry in declared]
+
+
+def _schedules(entry: dict[str, Any]) -> dict[str, Any]:
+    """A deployment's `schedules:` (interval or cron entries, as `prefect deploy` reads them) for serve()."""
+    active = [s for s in entry.get("schedules") or [] if s.get("active", True)]
+    for kind in ("interval", "cron"):
+        values = [s[kind] for s in active if kind in s]
+        if values:
+            return {kind: values}
+    return {}
 
 
 def cmd_serve_deployments(args: argparse.Namespace) -> int:
@@ -116,7 +128,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         print()
         print(f"Prefect UI:   {server.ui_url}   (deployments: {server.ui_url}/deployments)")
         print(f"intake:       http://{intake_settings.host}:{intake_settings.port}   "
-              f"(API docs: http://{intake_settings.host}:{intake_settings.port}/docs)")
+              f"(API docs: http://{intake_settings.host}:{intake_settings.port}/docs, with a read token)")
         if args.with_simulator:
             print(f"simulator:    http://127.0.0.1:{get_settings().simulator_port}")
         print("Ctrl-C stops everything.", flush=True)

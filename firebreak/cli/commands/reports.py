@@ -47,35 +47,61 @@ def cmd_reports(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_audit_verify(args: argparse.Namespace) -> int:
-    from records import audit
-    from records.incidents import get_incident, IncidentNotFound
+def _prefect_for_anchors() -> None:
+    """Use PREFECT_API_URL, or the local Prefect server if it is running (it is not started for this)."""
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    from firebreak.cli.prefect_server import healthy
+    from firebreak.settings import get_settings
 
+    local = f"http://127.0.0.1:{get_settings().prefect_port}/api"
+    if healthy(local):
+        os.environ["PREFECT_API_URL"] = local
+
+
+def _verification_line(result) -> str:  # type: ignore[no-untyped-def]
+    from records import audit
+
+    head = f"{result.events} events, head #{result.head_seq} {result.head_hash}"
+    note = f"; {result.note}" if result.note else ""
+    if result.broken is not None:
+        b = result.broken
+        where = f" (event #{b.seq})" if b.seq else ""
+        return f"{result.incident_id}: BROKEN: {b.kind}{where}: {b.detail}"
+    if result.status == audit.INTACT:
+        return f"{result.incident_id}: intact, {head}{note}"
+    if result.status == audit.EXTENDED:
+        return f"{result.incident_id}: intact, extended since #{result.since}: {head}{note}"
+    if result.status == audit.NOT_ANCHORED:
+        return f"{result.incident_id}: not anchored (chain and signed heads intact, {head}){note}"
+    return f"{result.incident_id}: anchor not checked (chain and signed heads intact, {head}){note}"
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    _prefect_for_anchors()
+    from records import audit
+    from records.audit_anchor import PrefectAnchors
+    from records.incidents import IncidentNotFound, get_incident
+
+    anchors = PrefectAnchors()
     if args.incident:
         try:
             get_incident(args.incident)
         except IncidentNotFound as exc:
             return _fail(str(exc))
-        results = [audit.verify(args.incident)]
-    else:
-        results = audit.verify_all()
-    if args.expect_head and len(results) != 1:
+        results = [audit.verify(args.incident, anchors=anchors, expect_head=args.expect_head)]
+    elif args.expect_head:
         return _fail("--expect-head needs one incident id")
-    broken = 0
+    else:
+        results = audit.verify_all(anchors=anchors)
     for result in results:
-        if result.intact and args.expect_head and args.expect_head.lower() != result.head_hash:
-            broken += 1
-            print(f"{result.incident_id}: BROKEN: the head is {result.head_hash} (#{result.head_seq}), not the "
-                  f"expected {args.expect_head}: the chain was rewritten or events were appended since")
-        elif result.intact:
-            print(f"{result.incident_id}: intact, {result.events} events, head #{result.head_seq} {result.head_hash}")
-        else:
-            broken += 1
-            b = result.broken
-            print(f"{result.incident_id}: BROKEN: event #{b.seq} {b.problem}: {b.detail}")
+        print(_verification_line(result))
     if not results:
         print("no incidents")
-    return 1 if broken else 0
+    if any(result.broken is not None for result in results):
+        return 1
+    # Nothing tampered with that the records and the key can show, but not proven outside them.
+    return 3 if any(result.status in (audit.NOT_ANCHORED, audit.UNCHECKED) for result in results) else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -147,10 +173,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     p = subparsers.add_parser("audit", help="the tamper-evident timeline")
     audit_sub = p.add_subparsers(dest="audit_command", required=True)
-    v = audit_sub.add_parser("verify", help="verify the hash chain of one incident (or all); exit 1 if broken")
+    v = audit_sub.add_parser("verify", help="verify the audit trail of one incident (or all, and that none is "
+                                            "missing): exit 0 intact, 1 broken, 3 not anchored outside the records")
     v.add_argument("incident", nargs="?")
     v.add_argument("--expect-head", metavar="HASH", help="a head hash kept outside the database (from a report "
-                                                         "or export) that the chain must still end in")
+                                                         "or export): the chain must still hold it, at its end "
+                                                         "or extended since")
     v.set_defaults(func=cmd_audit_verify)
 
     p = subparsers.add_parser("export", help="write an incident's complete raw record as JSON")

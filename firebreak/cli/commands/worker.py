@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Any
 
 
@@ -28,15 +29,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         ensure_server()  # the local one; a configured server is used as it is, even while it is down
     from intake.runs import RunDispatcher
-    from intake.server import SWITCH_INTERVAL_SECONDS
 
-    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)  # quick hand-offs between the claim loop and the slots
+    sys.setswitchinterval(0.001)  # quick hand-offs between the claim loop and the slots (as the intake)
     worker = RunDispatcher("warm", max_concurrent_runs=settings.slots, poll_seconds=settings.poll_seconds,
                            heartbeat_seconds=settings.heartbeat_seconds, stale_after=settings.stale_seconds)
-    stopping = threading.Event()
+    stopping, hurry = threading.Event(), threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
-        stopping.set()
+        (hurry if stopping.is_set() else stopping).set()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -48,6 +48,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
         pass
     print("stopping: no new runs are claimed; claimed runs not yet begun go back to the outbox", flush=True)
     worker.stop()
+    running = [future for future in worker.runs.values() if not future.done()]
+    if running:
+        print(f"waiting up to {args.grace:g}s for {len(running)} run(s) to end (a second signal: exit now; "
+              "a run cut short is recorded as crashed by `firebreak reconcile`)", flush=True)
+        deadline = time.monotonic() + args.grace
+        while not hurry.is_set() and time.monotonic() < deadline and not all(f.done() for f in running):
+            hurry.wait(0.2)
     return 0
 
 
@@ -56,4 +63,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--slots", type=int, help="runs executed at once, at most (default 16, FIREBREAK_WORKER_SLOTS)")
     p.add_argument("--poll", type=float, metavar="SECONDS",
                    help="how often the outbox is looked at (default 0.5, FIREBREAK_WORKER_POLL_SECONDS)")
+    p.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
+                   help="on SIGTERM/SIGINT, how long runs already begun may take to end (default 30)")
     p.set_defaults(func=cmd_worker)

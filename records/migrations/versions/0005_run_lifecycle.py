@@ -7,11 +7,14 @@
   generation), so a new run's escalation is its own and not the record of an earlier run's.
 - run_requests.finished_at and the run_workers table: the outbox knows when a run ended
   and which executor processes are alive, so a dead one's claims are taken over.
+- intake_signatures.sent_at and expires_at (issue 10): a seen signature is forgotten only after
+  its timestamp alone refuses it (signed timestamp + replay window), never while it could verify.
 
 Revision ID: 0005
 Revises: 0004
 """
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 from alembic import op
@@ -63,8 +66,26 @@ def upgrade() -> None:
         sa.Column("stopped_at", TS),
     )
 
+    with op.batch_alter_table("intake_signatures") as batch:
+        batch.add_column(sa.Column("sent_at", TS, nullable=True))
+        batch.add_column(sa.Column("expires_at", TS, nullable=True))
+    signatures = sa.table("intake_signatures", sa.column("seen_at", TS), sa.column("sent_at", TS),
+                          sa.column("expires_at", TS))
+    # Rows from before: their timestamps are unknown, so each is kept as long as the longest window
+    # (1 day) plus the largest future skew (5 min) from now allows any of them to verify.
+    keep_until = datetime.now(timezone.utc) + timedelta(days=1, minutes=5)
+    connection.execute(signatures.update().values(sent_at=signatures.c.seen_at, expires_at=keep_until))
+    with op.batch_alter_table("intake_signatures") as batch:
+        batch.alter_column("sent_at", existing_type=TS, nullable=False)
+        batch.alter_column("expires_at", existing_type=TS, nullable=False)
+        batch.create_index("ix_intake_signatures_expires_at", ["expires_at"])
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("intake_signatures") as batch:
+        batch.drop_index("ix_intake_signatures_expires_at")
+        batch.drop_column("expires_at")
+        batch.drop_column("sent_at")
     op.drop_table("run_workers")
     with op.batch_alter_table("run_requests") as batch:
         batch.drop_column("finished_at")

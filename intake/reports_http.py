@@ -1,0 +1,83 @@
+"""Post-incident reports served to auditors, read-only, behind the incidents API's reader authentication.
+
+    GET /reports/                      every incident: level, status, TTA/TTR, breaches, audit status
+    GET /reports/{incident}?lang=en|zh the report, rendered from the records at the time of the request
+
+Nothing here writes: the report is rendered in memory from the records (reports.render), and the
+index verifies each incident's audit chain (records.audit.verify) as it lists it, so it shows
+"verified" or what failed. The reader dependency is the intake's (intake.app: a read token, or HTTP
+Basic with the reader's name and token so a browser can open the pages).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse
+
+from firebreak import errors
+from records import audit
+from records.incidents import list_incidents
+from reports.incident_record import load_record
+from reports.render import index_row, render, served_index
+
+#: What an incident id can look like (INC-2026-0001); anything else is answered as unknown.
+_INCIDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: The served pages are standalone: no scripts, nothing loaded from anywhere, never cached by a proxy.
+HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+INDEX_LIMIT = 500
+
+
+def audit_status(incident_id: str) -> dict[str, Any]:
+    """The incident's audit status as the index shows it: verified, or what failed and where."""
+    try:
+        result = audit.verify(incident_id)
+    except Exception as exc:  # a database that cannot be read is not "verified"
+        return {"ok": False, "text": f"not verified: {type(exc).__name__}: {exc}"}
+    if result.broken is None:
+        status = getattr(result, "status", "")
+        note = f" ({status})" if status and status not in ("intact",) else ""
+        return {"ok": True, "text": f"verified{note}, head #{result.head_seq}"}
+    broken = result.broken
+    kind = getattr(broken, "kind", None) or broken.problem
+    where = f" at event #{broken.seq}" if broken.seq else ""
+    return {"ok": False, "text": f"{kind}{where}: {broken.detail}"}
+
+
+def _index(lang: str) -> str:
+    rows = []
+    for incident in list_incidents(INDEX_LIMIT):
+        row = index_row(load_record(incident.id), lang)
+        rows.append({"row": row, "title": incident.title, "audit": audit_status(incident.id)})
+    return served_index(rows, lang)
+
+
+def _report(incident_id: str, lang: str) -> str:
+    return render(load_record(incident_id), lang).html
+
+
+def router(reader: Callable[..., Any]) -> APIRouter:
+    """The /reports routes, each behind `reader` (the intake's reader dependency)."""
+    routes = APIRouter(prefix="/reports", tags=["reports"])
+
+    @routes.get("/", response_class=HTMLResponse, summary="Every incident's report, with its audit status (read token)")
+    async def index(_reader: str = Depends(reader),
+                    lang: Literal["en", "zh"] = Query("en", description="en or zh")) -> HTMLResponse:
+        return HTMLResponse(await run_in_threadpool(_index, lang), headers=HEADERS)
+
+    @routes.get("/{incident_id}", response_class=HTMLResponse, summary="One incident's report (read token)")
+    async def report(incident_id: str, _reader: str = Depends(reader),
+                     lang: Literal["en", "zh"] = Query("en", description="en or zh")) -> HTMLResponse:
+        if not _INCIDENT_ID.match(incident_id):
+            raise errors.NotFound(f"no incident {incident_id!r}")
+        return HTMLResponse(await run_in_threadpool(_report, incident_id, lang), headers=HEADERS)
+
+    return routes

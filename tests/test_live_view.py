@@ -1,0 +1,96 @@
+"""The live incident view in Prefect (reports.live_view): the artifact `incident-<id>` follows the
+incident while its run goes on (a gate waiting, its decision, the end), the run's tags say when a
+person is needed, and a run's many timeline events become few artifact versions (coalesced by
+one updater thread, not one Prefect call per event)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from records.incidents import events, get_incident
+from reports.live_view import AWAITING_APPROVAL, NEEDS_ATTENTION, artifact_key
+from tests.polling import wait_for
+from tests.runbook_helpers import run, write_runbook
+from tests.test_approval import Background, gated, resume
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+def artifact_versions(incident_id: str) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifact_key(incident_id)])),
+                                     sort=ArtifactSort.CREATED_DESC)
+
+
+def latest(incident_id: str) -> str:
+    versions = artifact_versions(incident_id)
+    return versions[0].data if versions else ""
+
+
+def run_tags(flow_run_id: str) -> set[str]:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return set(client.read_flow_run(flow_run_id).tags)
+
+
+def test_key_follows_prefect_rules() -> None:
+    assert artifact_key("INC-2026-0001") == "incident-inc-2026-0001"
+    assert artifact_key("INC_2026.7") == "incident-inc-2026-7"
+
+
+def test_a_gate_shows_and_tags_the_run_until_it_is_decided(tmp_path: Path) -> None:
+    background = Background(gated(tmp_path, "live-gate", timeout=120))
+    incident_id, flow_run_id = background.paused_incident()
+    view = wait_for(lambda: (text := latest(incident_id)) and "Waiting for a decision" in text and text,
+                    what="the live view to show the waiting gate")
+    assert "Approve the fail-over" in view and "Resume" in view and "## Now and next" in view
+    wait_for(lambda: {AWAITING_APPROVAL, NEEDS_ATTENTION} <= run_tags(flow_run_id), what="attention tags")
+
+    resume(flow_run_id, run_input={"decision": "approve", "approver": "Qian Li", "comment": "go"})
+    assert background.finish().is_completed()
+    final = latest(incident_id)
+    assert "Waiting for a decision" not in final
+    assert "approved by Qian Li" in final  # the recent timeline
+    tags = run_tags(flow_run_id)
+    # The run completed with the incident still open (this runbook has no status steps): a person is
+    # needed, but no gate waits any more.
+    assert AWAITING_APPROVAL not in tags and NEEDS_ATTENTION in tags
+    assert "NEEDS ATTENTION" in final
+
+
+def test_a_whole_drill_is_a_few_versions_ending_in_the_closed_incident(simulator: Any) -> None:
+    from flows.seed_runbooks import ENTRY_FLOWS
+
+    state = ENTRY_FLOWS["system-outage"](parameters={"service_url": simulator.url, "check_interval_seconds": 0.2,
+                                                     "recovery_deadline_seconds": 30},
+                                         drill=True, source="drill", return_state=True)
+    assert state.is_completed()
+    incident = next(i for i in __import__("records.incidents", fromlist=["x"]).list_incidents(50)
+                    if i.flow_run_id == str(state.state_details.flow_run_id))
+    final = latest(incident.id)
+    assert f"# {incident.id}" in final and "**closed**" in final and "## Paged" in final
+    assert "Report: [report-" in final  # the link to the report artifact, written as the run ended
+    assert "Acknowledged** by" in final  # the drill responder acknowledged by the page's link
+    # Coalesced: many events, far fewer versions (at most one per second of the run, and only on change).
+    versions = artifact_versions(incident.id)
+    assert 1 < len(versions) < len(events(incident.id)) / 2
+    assert NEEDS_ATTENTION not in run_tags(incident.flow_run_id)
+    assert get_incident(incident.id).status == "closed"
+
+
+def test_a_failed_run_is_tagged_needs_attention(tmp_path: Path) -> None:
+    path = write_runbook(tmp_path, "live-fails", [
+        {"id": "broken", "action": "http", "with": {"url": "http://127.0.0.1:9/nothing"}, "timeout": 5},
+    ], allowed_hosts=["127.0.0.1"], on_run_failure={"notify": ["technical_support"], "by_level": False})
+    state, incident_id = run(path)
+    assert state.is_failed()
+    final = latest(incident_id)
+    assert "NEEDS ATTENTION" in final and "run failed" in final
+    assert NEEDS_ATTENTION in run_tags(get_incident(incident_id).flow_run_id)

@@ -1,0 +1,327 @@
+"""Every figure of the post-incident report, each from the event it came from (issue 11).
+
+Each test builds an incident through the records API at fixed offsets from its opening, renders
+the report, and checks the figure and the event seq printed beside it: time to acknowledge (a
+person or a monitor, never a runbook setting the status), time to mitigate (the first mitigating
+step or `mitigated` status), time to resolve and close, who acknowledged which page, gate decisions
+as recorded, every seed commitment listed (measured, or "not measured — why"), monitor-closed
+incidents, a resolve after closure, and the Markdown artifact's narrow tables.
+"""
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel
+
+from records import incidents
+from records.alert_ingest import IncomingAlert, RunPlan, ingest
+from records.db import session_scope
+from records.models import EventPhase, IncidentStatus, Notification, RunState
+from reports import render
+from reports.incident_record import load_record
+from runbooks.commitments import CATALOGUE
+from tests.test_records import backend  # noqa: F401  (the SQLite/PostgreSQL fixture)
+from tests.test_reports import acknowledge_at
+
+ACTOR = "runbook:system-outage"
+
+
+class Outage:
+    """A system-outage incident written event by event at fixed offsets from its opening."""
+
+    def __init__(self, *, level: str = "II", runbook: str = "system-outage", source: str = "drill"):
+        self.incident = incidents.open_incident(runbook_id=runbook, runbook_version="1.0", title="Chat down",
+                                                level=level, source=source, drill=source == "drill",
+                                                parameters={"service_url": "http://sim"})
+        self.id = self.incident.id
+        self.t0 = self.incident.triggered_at
+        self.actor = f"runbook:{runbook}"
+
+    def at(self, **offset: float) -> datetime:
+        return self.t0 + timedelta(**offset)
+
+    def step(self, step_id: str, action: str, start: timedelta, end: timedelta, status: str = "succeeded",
+             output: object = None, error: str | None = None, data: dict | None = None) -> int:
+        """Intent and outcome of one attempt; returns the outcome's seq."""
+        incidents.append_event(self.id, phase=EventPhase.intent, status="started", actor=self.actor, step_id=step_id,
+                               action=action, summary=f"{step_id}: start", at=self.t0 + start)
+        recorded = data if data is not None else ({"output": output} if output is not None else {})
+        return incidents.append_event(self.id, phase=EventPhase.outcome, status=status, actor=self.actor,
+                                      step_id=step_id, action=action, summary=f"{step_id}: {status}", error=error,
+                                      data=recorded, at=self.t0 + end).seq
+
+    def status(self, status: IncidentStatus, actor: str | None = None, reason: str = "", **offset: float) -> int:
+        incidents.transition(self.id, status, actor=actor or self.actor, reason=reason, at=self.at(**offset))
+        return incidents.events(self.id)[-1].seq
+
+    def page(self, contact: str, role: str, sent: datetime | None, step: str = "page_technical_support") -> None:
+        with session_scope() as session:
+            session.add(Notification(incident_id=self.id, step_id=step, contact=contact, role=role,
+                                     channel=f"json://127.0.0.1/inbox/{contact}",
+                                     idempotency_key=f"{self.id}:{step}:{contact}", attempts=1,
+                                     status="delivered" if sent else "failed", title="t", body="b", drill=True,
+                                     created_at=self.t0, sent_at=sent))
+        if sent is not None:  # as tasks.notify records each delivery on the timeline
+            incidents.append_event(self.id, phase=EventPhase.note, status="delivered", actor=self.actor,
+                                   step_id=step, action="notify", at=sent,
+                                   summary=f"notify {contact} ({role}) via json://…: delivered",
+                                   data={"contact": contact, "tier": 1, "cycle": 0})
+
+    def view(self, lang: str = "en") -> dict:
+        return render.build_view(load_record(self.id), lang)
+
+    def markdown(self, lang: str = "en") -> str:
+        return render.render(load_record(self.id), lang).markdown
+
+
+def duration(view: dict, label: str) -> dict:
+    return next(d for d in view["durations"] if d["label"] == label)
+
+
+def commitment(view: dict, commitment_id: str) -> dict:
+    return next(c for c in view["commitments"] if c["id"] == commitment_id)
+
+
+def test_time_to_mitigate_is_the_fail_over_not_the_acknowledgement(backend: str) -> None:
+    """Finding 2: the fail-over at 3 min 30 s mitigated it, whatever time the `mitigated` status came."""
+    o = Outage()
+    fail_over = o.step("fail_over", "http", timedelta(minutes=3, seconds=29), timedelta(minutes=3, seconds=30))
+    acknowledge_at(o.id, "li-wei", "Li Wei", "link", o.at(minutes=10))
+    o.status(IncidentStatus.mitigated, minutes=10, seconds=32)  # waited for the acknowledgement
+    view = o.view()
+    ttm = duration(view, "Time to mitigate")
+    assert (ttm["value"], ttm["seq"]) == ("3 min 30 s", fail_over)
+    mitigated = next(m for m in view["milestones"] if m["label"] == "Mitigated")
+    assert mitigated["source"] == f"#{fail_over} · {ACTOR} · step “Fail over to the standby”"
+    # With no mitigating step, the `mitigated` status is the moment.
+    other = Outage()
+    status_seq = other.status(IncidentStatus.mitigated, minutes=7)
+    assert (duration(other.view(), "Time to mitigate")["value"], duration(other.view(), "Time to mitigate")["seq"]) \
+        == ("7 min 00 s", status_seq)
+
+
+def test_time_to_acknowledge_is_a_person_or_a_monitor(backend: str) -> None:
+    o = Outage()
+    o.status(IncidentStatus.acknowledged, minutes=1)  # the runbook set it: not an acknowledgement
+    view = o.view()
+    tta = duration(view, "Time to acknowledge")
+    assert tta["value"] == "—" and tta["seq"] is None
+    assert tta["why"].startswith("no person or monitor acknowledged; runbook:system-outage set the status at #")
+    assert "not measured — no person or monitor acknowledged" in o.markdown()
+    acknowledge_at(o.id, "li-wei", "Li Wei", "link", o.at(minutes=4, seconds=5))
+    ack_seq = incidents.events(o.id)[-1].seq
+    tta = duration(o.view(), "Time to acknowledge")
+    assert (tta["value"], tta["seq"]) == ("4 min 05 s", ack_seq)
+    assert commitment(o.view(), "response_time")["measured"] == f"4 min 05 s (acknowledged by Li Wei, #{ack_seq})"
+    # A monitor's acknowledgement counts too (intake: acknowledge_incident(by="monitor:…", via="monitor")).
+    m = Outage(source="alert")
+    acknowledge_at(m.id, None, "monitor:alertmanager", "monitor", m.at(seconds=42))
+    tta = duration(m.view(), "Time to acknowledge")
+    assert (tta["value"], tta["seq"]) == ("42.0 s", incidents.events(m.id)[-1].seq)
+
+
+def test_time_to_resolve_and_close_come_from_their_own_events(backend: str) -> None:
+    o = Outage()
+    resolved = o.status(IncidentStatus.resolved, reason="healthy 3 checks in a row", hours=1, minutes=2)
+    closed = o.status(IncidentStatus.closed, actor="qian-li", reason="customers told", hours=1, minutes=20)
+    view = o.view()
+    assert (duration(view, "Time to resolve")["value"], duration(view, "Time to resolve")["seq"]) == ("1 h 02 min", resolved)
+    assert (duration(view, "Time to close")["value"], duration(view, "Time to close")["seq"]) == ("1 h 20 min", closed)
+    assert view["closing"]["resolved"] == f"runbook system-outage: healthy 3 checks in a row (#{resolved})"
+    assert view["closing"]["closed"] == f"qian-li (by hand): customers told (#{closed})"
+    md = o.markdown()
+    assert f"- **Time to close:** 1 h 20 min (#{closed})" in md
+    # The jump triggered → resolved implies acknowledged and mitigated: they are not invented as measurements.
+    assert duration(view, "Time to acknowledge")["value"] == "—"
+    mitigated = next(m for m in view["milestones"] if m["label"] == "Mitigated")
+    assert mitigated["source"].startswith(f"#{resolved} · {ACTOR} · implied")
+
+
+def test_each_page_shows_only_its_own_acknowledgement(backend: str) -> None:
+    """Finding 3: the incident's acknowledgement is not copied onto every page."""
+    o = Outage()
+    o.page("li-wei", "technical_support", o.at(seconds=4))
+    o.page("chen-jing", "technical_support", o.at(seconds=4))
+    o.page("qian-li", "scenario_lead", None)
+    acknowledge_at(o.id, "li-wei", "Li Wei", "link", o.at(minutes=2))
+    ack_seq = incidents.events(o.id)[-1].seq
+    rows = {n["contact"]: n for n in o.view()["notifications"]}
+    assert rows["li-wei"]["acknowledged"] == f"acknowledged by Li Wei (#{ack_seq}) {o.at(minutes=2):%H:%M:%S}"
+    assert rows["chen-jing"]["acknowledged"] == "—" and rows["qian-li"]["acknowledged"] == "—"
+    assert rows["li-wei"]["sent"] != "—" and rows["qian-li"]["raw_status"] == "failed"
+    # A repeat by another person is hers alone (the CLI: matched by name, no contact id).
+    acknowledge_at(o.id, None, "chen-jing", "cli", o.at(minutes=3))
+    rows = {n["contact"]: n for n in o.view()["notifications"]}
+    assert rows["chen-jing"]["acknowledged"].startswith("acknowledged by chen-jing (#")
+    decisions = [(d["who"], d["kind"]) for d in o.view()["decisions"]]
+    assert decisions == [("Li Wei", "acknowledged"), ("chen-jing", "ack-repeated")]
+
+
+def test_gate_decisions_as_recorded(backend: str) -> None:
+    """Finding 1: a person's rejection is reported as a rejection by that person, not as a timeout."""
+    o = Outage(level="I")
+    incidents.append_event(o.id, phase=EventPhase.note, status="awaiting-approval", actor=ACTOR,
+                           step_id="approve_failover", action="approval", summary="waiting", at=o.at(minutes=1),
+                           data={"timeout": 600, "on_timeout": "escalate"})
+    rejected = incidents.append_event(
+        o.id, phase=EventPhase.note, status="rejected", actor="Zhao Gang", step_id="approve_failover",
+        action="approval", summary="Commander approves the fail-over (level I): rejected by Zhao Gang: standby is cold",
+        at=o.at(minutes=2), data={"decision": "rejected", "approver": "Zhao Gang", "comment": "standby is cold"}).seq
+    incidents.append_event(o.id, phase=EventPhase.outcome, status="failed", actor=ACTOR, step_id="approve_failover",
+                           action="approval", summary="failed", at=o.at(minutes=2),
+                           error="ApprovalRejected: rejected by Zhao Gang: standby is cold")
+    # A second gate nobody answered, proceeding by its policy.
+    incidents.append_event(o.id, phase=EventPhase.note, status="awaiting-approval", actor=ACTOR, step_id="other_gate",
+                           action="approval", summary="waiting", at=o.at(minutes=3),
+                           data={"timeout": 900, "on_timeout": "proceed"})
+    timed_out = incidents.append_event(o.id, phase=EventPhase.note, status="approval-timed-out", actor=ACTOR,
+                                       step_id="other_gate", action="approval", summary="nobody decided",
+                                       at=o.at(minutes=18), data={"decision": "proceeded-on-timeout"}).seq
+    view = o.view()
+    gates = [(d["who"], d["kind"], d["comment"], d["seq"]) for d in view["decisions"]]
+    assert gates == [("Zhao Gang", "rejected", "standby is cold", rejected),
+                     ("—", "timed-out", "900s, on_timeout: proceed", timed_out)]
+    step = next(s for s in view["steps"] if s["id"] == "approve_failover")
+    assert step["status"] == "rejected"
+    assert step["words"] == f"rejected by Zhao Gang: standby is cold (#{rejected})"
+    assert "timed out" not in step["words"]
+    zh = next(s for s in o.view("zh")["steps"] if s["id"] == "approve_failover")
+    assert zh["status"] == "驳回" and zh["words"].startswith("Zhao Gang 驳回：standby is cold")
+
+
+def test_a_failure_the_action_decided_is_not_called_a_timeout(backend: str) -> None:
+    """tasks.base: a rejection that arrives after the step's own timeout is still a rejection."""
+    from tasks.approval import ApprovalRejected
+    from tasks.base import StepContext, action
+
+    class Nothing(BaseModel):
+        pass
+
+    def decide_late(_inp: Nothing, attempt) -> None:
+        time.sleep(max(0.0, attempt.remaining()) + 0.05)  # the person answers after the step's deadline
+        raise ApprovalRejected("rejected by Zhao Gang: standby is cold")
+
+    name = f"test.reject_late_{time.monotonic_ns()}"
+    late = action(name, Nothing, describe=lambda _inp: "decide late", in_flow=True)(decide_late)
+    o = Outage()
+    context = StepContext(incident_id=o.id, runbook_id="system-outage", step_id="approve_failover",
+                          step_title="Commander approves the fail-over (level I)", action=name, level="I",
+                          timeout=0.2)
+    try:
+        late.run_in_flow(context, {})
+    except ApprovalRejected:
+        pass
+    outcome = incidents.events(o.id)[-1]
+    assert (outcome.phase, outcome.status) == ("outcome", "failed")
+    assert outcome.error == "ApprovalRejected: rejected by Zhao Gang: standby is cold"
+
+
+def test_every_seed_commitment_is_listed_measured_or_with_the_reason(backend: str) -> None:
+    """Finding 5: chat 1 min, social 30 min, first-contact resolution ≥ 85 %, satisfaction ≥ 90 % (and every
+    other commitment of the seed plan) always appear; what the runbook recorded is scored."""
+    o = Outage(runbook="staffing-shortage")
+    start = incidents.append_event(o.id, phase=EventPhase.note, status="info", actor=o.actor, step_id="record_gap",
+                                   action="record", summary="gap", at=o.at(seconds=5),
+                                   data={"measurements": {"first_contact_resolution": 0.63, "satisfaction": 0.53,
+                                                          "chat_first_reply_seconds": 315.0}}).seq
+    after = incidents.append_event(o.id, phase=EventPhase.note, status="info", actor=o.actor,
+                                   step_id="record_service_figures", action="record", summary="figures",
+                                   at=o.at(minutes=5),
+                                   data={"measurements": {"first_contact_resolution": 0.87, "satisfaction": 0.89,
+                                                          "chat_first_reply_seconds": 15.0,
+                                                          "social_first_reply_seconds": 1801.0,
+                                                          "ivr_greeting_seconds": 6.0, "complaint_rate": 0.02}}).seq
+    incidents.set_run_state(o.id, RunState.completed)
+    view = o.view()
+    assert [c["id"] for c in view["commitments"]] == list(CATALOGUE)
+    for wanted in ("chat_reply_1min", "social_media_30min", "first_contact_resolution_85", "satisfaction_90"):
+        assert commitment(view, wanted)["raw_result"] in ("pass", "fail")
+    fcr = commitment(view, "first_contact_resolution_85")
+    assert (fcr["raw_result"], fcr["target"], fcr["measured"], fcr["seq"]) == \
+        ("pass", "≥ 85 %", f"87.0 % (recorded at #{after})", after)
+    assert fcr["note"] == f"at the start 63.0 % (#{start})"
+    satisfaction = commitment(view, "satisfaction_90")
+    assert (satisfaction["raw_result"], satisfaction["measured"]) == ("fail", f"89.0 % (recorded at #{after})")
+    social = commitment(view, "social_media_30min")
+    assert (social["raw_result"], social["target"], social["measured"]) == \
+        ("fail", "≤ 30 min 00 s", f"30 min 01 s (recorded at #{after})")
+    assert commitment(view, "chat_reply_1min")["measured"] == f"15.0 s (recorded at #{after})"
+    # Commitments nothing in the record can show: "not measured" and why.
+    walk_in = commitment(view, "walk_in_on_the_spot")
+    assert (walk_in["raw_result"], walk_in["measured"]) == ("not_measured", "—")
+    assert walk_in["note"] == "walk-in service points report nothing to Firebreak"
+    repair = commitment(view, "major_fault_repair_4h")
+    assert repair["raw_result"] == "not_measured" and repair["note"].startswith("staffing-shortage does not declare it")
+    # Never acknowledged, nothing delivered, never resolved: those declared commitments are missed.
+    assert view["score"] == "Scored against the plan: 4 met, 5 missed, 9 not measured, 0 pending, of 18 commitments."
+    md = o.markdown()
+    for c in CATALOGUE.values():
+        assert c.title_en in md
+    zh = o.view("zh")
+    assert commitment(zh, "first_contact_resolution_85")["measured"] == f"87.0%（记录于 #{after}）"
+    assert commitment(zh, "walk_in_on_the_spot")["note"] == "线下网点不向 Firebreak 报送数据"
+
+
+def test_monitor_closed_incident_says_what_closed_it(backend: str) -> None:
+    """Finding 8: resolved on the monitor's word; and a resolve after closure is on the timeline."""
+    plan = RunPlan(route="test", runbook_id="system-outage", runbook_version="1.0", level="II",
+                   flow_name="system-outage")
+    fingerprint = f"alertmanager/fp-{time.monotonic_ns()}"
+    firing = IncomingAlert(source="alertmanager", format="alertmanager", fingerprint=fingerprint, status="firing",
+                           summary="chat down")
+    (opened,) = ingest([(firing, plan)])
+    incident_id = opened.incident_id
+    incidents.attach_run(incident_id, None)
+    resolved_alert = IncomingAlert(source="alertmanager", format="alertmanager", fingerprint=fingerprint,
+                                   status="resolved", summary="chat down")
+    (first,) = ingest([(resolved_alert, plan)])
+    assert first.disposition == "resolved"
+    monitor_seq = incidents.events(incident_id)[-1].seq
+    output = {"satisfied": True, "checks": 2, "consecutive": 0, "elapsed_seconds": 1.0, "last_status": 503,
+              "last_json": {"status": "down"}, "resolved_by_monitor": True, "condition": "status == 200",
+              "bounds": [], "samples": []}
+    incidents.append_event(incident_id, phase=EventPhase.outcome, status="succeeded", actor=ACTOR,
+                           step_id="verify_recovery", action="wait_until", summary="Wait until healthy: done",
+                           data={"output": output})
+    incidents.transition(incident_id, IncidentStatus.resolved, actor=ACTOR,
+                         reason="the monitor reported the alert resolved (2 health checks, the last 0 healthy in a row)")
+    resolved_seq = incidents.events(incident_id)[-1].seq
+    incidents.transition(incident_id, IncidentStatus.closed, actor=ACTOR, reason="recovery confirmed")
+    incidents.set_run_state(incident_id, RunState.completed)
+    # The monitor says "resolved" again after closure: stored with the incident and on its timeline.
+    (late,) = ingest([(resolved_alert, plan)])
+    assert (late.disposition, late.incident_id) == ("after-close", incident_id)
+    late_event = incidents.events(incident_id)[-1]
+    assert late_event.status == "monitor-late-resolve" and late_event.actor == "monitor:alertmanager"
+
+    view = render.build_view(load_record(incident_id), "en")
+    assert view["closing"]["resolved"].startswith("the monitor alertmanager reported the alert resolved")
+    assert view["closing"]["resolved"].endswith(f"(#{resolved_seq})")
+    resolved = next(m for m in view["milestones"] if m["label"] == "Resolved")
+    assert resolved["source"] == f"#{resolved_seq} · monitor:alertmanager · monitor #{monitor_seq}"
+    assert len(view["closing"]["after"]) == 1 and view["closing"]["after"][0].startswith(f"#{late_event.seq} ")
+    assert "after the incident was closed" in view["closing"]["after"][0]
+    assert "healthy 0 checks" not in render.render(load_record(incident_id), "en").markdown
+    zh = render.build_view(load_record(incident_id), "zh")
+    assert "事件关闭后，监控报告告警已恢复" in zh["closing"]["after"][0]
+
+
+def test_markdown_artifact_tables_are_narrow(backend: str) -> None:
+    """Finding 7: the Prefect artifact (Markdown) has no wide tables and no overlong cells."""
+    o = Outage()
+    for n in range(30):
+        o.step(f"extra_{n}", "http", timedelta(seconds=n), timedelta(seconds=n, milliseconds=500),
+               output={"status": 200, "json": {"text": "x" * 600}, "elapsed_ms": 3.0})
+    o.page("li-wei", "technical_support", o.at(seconds=4))
+    incidents.append_event(o.id, phase=EventPhase.note, status="info", actor=ACTOR, summary="y " * 400)
+    md = o.markdown()
+    for line in md.splitlines():
+        if line.startswith("|"):
+            cells = re.split(r"(?<!\\)\|", line)[1:-1]
+            assert len(cells) <= 6, line
+            assert all(len(cell) <= 220 for cell in cells), line
+    # Long timelines are grouped by phase, each attempt on one line (its intent folded into its outcome).
+    assert "### triggered (#1–#" in md
+    assert re.search(r"\| \d+→\d+ \| [0-9:.]+Z \(0\.5 s\) \| succeeded \| extra\\_0: succeeded \|", md)
