@@ -15,7 +15,7 @@ LookupError, RosterInvalid a ValueError, ApprovalTimedOut a TimeoutError …).
     │                     RoutingInvalid (notifications), RoutesInvalid, SourcesInvalid (intake)
     ├── InputInvalid      StepInputError, AcknowledgementInvalid
     ├── NotFound          IncidentNotFound, RunbookNotFound
-    ├── Conflict          InvalidTransition, IncidentBusy
+    ├── Conflict          InvalidTransition, IncidentBusy, LeaseLost (records.run_locks)
     ├── Refused           AuthFailed, SignatureReplayed, AckTokenError (AckTokenForged,
     │                     AckTokenExpired), intake.app.Refused
     ├── StoreUnavailable  (raised by the intake when the records database does not answer)

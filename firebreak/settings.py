@@ -39,6 +39,23 @@ class Settings(BaseSettings):
     escalation_file: Path = Field(default=PROJECT_ROOT / "notifications" / "escalation.yaml")
     routing_file: Path = Field(default=PROJECT_ROOT / "notifications" / "level_routing.yaml")
     ack_link_ttl_hours: float = Field(default=24.0, gt=0, description="How long an acknowledgement link stays valid.")
+    # The records database's connections (issue 13; README "Connection budget"). A process keeps one
+    # pool per database URL, shared by all its threads: every run on a worker's slots uses it.
+    # Unset, `firebreak worker` and `firebreak serve` size their own pool (intake.connection_budget);
+    # any other process (the CLI, a run Prefect started) gets SQLAlchemy's 5 + 10.
+    db_pool_size: int | None = Field(default=None, ge=1, description="Connections each process keeps open.")
+    db_max_overflow: int | None = Field(default=None, ge=0,
+                                        description="Connections a process may open beyond its pool at a peak.")
+    # 10 s, as SQLite's busy wait (records.db): a run-lock renewal stuck waiting for a connection must
+    # fail while its lease (30 s) is still fresh, and be tried again, rather than let the lease go stale.
+    db_pool_timeout: float = Field(default=10.0, gt=0, description=(
+        "How long a thread waits for a connection of its process's pool (and retries a server that is full) "
+        "before the operation fails."))
+    db_connection_budget: int | None = Field(default=None, ge=1, description=(
+        "Connections this installation may open to the records database, all processes together; "
+        "each intake and worker refuses to start if the configuration could use more."))
+    db_reserved_connections: int = Field(default=10, ge=0, description=(
+        "Part of the budget kept for everything else: the CLI, reconcile, runs started from the Prefect UI."))
 
     @property
     def resolved_home(self) -> Path:

@@ -315,6 +315,7 @@ def _schedule(run: _Run, title: str, summary: str | None) -> None:
             step, task_future = running.pop(done)
             if done in escalations:
                 escalations.discard(done)
+                assert task_future is not None
                 _finish_escalation(run, step, task_future)
             elif task_future is None:
                 gate_in_flight = None

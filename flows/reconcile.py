@@ -7,6 +7,8 @@ For every incident whose run has not recorded an end, Prefect is asked about its
   move to Running is newer than STALE_AFTER: the process running it died. Record it crashed,
   tell Prefect the same, and page the incident's responsible roles (flows.run_failure), once
   per run end however often reconcile runs.
+- The incident recorded the run's end but Prefect still reports it Running without a heartbeat
+  (the process died just after): Prefect is told it crashed; the recorded end stands.
 - Anything else is waiting, not dead, and is left alone: a run still queued in the outbox (no
   flow run yet), Scheduled (a busy worker), Pending (created, not begun), Paused (an approval),
   Cancelling, or a flow run this Prefect server does not know.
@@ -65,7 +67,8 @@ def reconcile_runs(stale_after: timedelta = STALE_AFTER) -> list[Reconciled]:
             problem = client.api_healthcheck()
             if problem is not None:
                 raise _unreachable(problem, done)
-            for incident in incidents.open_runs():
+            open_runs = incidents.open_runs()
+            for incident in open_runs:
                 if not incident.flow_run_id:
                     continue  # still queued in the outbox: no run to judge yet
                 try:
@@ -75,6 +78,12 @@ def reconcile_runs(stale_after: timedelta = STALE_AFTER) -> list[Reconciled]:
                 judged = _judge(client, incident, flow_run, stale_after)
                 if judged is not None:
                     done.append(judged)
+            # Outbox rows handed to a run whose incident already recorded its end: the process died
+            # between that and telling Prefect or the outbox (or Prefect's workers ran it).
+            for row in run_outbox.unfinished_runs(excluding={i.id for i in open_runs}):
+                closed = _close_row(client, row, stale_after)
+                if closed is not None:
+                    done.append(closed)
     except PrefectUnreachable:
         raise
     except Exception as exc:
@@ -118,6 +127,41 @@ def _judge(client: Any, incident: Any, flow_run: Any, stale_after: timedelta) ->
     publish_live_view(incident.id)  # the live view shows the run's end and tags it needs-attention
     run_outbox.mark_run_finished(incident.id, incident.flow_run_id)
     return Reconciled(incident.id, state, reason)
+
+
+def _close_row(client: Any, row: run_outbox.RunRequest, stale_after: timedelta) -> Reconciled | None:
+    """An outbox row still `started` (or `scheduled`) whose incident recorded the run's end: finished
+    once Prefect reports the run ended; if Prefect still reports it Running with a stale heartbeat,
+    the process died after recording the end: Prefect is told it crashed (the record keeps the end
+    the run recorded; nobody is paged for it, the engine paged before recording a failure)."""
+    assert row.flow_run_id is not None
+    try:
+        flow_run = client.read_flow_run(UUID(row.flow_run_id))
+    except ObjectNotFound:
+        return None
+    state = flow_run.state
+    kind = state.type.value if state is not None else None
+    if kind in _FINAL:
+        run_outbox.mark_run_finished(row.incident_id, row.flow_run_id)
+        return None
+    if kind != "RUNNING":
+        return None
+    incident = incidents.get_incident(row.incident_id)
+    if incident.flow_run_id != row.flow_run_id:
+        return None  # the incident is driven by another run now
+    last_sign = max(t for t in (incident.heartbeat_at, incident.run_ended_at, state.timestamp) if t is not None)
+    if utcnow() - last_sign <= stale_after:
+        return None  # still finishing (its report, its final state)
+    recorded = RunState(incident.run_state)
+    reason = (f"the run recorded its end ({recorded.value}) but its process stopped before telling Prefect; "
+              f"Prefect showed it Running with no heartbeat since {last_sign:%Y-%m-%d %H:%M:%S}Z")
+    from prefect.client.schemas.responses import SetStateStatus
+
+    if client.set_flow_run_state(row.flow_run_id, Crashed(message=reason)).status != SetStateStatus.ACCEPT:
+        return None
+    publish_report(incident.id, row.flow_run_id)  # it may have died before publishing it
+    run_outbox.mark_run_finished(row.incident_id, row.flow_run_id)
+    return Reconciled(incident.id, recorded, reason)
 
 
 def _is_connection_error(exc: BaseException) -> bool:

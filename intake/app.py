@@ -455,6 +455,10 @@ def create_app(intake: Intake | None = None) -> FastAPI:
     # Post-incident reports for auditors, read-only, behind the same reader authentication (a browser
     # is asked for the reader's name and token, as for /docs).
     app.include_router(reports_http.router(docs_reader))
+    # The lifecycle actions (flows.operator_actions), authenticated with a source's credentials.
+    from intake import operator_http
+
+    app.include_router(operator_http.router(intake))
     _document_payload_schemas(app)
     return app
 

@@ -222,7 +222,10 @@ def from_pagerduty(source: str, event: PagerDutyEvent) -> tuple[str, IncomingAle
                            if isinstance(v, str | int | float | bool) and k not in labels})
         summary = p.summary
     payload = event.model_dump(mode="json", by_alias=True, exclude={"routing_key"})
-    return dedup_key, IncomingAlert(source=source, format="pagerduty", fingerprint=f"{source}/{dedup_key}",
+    fingerprint = f"{source}/{dedup_key}"
+    if len(fingerprint) > 300:  # a long source name and a 255-character key: still one fingerprint per key
+        fingerprint = f"{source}/sha256:{hashlib.sha256(dedup_key.encode()).hexdigest()}"
+    return dedup_key, IncomingAlert(source=source, format="pagerduty", fingerprint=fingerprint,
                                     status=PD_STATUS[event.event_action], summary=summary, labels=labels,
                                     payload=payload)
 

@@ -29,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from firebreak.config_files import load_model
 from firebreak.errors import ConfigInvalid
 from runbooks.schema import Level
-from runbooks.templating import ENV, render_value
+from runbooks.hosts import url_problem
+from runbooks.templating import ENV, is_template, render_value
 from tasks.catalog import load_runbook
 
 _MATCHER = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$')
@@ -151,9 +152,15 @@ def load_routes(path: Path) -> Route:
 def _check_runbooks(route: Route, path: Path) -> None:
     if route.runbook is not None:
         try:
-            load_runbook(route.runbook)
+            runbook = load_runbook(route.runbook).runbook
         except Exception as exc:
             raise RoutesInvalid(f"{path}: route {route.name!r}: runbook {route.runbook!r}: {exc}") from exc
+        for name, value in route.parameters.items():
+            declared = runbook.parameters.get(name)
+            if declared is not None and declared.format == "url" and isinstance(value, str) and not is_template(value):
+                problem = url_problem(value, runbook.allowed_hosts)
+                if problem:  # a fixed URL: wrong for every alert, so said now rather than answered 422 each time
+                    raise RoutesInvalid(f"{path}: route {route.name!r}: parameter {name}: URL {problem}")
     for template in _strings(route.parameters):
         try:
             ENV.parse(template)

@@ -23,8 +23,9 @@ hands it to Prefect's workers (row `scheduled`); reconcile marks it finished whe
 Each executor registers a RunWorker row and renews its heartbeat every ~2 s; a clean stop
 marks it stopped and gives back the rows it claimed but did not begin.
 
-If Prefect cannot be reached, the row goes back to pending and the executor stops claiming
-for a back-off (up to 10 s), so an accepted alert is started when Prefect returns, once.
+If Prefect is busy (5xx) the slot keeps its row and tries again; if Prefect cannot be reached
+for 10 s, the row goes back to pending and the executor stops claiming for a back-off (up to
+10 s), so an accepted alert is started when Prefect returns, once.
 """
 from __future__ import annotations
 
@@ -54,6 +55,8 @@ WORKER_RETENTION = timedelta(days=1)  # rows of workers silent this long are del
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 #: The longest pause in claiming while Prefect cannot be reached.
 PREFECT_BACKOFF_LIMIT = 10.0
+#: Flow runs an executor creates (or looks up) at the same time.
+CREATORS = 4
 #: Prefect client retries when creating a run (its default, 5 with back-off doubling from 2 s, holds
 #: a slot for a minute while Prefect is down; the executor's own back-off takes over instead).
 CREATION_RETRIES = 1
@@ -111,6 +114,7 @@ class RunDispatcher:
         self._threads = self._idle = self._waiting = 0
         self._prefect_backoff = 0.0
         self._prefect_down_until = 0.0
+        self._creators = threading.BoundedSemaphore(min(CREATORS, max_concurrent_runs))
         self._flow_ids: dict[str, Any] = {}  # flow name → id on the Prefect server (for run creation)
         self.runs: dict[str, Future[Any]] = {}  # flow run id → its execution here (warm executor)
         self._last_prune = 0.0
@@ -235,7 +239,9 @@ class RunDispatcher:
         held_since, pause = time.monotonic(), 0.5
         while True:
             try:
-                with self._settings(client_retries=CREATION_RETRIES):
+                # At most CREATORS at once: creating is one short API write, and more at a time only
+                # queue for the Prefect database's lock (runs themselves go on in every slot).
+                with self._creators, self._settings(client_retries=CREATION_RETRIES):
                     flow_run = self._create_flow_run(row)  # or the existing one: the idempotency key
                     state = flow_run.state.type.value if flow_run.state else "PENDING"
                     ours = state == "PENDING"
@@ -243,14 +249,14 @@ class RunDispatcher:
                         flow_run, state, ours = self._take_scheduled(flow_run)
                 break
             except Exception as exc:
-                # Prefect busy or briefly away (a 503 from a loaded server, a restart): keep the claim
-                # and try again; after HOLD_SECONDS give the row back for any executor to try.
-                if (_prefect_unavailable(exc) and not self._stop.is_set()
-                        and time.monotonic() - held_since + pause < HOLD_SECONDS):
-                    log.info("creating the run of %s: %s: %s; trying again in %.1fs", row.incident_id,
-                             type(exc).__name__, exc, pause)
-                    self._store(lambda: run_outbox.note_run_error(row.incident_id, f"{type(exc).__name__}: {exc}",
-                                                                  worker=self.worker_id, url=self.records_url))
+                # Prefect busy (it answers 5xx: a loaded server) or briefly away (a restart): keep the
+                # claim and try again. Busy, for as long as it takes (another executor would meet the same
+                # server); unreachable from here, for HOLD_SECONDS, then the row goes back to the outbox
+                # for any executor (another machine may reach Prefect).
+                busy = _prefect_busy(exc)
+                if ((busy or _prefect_unavailable(exc)) and not self._stop.is_set()
+                        and (busy or time.monotonic() - held_since + pause < HOLD_SECONDS)):
+                    self._note_error(row, exc, pause)
                     self._stop.wait(pause)
                     pause = min(pause * 2, 4.0)
                     continue
@@ -302,6 +308,12 @@ class RunDispatcher:
                     return None
                 log.warning("outbox write failed; retrying: %s: %s", type(exc).__name__, exc)
                 self._stop.wait(STORE_RETRY_SECONDS)
+
+    def _note_error(self, row: run_outbox.RunRequest, exc: Exception, pause: float) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        log.info("creating the run of %s: %s; trying again in %.1fs", row.incident_id, error, pause)
+        self._store(lambda: run_outbox.note_run_error(row.incident_id, error, worker=self.worker_id,
+                                                      url=self.records_url))
 
     def _not_created(self, row: run_outbox.RunRequest, exc: Exception) -> None:
         self._flow_ids.pop(row.flow_name, None)  # in case the server is a new one that never saw it
@@ -381,7 +393,15 @@ def _prefect_unavailable(exc: BaseException) -> bool:
     """Prefect did not answer (or answered that it cannot serve now), as opposed to refusing this run."""
     import httpx
 
-    if isinstance(exc, httpx.TransportError | OSError):
+    return isinstance(exc, httpx.TransportError | OSError) or _prefect_busy(exc)
+
+
+def _prefect_busy(exc: BaseException) -> bool:
+    """Prefect is there but overloaded: it answered with a server error (503: its database is busy),
+    or took the connection and did not answer in time."""
+    import httpx
+
+    if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout):
         return True
     response = getattr(exc, "response", None)
     return response is not None and getattr(response, "status_code", 0) >= 500

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -20,6 +21,16 @@ def app_from_environment() -> FastAPI:
     return create_app(load_intake(IntakeSettings()))
 
 
+def tls_options(settings: IntakeSettings) -> dict[str, Any]:
+    """uvicorn's TLS options: with a certificate and its key the intake serves HTTPS only."""
+    if settings.certfile is None or settings.keyfile is None:
+        return {}
+    options: dict[str, Any] = {"ssl_certfile": str(settings.certfile), "ssl_keyfile": str(settings.keyfile)}
+    if settings.keyfile_password is not None:
+        options["ssl_keyfile_password"] = settings.keyfile_password.get_secret_value()
+    return options
+
+
 def serve(settings: IntakeSettings) -> None:
     # Requests pass between threads (event loop → writer → dispatcher → run threads); with
     # Python's default 5 ms GIL switch interval each hand-off can wait that long behind a busy
@@ -28,11 +39,13 @@ def serve(settings: IntakeSettings) -> None:
     intake = load_intake(settings)
     enabled = ", ".join(f"{name} ({source.format})" for name, source in sorted(intake.sources.items()))
     readers = ", ".join(sorted(intake.readers)) or "none configured: nobody can read incidents or /docs"
-    print(f"intake: http://{settings.host}:{settings.port}  (docs: /docs, with a read token; sources: {enabled}; "
+    scheme = "https" if settings.certfile else "http"
+    print(f"intake: {scheme}://{settings.host}:{settings.port}  (docs: /docs, with a read token; sources: {enabled}; "
           f"readers: {readers}; runs: {settings.executor} executor; {settings.workers} worker process(es))",
           flush=True)
     options = {"host": settings.host, "port": settings.port, "log_level": "warning",
-               "timeout_graceful_shutdown": 10, "timeout_keep_alive": KEEP_ALIVE_SECONDS, "backlog": 2048}
+               "timeout_graceful_shutdown": 10, "timeout_keep_alive": KEEP_ALIVE_SECONDS, "backlog": 2048,
+               **tls_options(settings)}
     if settings.workers == 1:
         uvicorn.run(create_app(intake), **options)
         return

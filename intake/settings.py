@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 INTAKE_DIR = Path(__file__).resolve().parent
@@ -30,6 +30,14 @@ class IntakeSettings(BaseSettings):
     #: they share the records database (on SQLite they take turns to write, each committing its
     #: queued requests together). 2 on a 2-core machine roughly doubles the accepted alerts/s.
     workers: int = Field(default=1, ge=1, le=64)
+    #: Intake replicas of this installation (`firebreak serve` on N machines behind a load balancer),
+    #: each with `workers` processes: counted against FIREBREAK_DB_CONNECTION_BUDGET, nothing else.
+    replicas: int = Field(default=1, ge=1)
+    #: TLS: the server's certificate chain and private key (PEM). Both set: the intake serves HTTPS only.
+    certfile: Path | None = Field(default=None, description="PEM certificate chain; with keyfile, serve HTTPS")
+    keyfile: Path | None = Field(default=None, description="PEM private key of certfile")
+    #: The private key's password, if it is encrypted (never logged).
+    keyfile_password: SecretStr | None = None
     #: How often the outbox is polled when nothing new arrives (another replica's alerts, a dead
     #: worker's runs, Prefect back up); this process's own alerts wake it at once.
     outbox_poll_seconds: float = Field(default=0.5, gt=0)
@@ -42,6 +50,9 @@ class WorkerSettings(BaseSettings):
 
     #: Run slots of a `firebreak worker` (its --slots).
     slots: int = Field(default=16, ge=1)
+    #: `firebreak worker` processes this installation runs, on all machines together: counted against
+    #: FIREBREAK_DB_CONNECTION_BUDGET (a worker counts at least itself), nothing else.
+    processes: int = Field(default=0, ge=0)
     #: How often a worker looks at the outbox (nothing wakes it from another process).
     poll_seconds: float = Field(default=0.5, gt=0, le=5)
     #: How often every executor renews its heartbeat (RunWorker.heartbeat_at).

@@ -264,8 +264,8 @@ def verify_reader(readers: dict[str, Reader], authorization: str | None) -> str:
             name, _, token = base64.b64decode(credentials, validate=True).decode("utf-8").partition(":")
         except (ValueError, UnicodeDecodeError):
             raise AuthFailed("Authorization header is not `Basic <base64 of name:token>`") from None
-        reader = readers.get(name)
-        expected = secret_of(reader.token_env) if reader is not None else None
+        named = readers.get(name)
+        expected = secret_of(named.token_env) if named is not None else None
         if expected is not None and hmac.compare_digest(token.encode(), expected.encode()):
             return name
     else:

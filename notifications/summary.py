@@ -55,7 +55,8 @@ def who_was_told(incident_id: str) -> Iterator[str]:
     for row in rows:
         tier = f" tier {row.tier}" if row.tier > 1 or row.cycle else ""
         # Only where this person acknowledged: the incident's acknowledgement is stamped on every page so far.
-        mine = [a for a in acks if a.contact_id == row.contact or (a.contact_id is None and a.by == row.contact)]
+        mine = [a for a in acks if (a.contact_id == row.contact or (a.contact_id is None and a.by == row.contact))
+                and (row.created_at is None or (a.last_at or a.at) >= row.created_at)]
         acked = f"  acknowledged by {mine[0].by} via {mine[0].via}" if mine else ""
         error = f"  ✗ {row.error}" if row.status != "delivered" and row.error else ""
         attempts = describe_attempts(tries.get(row.page_key or str(row.id), []))

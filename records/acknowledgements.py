@@ -30,7 +30,7 @@ from records.incidents import IncidentNotFound
 from records.models import Base, Incident, IncidentStatus, Notification, TimelineEvent, utcnow
 
 #: How an acknowledgement can arrive (issue 3 §5).
-ACK_PATHS = ("ui", "link", "cli", "monitor")
+ACK_PATHS = ("ui", "link", "cli", "monitor", "api")
 #: A later comment of the same acknowledger is kept as a note: at most this many, this long each.
 MAX_NOTES = 5
 NOTE_CHARS = 1000

@@ -25,6 +25,8 @@ from firebreak.settings import get_settings
 
 KEY_FILE_NAME = "audit-key"
 _lock = threading.Lock()
+#: Keys read from files, by path: every event is signed, and the file does not change under a process.
+_read: dict[Path, "AuditKey"] = {}
 
 
 class AuditKeyMissing(RuntimeError):
@@ -66,6 +68,8 @@ def load_key(*, create: bool = True) -> AuditKey:
         return AuditKey(configured.get_secret_value().encode(), "FIREBREAK_AUDIT_KEY")
     path = key_path()
     with _lock:
+        if path in _read:
+            return _read[path]
         if not path.exists():
             if not create:
                 raise AuditKeyMissing(f"no audit key: FIREBREAK_AUDIT_KEY is unset and {path} does not exist")
@@ -78,6 +82,8 @@ def load_key(*, create: bool = True) -> AuditKey:
                 with os.fdopen(descriptor, "w") as handle:
                     handle.write(secrets.token_urlsafe(48))
         value = path.read_text().strip()
-    if not value:
-        raise AuditKeyMissing(f"{path} is empty; restore it from a backup (a new key verifies nothing signed before)")
-    return AuditKey(value.encode(), str(path))
+        if not value:
+            raise AuditKeyMissing(f"{path} is empty; restore it from a backup (a new key verifies nothing signed "
+                                  f"before)")
+        key = _read[path] = AuditKey(value.encode(), str(path))
+    return key

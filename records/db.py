@@ -6,7 +6,10 @@ IMMEDIATE, so concurrent steps queue for the write lock instead of failing with
 """
 from __future__ import annotations
 
+import logging
+import random
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +24,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from firebreak.settings import get_settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+log = logging.getLogger("firebreak.records.db")
+
+#: SQLAlchemy's own pool defaults, for a process that sizes nothing (the CLI, a run Prefect started).
+DEFAULT_POOL_SIZE, DEFAULT_MAX_OVERFLOW = 5, 10
+#: PostgreSQL's SQLSTATE for "sorry, too many clients already" and "remaining connection slots are
+#: reserved …": the server is full right now, which passes as other clients disconnect.
+TOO_MANY_CONNECTIONS = "53300"
+_SERVER_FULL_WORDS = ("too many clients", "remaining connection slots are reserved", "too many connections")
 
 #: How long a SQLite writer waits for the write lock before "database is locked". Clearly shorter
 #: than the run lock's stale time (records.run_locks.STALE_AFTER_SECONDS, 30 s): a lock renewal
@@ -67,9 +79,63 @@ def get_engine(url: str | None = None) -> Engine:
                                                     "check_same_thread": False})
                 _configure_sqlite(engine)
             else:
-                engine = create_engine(url, pool_pre_ping=True)
+                # One pool per URL per process, shared by every thread (every run on a worker's slots):
+                # at most pool_size + max_overflow connections, the figure the connection budget counts.
+                # A thread that finds them all in use waits for one (pool_timeout) instead of failing.
+                settings = get_settings()
+                engine = create_engine(url, pool_pre_ping=True, pool_size=pool_size(),
+                                       max_overflow=max_overflow(), pool_timeout=settings.db_pool_timeout)
+                _wait_while_server_full(engine, settings.db_pool_timeout)
             _engines[url] = engine
         return engine
+
+
+def pool_size() -> int:
+    """Connections this process keeps per database (FIREBREAK_DB_POOL_SIZE, else SQLAlchemy's 5)."""
+    size = get_settings().db_pool_size
+    return DEFAULT_POOL_SIZE if size is None else size
+
+
+def max_overflow() -> int:
+    """Connections this process may open beyond its pool at a peak (FIREBREAK_DB_MAX_OVERFLOW, else 10)."""
+    overflow = get_settings().db_max_overflow
+    return DEFAULT_MAX_OVERFLOW if overflow is None else overflow
+
+
+def server_full(exc: BaseException) -> bool:
+    """The database refused a new connection because it has as many as it allows (for now)."""
+    for error in (exc, getattr(exc, "orig", None), exc.__cause__):
+        if error is None:
+            continue
+        if getattr(error, "sqlstate", None) == TOO_MANY_CONNECTIONS:
+            return True
+        if any(words in str(error).lower() for words in _SERVER_FULL_WORDS):
+            return True
+    return False
+
+
+def _wait_while_server_full(engine: Engine, patience: float) -> None:
+    """A new connection the server refuses as full ("too many clients") is tried again, with
+    back-off and jitter, for up to `patience` seconds: another process's connections come and go,
+    and a step that needs one waits for it rather than failing its run. Any other refusal (wrong
+    password, server down) fails at once, as before."""
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect, _record, cargs, cparams):  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + patience
+        pause, tries = 0.05, 0
+        while True:
+            try:
+                return dialect.connect(*cargs, **cparams)
+            except Exception as exc:
+                if not server_full(exc) or time.monotonic() + pause > deadline:
+                    raise
+                tries += 1
+                if tries == 1:
+                    log.warning("the records database is full (too many clients); waiting for a connection "
+                                "(up to %.0fs): %s", patience, str(exc).strip().splitlines()[-1])
+                time.sleep(pause * (0.5 + random.random()))
+                pause = min(pause * 2, 1.0)
 
 
 def migrate(url: str | None = None) -> None:

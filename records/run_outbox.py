@@ -19,6 +19,7 @@ executor (intake.runs: the intake's embedded one, or `firebreak worker`) moves i
 from __future__ import annotations
 
 import uuid
+from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -238,6 +239,15 @@ def _changed(result: Any) -> int:
 def _attach_flow_run(session: Any, incident_id: str, flow_run_id: str) -> None:
     session.execute(update(Incident).where(Incident.id == incident_id, Incident.flow_run_id.is_(None))
                     .values(flow_run_id=flow_run_id))
+
+
+def unfinished_runs(*, excluding: AbstractSet[str] = frozenset(), url: str | None = None) -> list[RunRequest]:
+    """Rows handed to a flow run (`started`, `scheduled`) that are not finished, but those of `excluding`."""
+    with session_scope(url) as session:
+        return [row for row in session.scalars(
+            select(RunRequest).where(RunRequest.status.in_(("started", "scheduled")), RunRequest.finished_at.is_(None),
+                                     RunRequest.flow_run_id.is_not(None)))
+                if row.incident_id not in excluding]
 
 
 def run_request(incident_id: str, *, url: str | None = None) -> RunRequest | None:

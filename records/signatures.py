@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Index, String, delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -106,8 +107,8 @@ def _insert_new(session: Session, rows: list[dict[str, Any]]) -> set[str]:
     if dialect in ("postgresql", "sqlite"):
         # On PostgreSQL a conflicting row another transaction has not committed yet makes this wait
         # for it: committed, the row is skipped (replayed); rolled back, ours is inserted.
-        statement = (postgresql.insert(SeenSignature) if dialect == "postgresql" else sqlite.insert(SeenSignature))
-        statement = statement.on_conflict_do_nothing(index_elements=["signature"]).returning(SeenSignature.signature)
+        upsert = postgresql.insert(SeenSignature) if dialect == "postgresql" else sqlite.insert(SeenSignature)
+        statement = upsert.on_conflict_do_nothing(index_elements=["signature"]).returning(SeenSignature.signature)
         return set(session.scalars(statement, rows))
     inserted = set()
     for row in rows:  # other databases: the unique violation, caught in a savepoint
@@ -124,7 +125,8 @@ def forget_signatures_before(cutoff: datetime, *, url: str | None = None) -> int
     """Forget signatures that expired before `cutoff` (any cutoff up to now is safe: an expired
     signature's request is refused by its timestamp alone). Returns how many were forgotten."""
     with session_scope(url) as session:
-        return session.execute(delete(SeenSignature).where(SeenSignature.expires_at < cutoff)).rowcount
+        result = session.execute(delete(SeenSignature).where(SeenSignature.expires_at < cutoff))
+        return cast(CursorResult[Any], result).rowcount
 
 
 def forget_expired_signatures(*, margin: timedelta = timedelta(minutes=5), url: str | None = None) -> int:

@@ -168,10 +168,10 @@ def watch_chart(*, origin: datetime, end: datetime, series: Any, labels: dict[st
         low, high = min(0.0, min(known)), max(known) * 1.1 or 1.0
         colour = LINE_COLOURS[index % len(LINE_COLOURS)]
 
-        def y(value: float) -> float:
+        def y(value: float, low: float = low, high: float = high) -> float:
             return bottom - plot_h * (value - low) / (high - low if high > low else 1.0)
 
-        points = [(axis.x(t), y(v)) for t, v in zip(times, values) if t is not None and v is not None]
+        points = [(axis.x(t), y(v)) for t, v in zip(times, values, strict=True) if t is not None and v is not None]
         if points:
             path = " ".join(f"{'M' if i == 0 else 'L'}{px:.1f},{py:.1f}" for i, (px, py) in enumerate(points))
             body.append(f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
@@ -196,7 +196,7 @@ def watch_chart(*, origin: datetime, end: datetime, series: Any, labels: dict[st
                     f'(→ {_e(last)})</text>')
     strip = bottom + 4
     body.append(f'<text x="{LABEL - 6}" y="{strip + 10}" class="lbl" text-anchor="end">{_e(labels["holds"])}</text>')
-    for index, (t, sample) in enumerate(zip(times, samples)):
+    for index, (t, sample) in enumerate(zip(times, samples, strict=True)):
         if t is None:
             continue
         x = axis.x(t)

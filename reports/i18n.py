@@ -181,7 +181,7 @@ STATUS_WORDS = {
            "technical_support": "技术支持", "data_analyst": "数据分析员", "crisis_management": "危机管理小组",
            "customer_service": "客服部", "marketing": "市场部", "logistics": "后勤保障部", "reserve_staff": "后备人员",
            "product_safety": "产品安全部", "administration": "行政部", "information_coordinator": "信息联络员",
-           "drill": "演练", "operator": "操作员", "cli": "命令行"},
+           "drill": "演练", "operator": "操作员"},
 }
 
 

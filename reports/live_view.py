@@ -306,6 +306,11 @@ def publish_live_view(incident_id: str) -> bool:
     """Build and publish the incident's live view once (after a change no run will publish). Never
     raises; False if it could not be published."""
     try:
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():  # no server to publish to (a CLI action with no Prefect up)
+            LOGGER.info("live view of %s not published: no Prefect server (PREFECT_API_URL) is set", incident_id)
+            return False
         return _Publisher().publish(build(incident_id), force=True)
     except Exception as exc:  # noqa: BLE001  (Prefect unreachable: the records hold the truth)
         LOGGER.warning("live view of %s not published: %s: %s", incident_id, type(exc).__name__, exc)

@@ -390,6 +390,7 @@ class Acknowledgement:
     contact: str | None
     effective: bool
     comment: str
+    last_at: datetime | None = None  # renewed by a repeat of the same acknowledger (records.acknowledgements)
 
 
 def acknowledgements(record: IncidentRecord) -> list[Acknowledgement]:
@@ -402,7 +403,7 @@ def acknowledgements(record: IncidentRecord) -> list[Acknowledgement]:
         match = next((e for e in events if e.actor == actor and abs((e.at - ack.at).total_seconds()) < 1), None)
         found.append(Acknowledgement(ack.by, ack.via, ack.at, match.seq if match else None,
                                      getattr(ack, "contact_id", None), bool(getattr(ack, "effective", False)),
-                                     getattr(ack, "comment", None) or ""))
+                                     getattr(ack, "comment", None) or "", getattr(ack, "last_at", None)))
     return found
 
 
@@ -444,8 +445,8 @@ def notification_rows(record: IncidentRecord, names: dict[str, str] | None = Non
             escalation = "escalated"
         mine = next((a for a in acks if a.contact == n.contact
                      or (a.contact is None and a.by in (n.contact, names.get(n.contact)))), None)
-        if mine is not None and n.created_at and mine.at < n.created_at:
-            mine = None  # acknowledged before this page was sent: not an answer to it
+        if mine is not None and n.created_at and (mine.last_at or mine.at) < n.created_at:
+            mine = None  # acknowledged (last) before this page was sent: not an answer to it
         rows.append(NotificationRow(n.contact, n.role or "", n.channel, n.status, n.attempts, n.created_at,
                                     n.sent_at, mine.at if mine else None, mine.by if mine else None,
                                     mine.seq if mine else None, escalation, n.error, n.step_id, tier,

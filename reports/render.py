@@ -186,7 +186,7 @@ def _timeline_groups(record: IncidentRecord, rows: list[dict[str, Any]], t: dict
     ended = {(e.step_id, e.attempt) for e in record.events if e.phase == "outcome"}
     groups: list[dict[str, Any]] = []
     phase = "triggered"
-    for event, row in zip(record.events, rows):
+    for event, row in zip(record.events, rows, strict=True):
         if event.phase == "intent" and (event.step_id, event.attempt) in ended:
             continue  # shown on its outcome's row
         to = (event.data or {}).get("to") if metrics._status_change(event) else None
@@ -304,7 +304,7 @@ def build_view(record: IncidentRecord, lang: str, now: datetime | None = None) -
             "status": i18n.word(incident.status, lang), "raw_status": incident.status,
             "run_state": i18n.word(incident.run_state, lang), "raw_run_state": incident.run_state,
             "run_error": incident.run_error or "", "drill": incident.drill,
-            "kind": t["drill"] if incident.drill else t["real"], "source": incident.source,
+            "kind": t["drill"] if incident.drill else t["real"], "source": i18n.word(incident.source, lang),
             "summary": (incident.summary if incident.summary and incident.summary != incident.title else shown_title),
             "description": (runbook.description_in(lang) if runbook else ""),
             "flow_run_id": incident.flow_run_id or "", "flow_run_url": _flow_run_url(incident.flow_run_id) or "",
@@ -326,7 +326,7 @@ def build_view(record: IncidentRecord, lang: str, now: datetime | None = None) -
             "fingerprint": getattr(a, "fingerprint", ""), "status": getattr(a, "status", ""),
             "summary": getattr(a, "summary", ""),
         } for a in record.alerts],
-        "no_alert": t["no_alert"].format(source=incident.source),
+        "no_alert": t["no_alert"].format(source=i18n.word(incident.source, lang)),
         "milestones": [{"label": t[f"m_{key}"], "utc": utc(fact.at), "local": local(fact.at),
                         "missing": fact.at is None, "seq": fact.seq, "source": _fact_source(fact, lang, titles)}
                        for key, fact in marks.items()],

@@ -183,7 +183,9 @@ def _check_url_parameters(runbook: Runbook, problem: Report) -> None:
                 problem(("parameters", name, "default"), f"default URL {reason}; add its host to allowed_hosts")
     for index, step in enumerate(runbook.steps):
         value = step.with_.get("url")
-        match = _URL_FROM_PARAM.search(value) if isinstance(value, str) else None
+        if not isinstance(value, str):
+            continue
+        match = _URL_FROM_PARAM.search(value)
         if match is None or not _parses(value):  # a syntax error is reported on its own
             continue
         name = match.group(1) or match.group(2)

@@ -38,14 +38,14 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from prefect.input import RunInput  # what makes the Prefect UI show a form for the paused run
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from firebreak.errors import StepFailed
+from firebreak.errors import FirebreakError, StepFailed
 from firebreak.settings import get_settings
 from firebreak.yaml_lines import Path_
 from notifications.escalation import EscalationInvalid, load_policies
@@ -119,7 +119,7 @@ class ApprovalWithdrawn(RunStopping):
     """The run stopped while the gate waited: the gate was withdrawn and accepts no decision."""
 
 
-class _Withdrawn(Exception):
+class _Withdrawn(FirebreakError):
     """Raised out of the wait: why the gate was withdrawn, and a decision that raced the withdrawal."""
 
     def __init__(self, reason: str, late_answer: Any = None):
@@ -183,17 +183,17 @@ def _pause(ctx: StepContext, form: Any, timeout: int, key: str) -> Any:
     from prefect.exceptions import Abort
     from prefect.input import keyset_from_paused_state
     from prefect.input.run_input import run_input_subclass_from_type
-    from prefect.states import Paused
+    from prefect.states import Paused, State
     from prefect.utilities.engine import propose_state_sync
 
     flow_context = FlowRunContext.get()
-    if flow_context is None:
+    if flow_context is None or flow_context.flow_run is None:
         raise RuntimeError("an approval gate can only wait inside a flow run")
     flow_run_id = flow_context.flow_run.id
     form = run_input_subclass_from_type(form)
-    proposed = Paused(timeout_seconds=timeout, reschedule=False, pause_key=key)
+    proposed: State[Any] = Paused(timeout_seconds=timeout, reschedule=False, pause_key=key)
     keyset = keyset_from_paused_state(proposed)
-    proposed.state_details.run_input_keyset = keyset
+    proposed.state_details.run_input_keyset = keyset  # type: ignore[assignment]  # as Prefect's pause does
     with get_client(sync_client=True) as client:
         try:
             state = propose_state_sync(client=client, state=proposed, flow_run_id=flow_run_id)
@@ -207,14 +207,14 @@ def _pause(ctx: StepContext, form: Any, timeout: int, key: str) -> Any:
         deadline = time.monotonic() + timeout
         while True:
             stopping = run_stop.wait(ctx.flow_run_id, min(POLL_SECONDS, max(deadline - time.monotonic(), 0.0)))
-            state = client.read_flow_run(flow_run_id).state
-            if state is not None and state.is_running():
+            now: State[Any] | None = client.read_flow_run(flow_run_id).state
+            if now is not None and now.is_running():
                 answer = form.load(keyset, flow_run_id=flow_run_id)
                 if stopping is not None:
                     raise _Withdrawn(stopping, answer)
                 return answer
-            if stopping is None and state is not None and (state.is_final() or state.is_cancelling()):
-                stopping = f"the flow run is {(state.name or state.type.value).lower()}"
+            if stopping is None and now is not None and (now.is_final() or now.is_cancelling()):
+                stopping = f"the flow run is {(now.name or now.type.value).lower()}"
                 run_stop.request(ctx.flow_run_id, stopping)  # the engine stops the rest of the run too
             if stopping is not None:
                 raise _Withdrawn(stopping, _leave_pause(client, flow_run_id, form, keyset))
@@ -233,8 +233,8 @@ def _leave_pause(client: Any, flow_run_id: Any, form: Any, keyset: Any) -> Any:
         client.set_flow_run_state(flow_run_id, Running(), force=True)
     try:
         value = read_flow_run_input(keyset["response"], flow_run_id=flow_run_id)
-        return form(**value) if value else None
-    except Exception:  # an unreadable late answer is refused all the same
+        return form(**value) if value else None  # type: ignore[arg-type]  # sync: no coroutine
+    except Exception:  # noqa: BLE001  (an unreadable late answer is refused all the same)
         return None
 
 
@@ -291,7 +291,7 @@ def _runbook(ctx: StepContext) -> Runbook | None:
     for reference in references:
         try:
             runbook = load_runbook(reference).runbook
-        except Exception:  # not found, or changed since the run started
+        except Exception:  # noqa: BLE001  (not found, or invalid since the run started)
             continue
         if runbook.id == ctx.runbook_id:
             return runbook
@@ -322,7 +322,7 @@ def _deadline(seconds: float) -> tuple[str, str]:
     zone = get_settings().local_timezone
     try:
         local = at.astimezone(ZoneInfo(zone))
-    except Exception:  # an unknown zone name: UTC only
+    except Exception:  # noqa: BLE001  (an unknown zone name: UTC only)
         return f"{at:%Y-%m-%d %H:%M:%S} UTC", f"{at:%Y-%m-%d %H:%M:%S} UTC"
     return f"{at:%Y-%m-%d %H:%M:%S} UTC", f"{local:%Y-%m-%d %H:%M:%S} {zone}"
 

@@ -45,9 +45,9 @@ from records import incidents
 from records.db import session_scope
 from records.models import EventPhase
 from records.run_locks import LeaseLost, check_held, fence
+from runbooks.validate import StepCheck
 from tasks import run_stop
 from tasks.run_stop import RunStopping
-from runbooks.validate import StepCheck
 
 InputT = TypeVar("InputT", bound=BaseModel)
 

@@ -10,11 +10,17 @@ from typing import Any
 
 
 class ScriptedServer:
-    """Answers each request with the next (status, body) of a script; the last one repeats."""
+    """Answers each request with the next (status, body) of a script; the last one repeats.
 
-    def __init__(self, script: list[tuple[int, Any]], delay: float = 0.0):
+    hold: each answer waits until the test sets this event (at most `hold_max` seconds, below the
+    notify action's 10 s send timeout), so a test can see what happens while a request is in flight."""
+
+    def __init__(self, script: list[tuple[int, Any]], delay: float = 0.0, hold: threading.Event | None = None,
+                 hold_max: float = 9.0):
         self.script = script
         self.delay = delay
+        self.hold = hold
+        self.hold_max = hold_max
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         outer = self
@@ -30,6 +36,8 @@ class ScriptedServer:
                     status, payload = outer.script[index]
                 if outer.delay:
                     time.sleep(outer.delay)
+                if outer.hold is not None:
+                    outer.hold.wait(outer.hold_max)
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

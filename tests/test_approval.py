@@ -5,6 +5,8 @@ it; two gates take turns. Also the timeout policies, the drill policy, and
 that a paused run keeps a second run of its incident from starting."""
 from __future__ import annotations
 
+import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 
 from records.incidents import events, get_incident, list_incidents
+from tests.notifications_support import notify_config  # noqa: F401 (fixture)
 from tests.polling import wait_for
 from tests.runbook_helpers import step_events, write_runbook
 
@@ -266,3 +269,151 @@ def test_a_paused_run_keeps_a_second_run_of_its_incident_from_starting(tmp_path:
     assert again.finish().is_completed()
     assert ("note", "reused", 1) not in step_events(incident_id, "approve_failover")
     assert [e.status for e in events(incident_id)].count("awaiting-approval") == 2
+
+
+# ------------------------------------------------------------------ abort means stop (issue 9 #4)
+
+def test_an_abort_withdraws_a_waiting_gate_and_ends_the_run(tmp_path: Path, notify_config) -> None:
+    """Issue 9 #4: an aborted run waited for an unrelated gate until its timeout (here an hour), stayed
+    Paused, held the incident's run lock, and the gate could still be approved."""
+    from prefect.client.orchestration import get_client
+
+    from records import run_locks
+    from tests.http_receivers import ScriptedServer
+    from tests.notifications_support import contact
+
+    fail_now = threading.Event()
+    with ScriptedServer([(200, {"ok": True})]) as lead, ScriptedServer([(200, {"ok": True})]) as tech, \
+            ScriptedServer([(503, {"error": "standby refused"})], hold=fail_now, hold_max=120) as standby:
+        notify_config.write([contact("lead", ["scenario_lead"], [f"json://{lead.url[7:]}/inbox"]),
+                             contact("tech", ["technical_support"], [f"json://{tech.url[7:]}/inbox"])])
+        path = write_runbook(tmp_path, "gate-withdrawn", [
+            {"id": "approve_notice", "action": "approval", "on_failure": "continue",
+             "with": {"action": "publish a notice", "reason": "lines are busy", "timeout": 3600,
+                      "approvers": ["scenario_lead"]}},
+            {"id": "publish_notice", "action": "record", "needs": ["approve_notice"], "with": {"message": "x"}},
+            # Independent of the gate; fails (on_failure: abort, the default) once the test lets it.
+            {"id": "fail_over", "action": "http", "with": {"method": "POST", "url": f"{standby.url}/failover"}},
+            {"id": "verify", "action": "record", "needs": ["fail_over"], "with": {"message": "y"}},
+            {"id": "long_watch", "action": "wait", "with": {"seconds": 3600}},
+        ])
+        run = Background(path)
+        incident_id, flow_run_id = run.paused_incident()
+        fail_now.set()
+        # A liveness deadline, not a speed claim: the gate's own timeout is an hour, the wait step's too.
+        state = run.finish(timeout=120)
+
+    assert state.is_failed()
+    timeline = events(incident_id)
+    withdrawn = [e for e in timeline if e.status == "approval-withdrawn"]
+    assert len(withdrawn) == 1 and withdrawn[0].step_id == "approve_notice"
+    assert "withdrawn (run aborted after step 'fail_over' failed)" in withdrawn[0].summary
+    for step_id in ("publish_notice", "verify"):  # never started: skipped with the reason
+        skipped = [e for e in timeline if e.step_id == step_id]
+        assert [e.status for e in skipped] == ["skipped"]
+        assert "run aborted after step 'fail_over' failed" in skipped[0].summary
+    assert step_events(incident_id, "long_watch")[-1][:2] == ("outcome", "failed")  # stopped, not waited out
+    assert any(e.status == "run-stopping" for e in timeline)
+    # The gate no longer accepts a decision: Prefect refuses the resume, and nothing is approved.
+    with get_client(sync_client=True) as client:
+        assert not client.read_flow_run(flow_run_id).state.is_paused()
+    with pytest.raises(Exception, match="(?i)paused|resumed"):
+        resume(flow_run_id, run_input={"decision": "approve", "approver": "Qian Li"})
+    assert not any(e.status == "approved" for e in events(incident_id))
+    # The lock is released, and the run's end is recorded (failed: the alarm paged the lead and support).
+    assert run_locks.current(incident_id).released_at is not None
+    assert get_incident(incident_id).run_state == "failed"
+    assert any("RUN FAILED" in json.loads(r["body"])["title"] for r in lead.requests)
+
+
+def test_a_cancelled_run_withdraws_its_gate(tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled
+
+    from records import run_locks
+
+    run = Background(gated(tmp_path, "gate-cancelled", timeout=3600))
+    incident_id, flow_run_id = run.paused_incident()
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(flow_run_id, Cancelled(message="cancelled by an operator"), force=True)
+    state = run.finish(timeout=120)
+    assert state.is_cancelled()
+    withdrawn = [e for e in events(incident_id) if e.status == "approval-withdrawn"]
+    assert len(withdrawn) == 1 and "cancelled" in withdrawn[0].summary
+    assert [e.status for e in events(incident_id) if e.step_id == "fail_over"] == ["skipped"]
+    assert run_locks.current(incident_id).released_at is not None
+    assert get_incident(incident_id).run_state == "cancelled"
+    assert not any(e.status == "alarm" for e in events(incident_id))  # a cancellation pages nobody
+
+
+# ------------------------------------------------------------------ gates ask at once (issue 9 #8)
+
+def test_approvers_are_paged_at_once_with_the_link_and_told_of_the_timeout(tmp_path: Path, notify_config) -> None:
+    """Issue 9 #8: approvers were paged only after the timeout. Now the page goes out the moment the gate
+    waits (what, why, the deadline in UTC and the local zone, the paused run's link), and the timeout's
+    outcome is paged too."""
+    from tests.http_receivers import ScriptedServer
+    from tests.notifications_support import contact
+
+    with ScriptedServer([(200, {"ok": True})]) as lead, ScriptedServer([(200, {"ok": True})]) as tech:
+        notify_config.write([contact("qian-li", ["scenario_lead"], [f"json://{lead.url[7:]}/inbox"], locale="zh"),
+                             contact("tech", ["technical_support"], [f"json://{tech.url[7:]}/inbox"])])
+        path = write_runbook(tmp_path, "gate-asks", [
+            {"id": "approve_notice", "title": "Approve the notice", "action": "approval",
+             "with": {"action": "publish a notice", "reason": "lines are busy", "timeout": 3,
+                      "on_timeout": "proceed", "action_zh": "发布公告", "reason_zh": "线路繁忙"}},
+            {"id": "publish_notice", "action": "record", "needs": ["approve_notice"], "with": {"message": "x"}},
+        ])  # no `approvers`: the runbook's command role (scenario_lead) decides
+        from flows.engine import run_runbook
+
+        state = run_runbook(runbook=str(path), return_state=True)
+    assert state.is_completed()
+    incident = next(i for i in list_incidents(20) if i.runbook_id == path.stem)
+    timeline = events(incident.id)
+    asked = next(e for e in timeline if e.step_id == "approve_notice__approval_needed" and e.status == "delivered")
+    timed_out = next(e for e in timeline if e.status == "approval-timed-out")
+    told = next(e for e in timeline if e.step_id == "approve_notice__approval_timeout" and e.status == "delivered")
+    assert asked.seq < timed_out.seq < told.seq  # asked while the gate waited, told once it timed out
+    waiting = next(e for e in timeline if e.status == "awaiting-approval")
+    assert waiting.data["approvers"] == ["scenario_lead"]
+
+    first, last = (json.loads(r["body"]) for r in (lead.requests[0], lead.requests[-1]))
+    assert len(lead.requests) == 2 and not tech.requests
+    assert "【待决策】" in first["title"] and incident.id in first["title"]
+    assert "将要执行：发布公告" in first["message"] and "原因：线路繁忙" in first["message"]
+    assert re.search(r"决定期限：\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC（\d{4}-\d\d-\d\d \d\d:\d\d:\d\d Asia/Shanghai）",
+                     first["message"])
+    assert f"/runs/flow-run/{incident.flow_run_id}" in first["message"]
+    assert "无人决定" in last["title"] and "预案已在无人决定的情况下继续执行" in last["message"]
+
+
+def test_the_approvers_page_escalates_until_the_gate_is_decided(tmp_path: Path, notify_config) -> None:
+    from tests.http_receivers import ScriptedServer
+    from tests.notifications_support import contact
+    from tests.polling import wait_for
+
+    with ScriptedServer([(200, {"ok": True})]) as marketing, ScriptedServer([(200, {"ok": True})]) as chief, \
+            ScriptedServer([(200, {"ok": True})]) as tech:
+        notify_config.write(
+            [contact("zhou-min", ["marketing"], [f"json://{marketing.url[7:]}/inbox"], department="Marketing"),
+             contact("zhao-gang", ["commander_in_chief"], [f"json://{chief.url[7:]}/inbox"], department="Administration"),
+             contact("tech", ["technical_support", "scenario_lead"], [f"json://{tech.url[7:]}/inbox"])],
+            policies={"decide": {"description": "test", "ack_timeout": 30,
+                                 "tiers": [{"roles": ["commander_in_chief"], "ack_timeout": 30}]}})
+        path = write_runbook(tmp_path, "gate-escalating-page", [
+            {"id": "approve_notice", "action": "approval",
+             "with": {"action": "publish a notice", "reason": "lines are busy", "timeout": 600,
+                      "approvers": ["marketing"], "escalation": "decide"}},
+        ], roles=["technical_support", "scenario_lead", "marketing", "commander_in_chief"])
+        run = Background(path)
+        incident_id, flow_run_id = run.paused_incident()
+        wait_for(lambda: marketing.requests, timeout=30, what="Marketing to be asked while the run is paused")
+        page = json.loads(marketing.requests[0]["body"])
+        assert "Decision needed" in page["title"] and f"/runs/flow-run/{flow_run_id}" in page["message"]
+        resume(flow_run_id, run_input={"decision": "approve", "approver": "Zhou Min"})
+        assert run.finish().is_completed()
+    assert not chief.requests  # decided within tier 1's time: the page stopped, the next tier was never paged
+    stopped = next(e for e in events(incident_id) if e.status == "escalation-stopped")
+    assert stopped.step_id == "approve_notice__approval_needed" and "the gate 'approve_notice' ended: approved" \
+        in stopped.summary
+    assert step_events(incident_id, "approve_notice__approval_needed")[-1][:2] == ("outcome", "succeeded")

@@ -230,3 +230,33 @@ def test_migration_seals_events_recorded_before_it(backend: str) -> None:
     assert result.intact and result.events == 3
     incidents.append_event("INC-2026-0001", phase=EventPhase.note, status="info", actor="new", summary="after")
     assert audit.verify("INC-2026-0001").intact and audit.head("INC-2026-0001")[0] == 4
+
+
+def test_the_audit_key_is_kept_outside_the_records(backend: str) -> None:
+    import os
+    import stat
+
+    from firebreak.settings import reload_settings
+    from records.audit_key import key_path
+
+    incident_id = _incident_with_events(3)
+    path = key_path()  # generated once, like the ack secret
+    assert path.exists() and stat.S_IMODE(path.stat().st_mode) == 0o600
+    secret = path.read_text().strip()
+    with get_engine().connect() as conn:
+        stored = [str(row) for table in ("audit_heads", "audit_incident_seals", "timeline_events")
+                  for row in conn.execute(text(f"SELECT * FROM {table}")).all()]
+    assert stored and all(secret not in row for row in stored)
+    assert audit.verify(incident_id).intact
+
+    os.environ["FIREBREAK_AUDIT_KEY"] = "another-key-from-the-secret-store"
+    reload_settings()
+    try:
+        broken = audit.verify(incident_id).broken  # signed under the file's key
+        assert broken.problem == "signature-invalid" and "another key" in broken.detail
+        later = _incident_with_events(2)
+        assert audit.verify(later).intact
+    finally:
+        del os.environ["FIREBREAK_AUDIT_KEY"]
+        reload_settings()
+    assert audit.verify(incident_id).intact and not audit.verify(later).intact

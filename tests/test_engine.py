@@ -2,6 +2,7 @@
 timeouts, `when`, failure policies and side-effect idempotency."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
@@ -9,6 +10,7 @@ import pytest
 
 from records.incidents import events, get_incident
 from tests.http_receivers import ScriptedServer
+from tests.notifications_support import notify_config  # noqa: F401 (fixture)
 from tests.runbook_helpers import run, step_events, write_runbook
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -152,6 +154,70 @@ def test_escalate_pages_the_escalation_roles(tmp_path: Path, simulator) -> None:
     assert "Step failed: broken" in inbox[0]["message"]["title"]
     assert ("outcome", "succeeded", 1) in step_events(incident_id, "broken__escalation")
     assert ("outcome", "succeeded", 1) in step_events(incident_id, "dependant")
+
+
+def test_an_escalating_failure_never_holds_up_an_independent_branch(tmp_path: Path, notify_config) -> None:
+    """Issue 9 #7: the scheduler waited for the escalation's page inside its loop (up to about 3 min),
+    so nothing else started meanwhile. The escalation is a tracked step: while its page is in flight
+    (the scenario lead's receiver holds it), the independent branch keeps starting and finishing."""
+    import threading
+
+    from records.incidents import list_incidents
+    from tests.notifications_support import closed_port, contact
+    from tests.polling import wait_for
+    from tests.test_approval import Background
+
+    held = threading.Event()
+    with ScriptedServer([(200, {"ok": True})], hold=held) as lead, ScriptedServer([(200, {"ok": True})]) as tech:
+        notify_config.write([contact("lead", ["scenario_lead"], [f"json://{lead.url[7:]}/inbox"]),
+                             contact("tech", ["technical_support"], [f"json://{tech.url[7:]}/inbox"])])
+        path = write_runbook(tmp_path, "escalation-beside", [
+            {"id": "fail_over", "action": "http", "with": {"url": f"http://127.0.0.1:{closed_port()}/failover"},
+             "on_failure": "escalate", "escalate_to": ["scenario_lead"]},
+            {"id": "divert", "action": "wait", "with": {"seconds": 0.5}},
+            note("diverted", "callers diverted", needs=["divert"]),
+            note("notice", "notice published", needs=["diverted"]),
+        ])
+        running = Background(path)
+        try:
+            incident_id = wait_for(lambda: next((i.id for i in list_incidents(50) if i.runbook_id == path.stem), None),
+                                   what="the run to open its incident")
+            wait_for(lambda: lead.requests, timeout=30, what="the escalation's page to reach the scenario lead")
+            # Steps that start after the failure (diverted, then notice) start and finish while it pages.
+            wait_for(lambda: step_events(incident_id, "notice")[-1:] == [("outcome", "succeeded", 1)], timeout=30,
+                     what="the independent branch to finish while the escalation pages")
+            assert step_events(incident_id, "fail_over__escalation") == [("intent", "started", 1)]
+        finally:
+            held.set()
+        state = running.finish()
+    assert state.is_completed()
+    escalation = step_events(incident_id, "fail_over__escalation")
+    assert escalation[0] == ("intent", "started", 1) and escalation[-1] == ("outcome", "succeeded", 1)
+    assert "Step failed: fail over" in json.loads(lead.requests[0]["body"])["title"]
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:  # a task run of its own in Prefect, named after the step
+        names = {t.name for t in client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[get_incident(incident_id).flow_run_id])))}
+    assert "fail_over-escalation" in names
+
+
+def test_a_failed_escalation_still_aborts_the_run(tmp_path: Path, notify_config) -> None:
+    from tests.notifications_support import closed_port, contact
+
+    notify_config.write([contact("lead", ["scenario_lead"], [f"json://127.0.0.1:{closed_port()}/inbox"]),
+                         contact("tech", ["technical_support"], [f"json://127.0.0.1:{closed_port()}/inbox"])])
+    path = write_runbook(tmp_path, "escalation-fails", [
+        {"id": "fail_over", "action": "http", "with": {"url": f"http://127.0.0.1:{closed_port()}/failover"},
+         "on_failure": "escalate", "escalate_to": ["scenario_lead"]},
+        note("later", "after the fail-over", needs=["fail_over"]),
+        {"id": "slow", "action": "wait", "with": {"seconds": 30}},
+    ])
+    state, incident_id = run(path)
+    assert state.is_failed() and "escalation to scenario_lead failed" in str(state.message)
+    assert step_events(incident_id, "fail_over__escalation")[-1][:2] == ("outcome", "failed")
+    assert get_incident(incident_id).run_state == "failed"
 
 
 def test_bad_arguments_fail_without_retrying(tmp_path: Path) -> None:

@@ -266,6 +266,15 @@ def test_a_route_that_copies_a_label_into_the_url_cannot_leave_the_allowed_hosts
     assert allowed.status_code == 202 and allowed.json()["alerts"][0]["disposition"] == "opened", allowed.text
 
 
+def test_a_route_with_a_fixed_url_outside_the_allowed_hosts_does_not_load(tmp_path: Path) -> None:
+    from intake.routing import RoutesInvalid, load_routes
+
+    _, routes = write_config(tmp_path, {"routes": [{"name": "fixed", "matchers": ["a=b"], "runbook": "system-outage",
+                                                    "parameters": {"service_url": "http://evil.example.com"}}]})
+    with pytest.raises(RoutesInvalid, match="route 'fixed': parameter service_url: URL host evil.example.com:80"):
+        load_routes(routes)
+
+
 @pytest.mark.parametrize("url, problem", [
     ("http://127.0.0.1:8765", None),
     ("https://LOCALHOST", None),
@@ -576,7 +585,8 @@ def test_two_replicas_receiving_one_signed_request_answer_202_once_and_401_else(
                     headers = {**signed(body), **JSON}
                     start = threading.Barrier(16)
 
-                    def send(index: int) -> int:
+                    def send(index: int, start: threading.Barrier = start, body: bytes = body,
+                             headers: dict[str, str] = headers) -> int:
                         start.wait()
                         replica = a if index % 2 else b
                         return httpx.post(f"{replica.url}/v1/alerts/generic", content=body, headers=headers,

@@ -66,14 +66,11 @@ def test_a_gate_shows_and_tags_the_run_until_it_is_decided(tmp_path: Path) -> No
 
 
 def test_a_whole_drill_is_a_few_versions_ending_in_the_closed_incident(simulator: Any) -> None:
-    from flows.seed_runbooks import ENTRY_FLOWS
+    from tests.test_seed_runbooks import run_seed
 
-    state = ENTRY_FLOWS["system-outage"](parameters={"service_url": simulator.url, "check_interval_seconds": 0.2,
-                                                     "recovery_deadline_seconds": 30},
-                                         drill=True, source="drill", return_state=True)
+    state, incident_id = run_seed("system-outage", simulator, "down")
     assert state.is_completed()
-    incident = next(i for i in __import__("records.incidents", fromlist=["x"]).list_incidents(50)
-                    if i.flow_run_id == str(state.state_details.flow_run_id))
+    incident = get_incident(incident_id)
     final = latest(incident.id)
     assert f"# {incident.id}" in final and "**closed**" in final and "## Paged" in final
     assert "Report: [report-" in final  # the link to the report artifact, written as the run ended

@@ -1,6 +1,9 @@
 """The acknowledgement link's HTTP surface, served by uvicorn on a free localhost port:
 a valid link shows a confirmation page and acknowledges on POST; a forged link is
-refused with 403, an expired one with 410, each with the reason."""
+refused with 403, an expired one with 410, each with the reason. Issue 10 #5: the
+acknowledger is the link's contact (shown, never typed), a repeat is idempotent with
+bounded notes, the form carries a form token, a foreign Origin is refused, and every
+answer carries the security headers."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -9,10 +12,10 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from notifications.acknowledgement.links import make_ack_link
-from notifications.drill_responder import AckServer
+from notifications.acknowledgement.links import make_ack_link, make_form_token
+from notifications.drill_responder import AckServer, form_fields
 from records import incidents
-from records.acknowledgements import list_acknowledgements
+from records.acknowledgements import MAX_NOTES, list_acknowledgements
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +33,13 @@ def _link(incident_id: str, contact: str = "li-wei", hours: float = 1) -> str:
     return make_ack_link(incident_id, contact, datetime.now(timezone.utc) + timedelta(hours=hours))
 
 
+def _submit(link: str, **fields: str) -> httpx.Response:
+    """What a person's browser does: open the link, then send its page's form (with `fields`)."""
+    page = httpx.get(link)
+    assert page.status_code == 200, page.text
+    return httpx.post(link, data={**form_fields(page.text), **fields})
+
+
 def test_link_shows_a_confirmation_page_then_acknowledges_on_post(ack_server: AckServer) -> None:
     incident_id = _incident()
     link = _link(incident_id)
@@ -38,19 +48,85 @@ def test_link_shows_a_confirmation_page_then_acknowledges_on_post(ack_server: Ac
     assert page.status_code == 200 and incident_id in page.text and "DRILL" in page.text
     assert "<script>alert(1)</script>" not in page.text and "&lt;script&gt;" in page.text  # alert text escaped
     assert list_acknowledgements(incident_id) == []  # looking at the page (or a link scanner) acknowledges nothing
+    # Who acknowledges is the link's contact, by name; there is nothing to type a name into.
+    assert "李伟 Li Wei" in page.text and 'name="by"' not in page.text
 
-    answer = httpx.post(link, data={"by": "Li Wei <b>", "comment": "on my way"})
+    # A `by` field is ignored (issue 10 #5: a link recorded "Commander Zhao Gang"); it is not echoed either.
+    answer = httpx.post(link, data={**form_fields(page.text), "by": "Commander <b>Zhao Gang</b>",
+                                    "comment": "on my way"})
     assert answer.status_code == 200 and "Escalation has stopped" in answer.text and "<b>" not in answer.text
+    assert "Zhao Gang" not in answer.text
     [ack] = list_acknowledgements(incident_id)
-    assert (ack.by, ack.via, ack.contact_id, ack.comment, ack.effective) == ("Li Wei <b>", "link", "li-wei",
+    assert (ack.by, ack.via, ack.contact_id, ack.comment, ack.effective) == ("李伟 Li Wei", "link", "li-wei",
                                                                              "on my way", True)
     assert incidents.get_incident(incident_id).status == "acknowledged"
 
-    again = httpx.post(_link(incident_id, "chen-jing"))  # no name given: the link's contact
-    assert again.status_code == 200 and "Already acknowledged by Li Wei <b>" not in again.text
-    assert "Already acknowledged by Li Wei &lt;b&gt; via link" in again.text
-    assert [(a.by, a.effective) for a in list_acknowledgements(incident_id)] == [("Li Wei <b>", True),
-                                                                                 ("chen-jing", False)]
+    again = _submit(_link(incident_id, "chen-jing"))
+    assert again.status_code == 200 and "Already acknowledged by 李伟 Li Wei via link" in again.text
+    assert [(a.by, a.effective) for a in list_acknowledgements(incident_id)] == [("李伟 Li Wei", True),
+                                                                                 ("Chen Jing", False)]
+
+
+def test_a_repeat_is_idempotent_and_its_comments_are_bounded_notes(ack_server: AckServer) -> None:
+    """Issue 10 #5: 21 repeat POSTs each added an acknowledgement row and an event with up to 16 KB."""
+    incident_id = _incident("Queue overflow")
+    link = _link(incident_id)
+    assert _submit(link, comment="first").status_code == 200
+    before = len(incidents.events(incident_id))
+    for n in range(20):
+        answer = _submit(link, comment=f"update {n}: " + "x" * 980)
+        assert answer.status_code == 200
+    [ack] = list_acknowledgements(incident_id)  # one record per contact and incident
+    assert ack.comment == "first" and len(ack.notes) == MAX_NOTES
+    assert all(len(note["comment"]) <= 1000 for note in ack.notes)
+    assert [note["comment"][:9] for note in ack.notes] == [f"update {n}:" for n in range(MAX_NOTES)]
+    added = incidents.events(incident_id)[before:]
+    assert [e.status for e in added] == ["ack-note"] * MAX_NOTES  # bounded: one per kept note, none after
+    assert "not added" in answer.text
+    assert _submit(link).status_code == 200 and len(incidents.events(incident_id)) == before + MAX_NOTES
+
+    too_long = _submit(link, comment="y" * 1001)
+    assert too_long.status_code == 422 and "1000" in too_long.text
+    oversized = httpx.post(link, data={**form_fields(httpx.get(link).text), "comment": "z" * 20000})
+    assert oversized.status_code == 413
+    assert len(list_acknowledgements(incident_id)[0].notes) == MAX_NOTES
+
+
+def test_the_form_needs_its_token_and_a_foreign_origin_is_refused(ack_server: AckServer) -> None:
+    incident_id = _incident("Forms")
+    link = _link(incident_id)
+    other = _link(_incident("Another"))
+    fields = form_fields(httpx.get(link).text)
+    assert set(fields) == {"form_token"}
+    refused = [
+        httpx.post(link, data={"comment": "no form token"}),                      # a bare POST (another site's form)
+        httpx.post(link, data={"form_token": "abc.def"}),                           # a made-up one
+        httpx.post(link, data=form_fields(httpx.get(other).text)),                # another link's
+        httpx.post(link, data=fields, headers={"Origin": "https://evil.example"}),  # sent from another site
+    ]
+    assert [r.status_code for r in refused] == [403, 403, 403, 403]
+    assert "another site (https://evil.example)" in refused[-1].text
+    assert list_acknowledgements(incident_id) == []
+    # The page's own form: its origin, or `null` (browsers send null under Referrer-Policy: no-referrer).
+    assert httpx.post(link, data=fields, headers={"Origin": "null"}).status_code == 200
+    assert httpx.post(link, data=fields, headers={"Origin": ack_server.url}).status_code == 200
+    assert len(list_acknowledgements(incident_id)) == 1
+
+
+def test_every_ack_answer_carries_the_security_headers(ack_server: AckServer) -> None:
+    incident_id = _incident("Headers")
+    link = _link(incident_id)
+    answers = [httpx.get(link), _submit(link), httpx.post(link), httpx.get(_link(incident_id, hours=-1)),
+               httpx.get(f"{ack_server.url}/ack/garbage")]
+    assert [a.status_code for a in answers] == [200, 200, 403, 410, 403]
+    for answer in answers:
+        csp = answer.headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "script-src" not in csp and "frame-ancestors 'none'" in csp
+        assert "'unsafe-inline'" not in csp and "form-action 'self'" in csp
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert answer.headers["referrer-policy"] == "no-referrer"
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert "<script" not in answer.text
 
 
 def test_forged_link_is_refused_with_403(ack_server: AckServer) -> None:
@@ -76,5 +152,8 @@ def test_expired_link_is_refused_with_410_and_says_what_to_do(ack_server: AckSer
 
 
 def test_link_to_an_unknown_incident_is_404(ack_server: AckServer) -> None:
-    answer = httpx.post(_link("INC-2026-9998"))
+    link = _link("INC-2026-9998")
+    assert httpx.get(link).status_code == 404
+    token = link.rsplit("/", 1)[1]
+    answer = httpx.post(link, data={"form_token": make_form_token(token)})
     assert answer.status_code == 404 and "Unknown incident" in answer.text

@@ -74,8 +74,11 @@ def test_repeat_pages_the_sequence_again(tmp_path: Path, notify_config) -> None:
 
 
 def _ack_by_link(link: str, incident_id: str) -> None:
-    assert httpx.get(link).status_code == 200
-    answer = httpx.post(link, data={"by": "Li Wei", "comment": "on it"})
+    from notifications.drill_responder import form_fields
+
+    page = httpx.get(link)
+    assert page.status_code == 200
+    answer = httpx.post(link, data={**form_fields(page.text), "comment": "on it"})  # as the browser sends the form
     assert answer.status_code == 200 and "Escalation has stopped" in answer.text
 
 
@@ -177,3 +180,92 @@ def test_an_interrupted_escalation_resumes_where_it_stopped(tmp_path: Path, noti
     assert [t.tier for t in tiers] == [1, 2, 3]
     # Tier 2 went out one timeout after tier 1, although the attempt that paged tier 1 had ended.
     assert 0.9 <= (tiers[1].paged_at - tiers[0].paged_at).total_seconds()
+
+
+# ------------------------------------------------------------------ acknowledgement is per page (issue 9 #9, #10)
+
+def test_an_older_acknowledgement_does_not_stop_a_new_escalating_page(tmp_path: Path, notify_config) -> None:
+    """Issue 9 #9: escalation stopped on the incident's first acknowledgement ever, so a page sent hours after
+    an acknowledgement never escalated. An acknowledgement counts only for pages sent before it."""
+    from notifications.acknowledgement.service import acknowledge_incident
+    from records import incidents
+
+    incident_id = incidents.open_incident(runbook_id="later-page", runbook_version="1", title="Chat down", level="II",
+                                          source="cli", parameters={}).id
+    acknowledge_incident(incident_id, by="Li Wei", via="cli", comment="looking")  # t0, before any page
+    with ScriptedServer(OK) as tech, ScriptedServer(OK) as lead, ScriptedServer(OK) as chief:
+        write_people(notify_config, tech, lead, chief, ack_timeout=0.3)
+        state, _ = run(write_runbook(tmp_path, "later-page", [escalating_step(on_failure="continue")]),
+                       incident_id=incident_id)
+    assert state.is_completed()
+    assert (len(tech.requests), len(lead.requests), len(chief.requests)) == (1, 1, 1)  # it still escalated
+    assert [t.tier for t in paged_tiers(incident_id, "page")] == [1, 2, 3]
+    assert not any(e.status == "escalation-stopped" for e in events(incident_id))
+
+
+def test_a_monitor_resolve_through_the_intake_stops_the_escalation(tmp_path: Path, notify_config, monkeypatch) -> None:
+    """Issue 9 #10: with Prometheus → Alertmanager → intake, the duty manager was paged 4 min 52 s after the
+    resolve, because escalation only looked for acknowledgements. A resolve received after the page was sent
+    stops it before the next tier, and the timeline says so."""
+    from tests.intake_harness import TOKENS, RunningIntake, write_config
+    from tests.test_intake_runs import group
+
+    for name, value in TOKENS.items():
+        monkeypatch.setenv(name, value)
+    fingerprint = f"escalation-resolve-{tmp_path.name}"
+    with ScriptedServer(OK) as tech, ScriptedServer(OK) as lead, ScriptedServer(OK) as chief:
+        write_people(notify_config, tech, lead, chief, ack_timeout=(30.0, 30.0, 30.0))
+        runbook = write_runbook(tmp_path, "resolve-stops-paging", [escalating_step(on_failure="continue")])
+        sources, routes = write_config(tmp_path, {"runbook": str(runbook)})
+        auth = {"Authorization": f"Bearer {TOKENS['FIREBREAK_TEST_AM_TOKEN']}"}
+        with RunningIntake(sources, routes, executor="warm") as intake:
+            firing = group(fingerprint)
+            incident_id = httpx.post(f"{intake.url}/v1/alerts/alertmanager", headers=auth,
+                                     json=firing).json()["alerts"][0]["incident_id"]
+            wait_for(lambda: tech.requests, timeout=60, what="tier 1 to be paged")
+            resolved = json.loads(json.dumps(firing))
+            resolved["status"] = "resolved"
+            for alert in resolved["alerts"]:
+                alert["status"], alert["endsAt"] = "resolved", "2026-11-23T12:00:00Z"
+            assert httpx.post(f"{intake.url}/v1/alerts/alertmanager", headers=auth, json=resolved).status_code == 202
+            intake.wait_runs(timeout=60)  # well before tier 1's 30 s are up
+    assert (len(tech.requests), len(lead.requests), len(chief.requests)) == (1, 0, 0)
+    assert [t.tier for t in paged_tiers(incident_id, "page")] == [1]
+    stopped = next(e for e in events(incident_id) if e.status == "escalation-stopped")
+    assert stopped.step_id == "page" and stopped.summary.startswith("stopped: monitor resolved")
+    assert "tier 2 (scenario_lead) not paged" in stopped.summary
+    output = next(e for e in events(incident_id) if e.step_id == "page" and e.status == "succeeded").data["output"]
+    assert output["stopped"] == "monitor-resolved" and output["tiers_paged"] == 1
+    assert list_acknowledgements(incident_id) == []  # a resolve is not somebody's acknowledgement
+
+
+def test_an_acknowledgement_and_its_status_change_are_one_transaction(notify_config) -> None:
+    """Issue 9 #9: the acknowledgement row and the incident's move to `acknowledged` were two transactions,
+    so a failure in between left an acknowledgement whose status change never happened. A real trigger
+    refuses this incident's status change: nothing of the acknowledgement may remain."""
+    from sqlalchemy import text
+
+    from notifications.acknowledgement.service import acknowledge_incident
+    from records import incidents
+    from records.db import session_scope
+
+    incident_id = incidents.open_incident(runbook_id="atomic", runbook_version="1", title="Chat down", level="II",
+                                          source="cli", parameters={}).id
+    before = len(events(incident_id))
+    with session_scope() as session:
+        assert session.get_bind().dialect.name == "sqlite"
+        session.execute(text(
+            f"CREATE TRIGGER refuse_ack_{incident_id.replace('-', '_')} BEFORE UPDATE OF status ON incidents "
+            f"WHEN NEW.id = '{incident_id}' AND NEW.status = 'acknowledged' "
+            "BEGIN SELECT RAISE(ABORT, 'status change refused by the test'); END"))
+    try:
+        with pytest.raises(Exception, match="status change refused by the test"):
+            acknowledge_incident(incident_id, by="Li Wei", via="cli", comment="on it")
+    finally:
+        with session_scope() as session:
+            session.execute(text(f"DROP TRIGGER refuse_ack_{incident_id.replace('-', '_')}"))
+    assert list_acknowledgements(incident_id) == []
+    assert len(events(incident_id)) == before and get_incident(incident_id).status == "triggered"
+    # Without the fault, the same acknowledgement is stored with its status change.
+    assert acknowledge_incident(incident_id, by="Li Wei", via="cli").incident_status == "acknowledged"
+    assert [a.by for a in list_acknowledgements(incident_id)] == ["Li Wei"]

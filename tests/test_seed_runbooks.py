@@ -202,6 +202,12 @@ def test_network_congestion_notices_wait_for_marketing(simulator, decision: str)
         # Marketing was asked before the run paused, and nothing is public yet.
         assert any(n.contact == "zhou-min" and n.step_id == "brief_marketing" and n.status == "delivered"
                    for n in notifications(incident_id))
+        # The gate asks its approvers (Marketing) the moment it waits, with the link to the paused run
+        # (issue 9 #8: they were paged only after 15 min of silence, when the notices went out anyway).
+        asked = wait_for(lambda: [n for n in notifications(incident_id) if n.contact == "zhou-min" and n.status ==
+                                  "delivered" and n.step_id == "approve_customer_notices__approval_needed"],
+                         timeout=30, what="Marketing to be asked to decide while the run is paused")
+        assert asked[0].event == "approval_needed" and f"/runs/flow-run/{flow_run_id}" in asked[0].body
         assert httpx.get(f"{simulator.url}/notices").json() == []
         resume(flow_run_id, run_input={"decision": decision, "approver": "Zhou Min",
                                        "comment": "wording agreed" if decision == "approve" else "hold: PR review"})
@@ -219,14 +225,16 @@ def test_network_congestion_notices_wait_for_marketing(simulator, decision: str)
     view = build_view(load_record(incident_id), "en")
     workaround = next(c for c in view["commitments"] if c["title"] == CATALOGUE["workaround_4h"].title_en)
     assert any(d["who"] == "Zhou Min" and d["decision"] == verb for d in view["decisions"])
-    stand_down = [n.body for n in notifications(incident_id) if n.step_id == "stand_down"]
+    # Each in its reader's language (the runbook's message and message_zh).
+    stand_down = [(n.locale, n.body) for n in notifications(incident_id) if n.step_id == "stand_down"]
     assert stand_down
     if decision == "approve":
         assert result["approve_customer_notices"] == "succeeded"
         assert result["publish_social_notice"] == result["publish_faq"] == "succeeded"
         assert sorted(channels) == ["forum", "social_media"]
         assert workaround["raw_result"] == "pass"
-        assert all("retire the diversion notices" in body for body in stand_down)
+        assert all(("市场部可撤下分流公告" if locale == "zh" else "retire the diversion notices") in body
+                   for locale, body in stand_down)
     else:
         assert result["approve_customer_notices"] == "failed"  # recorded as refused; on_failure: continue
         assert result["publish_social_notice"] == result["publish_faq"] == "skipped"
@@ -234,7 +242,8 @@ def test_network_congestion_notices_wait_for_marketing(simulator, decision: str)
         # The report says the workaround was not fed back (not a pass), beside who decided that and why.
         assert workaround["raw_result"] == "not_measured" and "did not run" in workaround["note"]
         assert any(d["comment"] == "hold: PR review" for d in view["decisions"])
-        assert all("No public notices were published" in body for body in stand_down)
+        assert all(("预案未发布任何公开公告" if locale == "zh" else "No public notices were published") in body
+                   for locale, body in stand_down)
     # The rest of the response ran either way.
     assert result["divert_to_ivr"] == result["keep_key_customer_channel"] == result["close"] == "succeeded"
 

@@ -99,7 +99,7 @@ def contact_name(contact_id: str) -> str:
     """The link's contact by name, as the contacts file has it (their id if it no longer lists them)."""
     try:
         return load_directory(get_settings().contacts_file).get(contact_id).name
-    except Exception:  # removed since the page was sent, or the file is unreadable right now
+    except Exception:  # noqa: BLE001  (removed since the page was sent, or the file is unreadable now)
         return contact_id
 
 

@@ -28,19 +28,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from intake.settings import IntakeSettings
 
     overrides: dict[str, Any] = {"host": args.host, "port": args.port, "executor": args.executor,
-                                 "workers": args.workers}
+                                 "workers": args.workers, "certfile": args.certfile, "keyfile": args.keyfile}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     # Worker processes read their settings from the environment, so the flags go there too.
     os.environ.update({f"FIREBREAK_INTAKE_{k.upper()}": str(v) for k, v in overrides.items()})
     settings = IntakeSettings(**overrides)
-    if settings.executor != "none":
+    check_tls(settings)
+    from intake.connection_budget import enforce
+
+    # Before anything connects: refuse a configuration over the connection budget; size the pool.
+    print(enforce("intake", intake=settings), flush=True)
+    if settings.executor != "none" and not os.environ.get("PREFECT_API_URL"):
         from firebreak.cli.prefect_server import ensure_server
 
         ensure_server()  # before Prefect is imported by the intake, so runs report there
+    # A configured Prefect server is used as it is, even while it is down: alerts are accepted, and
+    # their runs wait in the outbox until it answers.
     from intake.server import serve
 
     serve(settings)
     return 0
+
+
+def check_tls(settings: Any) -> None:
+    """Both or neither of the certificate and its key, each a readable file: else one line, exit 2."""
+    from firebreak.errors import ConfigInvalid
+
+    if (settings.certfile is None) != (settings.keyfile is None):
+        raise ConfigInvalid("TLS needs both --certfile and --keyfile (FIREBREAK_INTAKE_CERTFILE, "
+                            "FIREBREAK_INTAKE_KEYFILE), not one of them")
+    for flag, path in (("--certfile", settings.certfile), ("--keyfile", settings.keyfile)):
+        if path is not None and not Path(path).is_file():
+            raise ConfigInvalid(f"{flag} {path}: no such file")
 
 
 def load_deployments(project_file: Path = PROJECT_ROOT / "prefect.yaml") -> list[Any]:
@@ -102,6 +121,10 @@ def _stop(children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    if getattr(args, "layout", "local") == "production":
+        from firebreak.cli.production_layout import cmd_up_production
+
+        return cmd_up_production(args)
     from firebreak.cli.prefect_server import ensure_server, stop_local_server
     from intake.settings import IntakeSettings
 
@@ -152,6 +175,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--host", help="default 127.0.0.1 (FIREBREAK_INTAKE_HOST)")
     p.add_argument("--port", type=int, help="default 8700 (FIREBREAK_INTAKE_PORT)")
     p.add_argument("--workers", type=int, help="processes on the port, default 1 (FIREBREAK_INTAKE_WORKERS)")
+    p.add_argument("--certfile", help="serve HTTPS with this PEM certificate chain (FIREBREAK_INTAKE_CERTFILE)")
+    p.add_argument("--keyfile", help="the certificate's PEM private key (FIREBREAK_INTAKE_KEYFILE); "
+                                     "an encrypted key's password: FIREBREAK_INTAKE_KEYFILE_PASSWORD")
     p.add_argument("--executor", choices=["warm", "deployment", "none"],
                    help="warm: run alert-started runbooks in this process (sub-second start; default); "
                         "deployment: create runs from the deployments for workers; none: only record")
@@ -164,4 +190,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--with-simulator", action="store_true", help="also serve the contact-centre simulator")
     p.add_argument("--executor", choices=["warm", "deployment"], default="warm",
                    help="how the intake runs alert-started runbooks")
+    from firebreak.cli.production_layout import register_arguments
+
+    register_arguments(p)
     p.set_defaults(func=cmd_up)

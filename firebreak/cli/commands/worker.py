@@ -24,6 +24,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in {"slots": args.slots, "poll_seconds": args.poll}.items() if v is not None}
     settings = WorkerSettings(**overrides)
+    from intake.connection_budget import enforce
+
+    # Before anything connects: refuse a configuration over the connection budget, and size the one
+    # pool every run on this worker's slots shares (records.db) to the slots.
+    connections = enforce("worker", worker=settings)
     if not os.environ.get("PREFECT_API_URL"):
         from firebreak.cli.prefect_server import ensure_server
 
@@ -43,7 +48,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     worker.start()
     records = make_url(get_settings().records_url).render_as_string(hide_password=True)
     print(f"run worker {worker.worker_id}: {settings.slots} slot(s); records {records}; "
-          f"Prefect {os.environ.get('PREFECT_API_URL')}; polls every {settings.poll_seconds:g}s", flush=True)
+          f"Prefect {os.environ.get('PREFECT_API_URL')}; polls every {settings.poll_seconds:g}s; {connections}",
+          flush=True)
     while not stopping.wait(1.0):
         pass
     print("stopping: no new runs are claimed; claimed runs not yet begun go back to the outbox", flush=True)

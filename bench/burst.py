@@ -1,0 +1,219 @@
+"""A burst of new incidents: alert → first page delivered, p50 and p99, on the embedded default and
+on the production layout, each beside a paced baseline from the same run.
+
+    .venv/bin/python bench/burst.py [--layout embedded|production|both] [--burst 50] [--burst-rate 5]
+                                    [--paced 20] [--paced-rate 1]
+
+embedded:   `firebreak serve` (warm executor: runs in the intake process), SQLite records, the local
+            Prefect server on SQLite (PREFECT_API_URL if set, else `firebreak server`'s).
+production: `firebreak up --layout production` (2 intake replicas recording only, 2 workers × 8 slots,
+            Prefect on PostgreSQL, records on PostgreSQL), both databases on a private PostgreSQL
+            cluster started for this run (initdb/pg_ctl; skipped without them); alerts alternate
+            between the replicas.
+
+Every alert is a new incident whose runbook pages technical support once (two contacts; the
+simulator's inbox receives them). Times: POST sent → the incident's first page `sent_at`
+(records). Paced: --paced alerts at --paced-rate a second; burst: --burst alerts at --burst-rate
+a second. Prints p50/p99 of each and burst p99 ÷ paced p99. Asserts nothing; tunes nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack, contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+import httpx  # noqa: E402
+import yaml  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+
+from bench.intake_stack import ROOT, TOKEN, IntakeProcess, alertmanager_body, free_port, percentile  # noqa: E402
+
+RUNBOOK = {"id": "bench-burst-page", "title": "Bench burst page", "description": "Page technical support once.",
+           "version": "1", "level": {"default": "III"}, "roles": ["technical_support"],
+           "steps": [{"id": "page", "action": "notify",
+                      "with": {"to": ["technical_support"], "title": "bench", "message": "bench page"}}]}
+AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+
+
+def measure(intakes: list[str], records_url: str, alerts: int, rate: float, timeout: float) -> list[float]:
+    """Send `alerts` new incidents at `rate` a second (alternating intakes); seconds from each POST
+    to its incident's first delivered page."""
+    sent: dict[str, datetime] = {}
+    tag = time.time_ns()
+    start = time.monotonic()
+    with httpx.Client(timeout=30) as client:
+        for i in range(alerts):
+            time.sleep(max(0.0, start + i / rate - time.monotonic()))
+            at = datetime.now(timezone.utc)
+            body = json.dumps(alertmanager_body(f"burst-{tag}-{i}")).encode()
+            response = client.post(f"{intakes[i % len(intakes)]}/v1/alerts/alertmanager", headers=AUTH, content=body)
+            response.raise_for_status()
+            sent[response.json()["alerts"][0]["incident_id"]] = at
+    engine = create_engine(records_url)
+    pages: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and len(pages) < alerts:
+            with engine.connect() as connection:
+                first_pages = connection.execute(text(
+                    "select incident_id, min(sent_at) from notifications where status = 'delivered' "
+                    "group by incident_id")).all()
+            for incident_id, sent_at in first_pages:
+                if incident_id in sent and incident_id not in pages and sent_at:
+                    stamp = datetime.fromisoformat(str(sent_at)).replace(tzinfo=timezone.utc)
+                    pages[incident_id] = (stamp - sent[incident_id]).total_seconds()
+            time.sleep(0.5)
+    finally:
+        engine.dispose()
+    if len(pages) < alerts:
+        print(f"  ({alerts - len(pages)} of {alerts} incidents had no delivered page after {timeout:.0f}s)")
+    return list(pages.values())
+
+
+def figures(values: list[float], alerts: int) -> str:
+    if not values:
+        return "none"
+    return f"p50 {percentile(values, 0.5):.2f}s  p99 {percentile(values, 0.99):.2f}s  (n={len(values)}/{alerts})"
+
+
+def run_layout(label: str, intakes: list[str], records_url: str, args: argparse.Namespace) -> dict[str, Any]:
+    measure(intakes, records_url, 3, 2.0, timeout=120)  # warm-up: the first runs import the runbook machinery
+    paced = measure(intakes, records_url, args.paced, args.paced_rate, timeout=300)
+    burst = measure(intakes, records_url, args.burst, args.burst_rate, timeout=600)
+    print(f"{label:<12} paced, {args.paced_rate:g}/s:  alert → first page {figures(paced, args.paced)}", flush=True)
+    print(f"{'':<12} burst, {args.burst_rate:g}/s:  alert → first page {figures(burst, args.burst)}", flush=True)
+    if paced and burst:
+        ratio = percentile(burst, 0.99) / percentile(paced, 0.99)
+        print(f"{'':<12} burst p99 ÷ paced p99: {ratio:.1f}×", flush=True)
+    return {"paced": paced, "burst": burst}
+
+
+def write_config(directory: Path) -> dict[str, str]:
+    runbook = directory / "bench-burst-page.yaml"
+    runbook.write_text(yaml.safe_dump(RUNBOOK))
+    sources, routes = directory / "sources.yaml", directory / "routes.yaml"
+    sources.write_text(yaml.safe_dump({"sources": {"alertmanager": {
+        "format": "alertmanager", "auth": {"type": "bearer", "token_env": "FIREBREAK_BENCH_TOKEN"},
+        "rate_limit": None}}}))
+    routes.write_text(yaml.safe_dump({"route": {"runbook": str(runbook)}}))
+    return {"runbook": str(runbook), "FIREBREAK_INTAKE_SOURCES_FILE": str(sources),
+            "FIREBREAK_INTAKE_ROUTES_FILE": str(routes), "FIREBREAK_BENCH_TOKEN": TOKEN}
+
+
+def embedded(args: argparse.Namespace, inbox: str) -> None:
+    from firebreak.cli.prefect_server import ensure_server
+
+    server = ensure_server()
+    directory = Path(tempfile.mkdtemp(prefix="firebreak-bench-burst-"))
+    config = write_config(directory)
+    env = {"PREFECT_API_URL": server.api_url, "FIREBREAK_INBOX": inbox}
+    with IntakeProcess({"runbook": config["runbook"]}, executor="warm", env=env) as intake:
+        run_layout("embedded", [intake.url], intake.records_url(), args)
+
+
+@contextmanager
+def production_stack(args: argparse.Namespace, inbox: str):  # type: ignore[no-untyped-def]
+    from tests.private_postgres import private_cluster
+
+    directory = Path(tempfile.mkdtemp(prefix="firebreak-bench-burst-production-"))
+    config = write_config(directory)
+    with ExitStack() as stack:
+        cluster = stack.enter_context(private_cluster(max_connections=100))
+        cluster.create_database("records", owner="firebreak")
+        cluster.create_database("prefect")
+        port = free_port()
+        while True:  # two consecutive free ports for the replicas
+            try:
+                import socket
+
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port + 1))
+                break
+            except OSError:
+                port = free_port()
+        env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+        env.update({k: v for k, v in config.items() if k != "runbook"})
+        records = cluster.url("records", user="firebreak")
+        env.update({"FIREBREAK_HOME": str(directory / "home"), "FIREBREAK_DATABASE_URL": records,
+                    "PREFECT_SERVER_DATABASE_CONNECTION_URL": cluster.url("prefect", driver="asyncpg"),
+                    "FIREBREAK_PREFECT_PORT": str(free_port()), "FIREBREAK_INBOX": inbox})
+        log = directory / "up.log"
+        process = subprocess.Popen([str(Path(sys.executable).with_name("firebreak")), "up", "--layout", "production",
+                                    "--intake-replicas", "2", "--workers", "2", "--slots", str(args.slots),
+                                    "--intake-port", str(port)], cwd=ROOT, env=env, stdout=log.open("wb"),
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        intakes = [f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"]
+        try:
+            deadline = time.monotonic() + 300
+            while True:
+                text_ = log.read_text(errors="replace")
+                try:
+                    ready = len(re.findall(r"^run worker ", text_, re.M)) >= 2 and all(
+                        httpx.get(f"{u}/readyz", timeout=2).status_code == 200 for u in intakes)
+                except httpx.HTTPError:
+                    ready = False
+                if ready:
+                    break
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the production layout did not come up:\n{text_[-3000:]}")
+                time.sleep(0.5)
+            yield intakes, records
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGINT)
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+
+
+def production(args: argparse.Namespace, inbox: str) -> None:
+    try:
+        stack = production_stack(args, inbox)
+        intakes, records = stack.__enter__()
+    except BaseException as exc:  # pytest's Skipped without the PostgreSQL binaries
+        print(f"production layout skipped: {type(exc).__name__}: {exc}")
+        return
+    try:
+        run_layout("production", intakes, records, args)
+    finally:
+        stack.__exit__(None, None, None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layout", choices=["embedded", "production", "both"], default="both")
+    parser.add_argument("--burst", type=int, default=50)
+    parser.add_argument("--burst-rate", type=float, default=5.0)
+    parser.add_argument("--paced", type=int, default=20)
+    parser.add_argument("--paced-rate", type=float, default=1.0)
+    parser.add_argument("--slots", type=int, default=8, help="production: run slots per worker")
+    args = parser.parse_args()
+    from simulator import start_simulator
+
+    receiver = start_simulator(fault="none")
+    inbox = f"{receiver.host}:{receiver.port}"
+    try:
+        if args.layout in ("embedded", "both"):
+            embedded(args, inbox)
+        if args.layout in ("production", "both"):
+            production(args, inbox)
+    finally:
+        receiver.stop()
+
+
+if __name__ == "__main__":
+    main()
