@@ -45,7 +45,7 @@ up: setup
 	$(BIN)/firebreak up $(if $(SIMULATOR),--with-simulator)
 
 stop:
-	@test -x $(BIN)/firebreak && $(BIN)/firebreak server stop || true
+	@test -x $(BIN)/firebreak && $(BIN)/firebreak down || true
 
 clean: stop
 	rm -rf $(VENV) var .pytest_cache .coverage-data

@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from bench.http_load import build_request, closed_loop, run as run_load  # noqa: E402
+from bench.http_load import build_request, closed_loop  # noqa: E402
+from bench.http_load import run as run_load
 from bench.intake_stack import TOKEN, IntakeProcess, alertmanager_body  # noqa: E402
 
 HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}

@@ -106,8 +106,8 @@ def main() -> None:
     args = parser.parse_args()
     receiver = SlowReceiver(args.delay)
     write_config(args.pages, receiver.address)
-    from firebreak.settings import reload_settings
     import tasks.notify as notify_task
+    from firebreak.settings import reload_settings
 
     reload_settings()
     shipped = notify_task.MAX_PARALLEL_SENDS

@@ -26,7 +26,7 @@ def repeating(action: Callable[[], object], every: float, name: str, *, now: boo
             return False
         try:
             return bool(on_error(exc))
-        except Exception:  # a broken handler must not end the keep-alive either
+        except Exception:  # noqa: BLE001  a broken handler must not end the keep-alive either
             _log.exception("%s: the error handler failed", name)
             return False
 
@@ -36,7 +36,7 @@ def repeating(action: Callable[[], object], every: float, name: str, *, now: boo
         while True:
             try:
                 action()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  keep-alive: any failure goes to on_error, never ends the loop
                 if failed(exc):
                     return
             if stop.wait(every):

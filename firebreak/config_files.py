@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from firebreak.yaml_lines import LineMap, Path_, YamlInvalid, display_path, format_path, parse_yaml, pydantic_message
 
@@ -18,7 +19,7 @@ T = TypeVar("T")
 
 
 def load_model(path: Path, model: type[ModelT], error: type[Exception],
-               explain: Callable[[dict[str, Any]], str | None] | None = None) -> tuple[ModelT, LineMap]:
+               explain: Callable[[ErrorDetails], str | None] | None = None) -> tuple[ModelT, LineMap]:
     """Parse `path` into `model`; raise `error` with one located line per problem.
 
     `explain(pydantic_error)` may return a file-specific message for a problem (None: the
@@ -39,7 +40,7 @@ def load_model(path: Path, model: type[ModelT], error: type[Exception],
         raise error("\n".join(problems)) from exc
 
 
-def _in_document(data: Any, problem: dict[str, Any]) -> tuple[Path_, str]:
+def _in_document(data: Any, problem: ErrorDetails) -> tuple[Path_, str]:
     """Where a pydantic problem is in the YAML document, and what to say about it.
 
     Pydantic's locations name things that are not in the file: the tag of a discriminated

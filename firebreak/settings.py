@@ -16,7 +16,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FIREBREAK_", extra="ignore")
 
-    home: Path = Field(default=Path("./var"), description="Data directory: records, reports, local Prefect server state.")
+    # One home per checkout, found from the package's location, not the working directory: a command run
+    # from another directory must not open a second records database (and a second INC-2026-0001).
+    home: Path = Field(default=PROJECT_ROOT / "var",
+                       description="Data directory: records, reports, local Prefect server state.")
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL of the records database; default SQLite (WAL) under FIREBREAK_HOME.",
@@ -25,7 +28,10 @@ class Settings(BaseSettings):
     contacts_file: Path = Field(default=PROJECT_ROOT / "notifications" / "contacts.yaml")
     local_timezone: str = Field(default="Asia/Shanghai", description="Zone shown beside UTC in reports.")
     prefect_port: int = Field(default=4200, description="Port of the local Prefect server that `firebreak` starts itself.")
-    simulator_port: int = Field(default=8765)
+    simulator_port: int = Field(default=8765, description="Port of the contact-centre simulator (`firebreak up "
+                                                          "--with-simulator`, `firebreak simulator`).")
+    services_file: Path = Field(default=PROJECT_ROOT / "runbooks" / "config" / "services.yaml",
+                                description="Where each runbook's operations API is (default of URL parameters).")
     # Notifications (issue 3). The acknowledgement-link secret is never written to git or logs:
     # unset, a random one is kept in FIREBREAK_HOME/ack-secret (mode 0600), see notifications.acknowledgement.links.
     ack_secret: SecretStr | None = Field(default=None, description="HMAC key that signs acknowledgement links.")

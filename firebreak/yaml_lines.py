@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from firebreak.errors import ConfigInvalid
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
 
 Path_ = tuple[str | int, ...]
 
@@ -113,7 +116,7 @@ def parse_yaml(path: Path) -> tuple[Any, LineMap]:
     return data, lines
 
 
-def pydantic_message(error: dict[str, Any]) -> str:
+def pydantic_message(error: ErrorDetails) -> str:
     message = error["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]

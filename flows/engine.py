@@ -31,10 +31,10 @@ from prefect import allow_failure, flow, get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run as current_flow_run
 from prefect.states import Cancelled, Completed, State
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, WithJsonSchema
 
 from firebreak.errors import FirebreakError
-from flows import run_failure
+from flows import forms, run_failure
 from flows.heartbeat import heartbeat
 from flows.hooks import RUN_HOOKS
 from records import incidents, run_locks
@@ -43,7 +43,7 @@ from reports.live_view import LiveViewUpdater
 from reports.publish import publish_report
 from runbooks import library
 from runbooks.schema import FailurePolicy, Level, Runbook, Step
-from runbooks.templating import evaluate, render_value
+from runbooks.templating import EVALUATION_ERRORS, evaluate, render_value
 from tasks import run_stop
 from tasks.base import StepContext
 from tasks.catalog import ACTIONS, load_runbook
@@ -388,7 +388,7 @@ def _start(run: _Run, step: Step, title: str, summary: str | None
             _record_skip(run, step, f"condition `{step.when}` is false")
             return None
         arguments = render_value(step.with_, context)
-    except Exception as exc:  # a template that fails on real data is a step failure, not a crash
+    except EVALUATION_ERRORS as exc:  # a template that fails on real data is a step failure, not a crash
         error = f"{type(exc).__name__}: {exc}"
         run.results[step.id] = StepResult(status="failed", error=error)
         incidents.append_event(run.incident_id, phase=EventPhase.outcome, status="failed",
@@ -432,7 +432,7 @@ def _in_thread(name: str, function: Callable[..., Any], *args: Any) -> concurren
         done.set_running_or_notify_cancel()
         try:
             done.set_result(context.run(function, *args))
-        except BaseException as exc:  # handed to the scheduler's thread, which decides
+        except BaseException as exc:  # noqa: BLE001  handed whole to the scheduler's thread, which decides (_finish_in_flow)
             done.set_exception(exc)
 
     threading.Thread(target=body, name=name, daemon=True).start()
@@ -478,8 +478,8 @@ def _apply_policy(run: _Run, step: Step, error: str, exc: Any = None) -> None:
 
 
 def _escalate(run: _Run, step: Step, error: str) -> None:
-    notify = ACTIONS["notify"].prefect_task.with_options(task_run_name=f"{step.id}-escalation", retries=2,
-                                                         retry_delay_seconds=[1, 2])
+    notify = ACTIONS["notify"].as_task.with_options(task_run_name=f"{step.id}-escalation", retries=2,
+                                                    retry_delay_seconds=[1, 2])
     context = run.step_context(step_id=f"{step.id}__escalation", step_title=f"Escalation of {step.display_title}",
                                action="notify", timeout=60)
     arguments = {"to": step.escalate_to, "title": f"Step failed: {step.display_title}",
@@ -516,28 +516,52 @@ def _rename_flow_run(flow_run_id: str | None, name: str) -> None:
 
     try:
         with get_client(sync_client=True) as client:
-            client.update_flow_run(flow_run_id, name=name)
-    except Exception as exc:  # cosmetic; never fail a run over a name
+            client.update_flow_run(uuid.UUID(flow_run_id), name=name)
+    except Exception as exc:  # noqa: BLE001  cosmetic; never fail a run over a name
         get_run_logger().warning("could not rename flow run: %s", exc)
 
 
+def _runbook_ids() -> list[str]:
+    """The runbook ids in the runbooks directory: the list the run-runbook form offers."""
+    from firebreak.settings import get_settings
+
+    return sorted(path.stem for path in get_settings().runbooks_dir.glob("*.yaml"))
+
+
+#: The form offers the runbooks as a list; a Python caller may still pass a runbook file's path.
+RunbookChoice = typing.Annotated[str, WithJsonSchema({"type": "string", "enum": _runbook_ids()})]
+
+
 def run_runbook(
-    runbook: str,
-    parameters: dict[str, Any] | None = None,
-    level: Level | None = None,
-    incident_id: str | None = None,
-    source: str = "operator",
+    runbook: RunbookChoice,
+    parameters: dict[str, Any] = {},  # noqa: B006  (never mutated: the engine copies it; a default the form can show)
+    level: forms.Level = forms.LevelChoice.auto,
+    incident_id: forms.IncidentRef = "",
+    source: forms.Source = forms.StartedBy.operator,
     drill: bool = False,
-    summary: str | None = None,
+    summary: forms.OptionalText = "",
 ) -> RunSummary:
-    return execute_runbook(runbook, parameters, level=level, incident_id=incident_id, source=source, drill=drill,
-                           summary=summary)
+    """Run any runbook by id.
+
+    Args:
+        runbook: The runbook to run (runbooks/<id>.yaml).
+        parameters: Its parameters as a JSON object, e.g. {"service_url": "http://127.0.0.1:8765"}; fields left out take the runbook's defaults.
+        level: Response level. auto lets the runbook's rules decide; I, II or III sets it.
+        incident_id: Empty opens a new incident. An incident id (INC-2026-0001) runs this runbook on that incident.
+        source: Who started it; leave operator when you start it here.
+        drill: A drill (practice): marked as such everywhere; approval gates follow their drill policy.
+        summary: One line saying what is happening, shown in pages and the report. Empty: the runbook's title.
+    """
+    # A Completed state returned here is unwrapped by Prefect: calling the flow gives its RunSummary.
+    return execute_runbook(runbook, parameters, level=forms.LevelChoice(level).explicit(),  # type: ignore[return-value]  # Prefect unwraps a returned state
+                           incident_id=incident_id or None, source=forms.StartedBy(source).value, drill=drill,
+                           summary=summary or None)
 
 
 # This module's annotations are strings (`from __future__ import annotations`). A flow-run process
 # started by a runner or worker loads the flow from its file under another module name, where
 # Prefect's parameter model cannot look `Level` up by name ("Run_RunbookModel is not fully
 # defined"), so every deployed run failed before its first step. Resolved here, once, instead.
-run_runbook.__annotations__ = typing.get_type_hints(run_runbook)
+run_runbook.__annotations__ = typing.get_type_hints(run_runbook, include_extras=True)
 run_runbook = flow(name="run-runbook", description="Run any Firebreak runbook definition by id.",
                    **RUN_HOOKS)(run_runbook)

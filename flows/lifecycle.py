@@ -30,7 +30,7 @@ def _operator_type() -> Any:
         labels = operator_labels()
     except Exception:  # noqa: BLE001  (a broken contacts file must not hide every form)
         return str
-    return Enum("Contact", {label: label for label in labels}, type=str)  # type: ignore[misc]
+    return Enum("Contact", {label: label for label in labels}, type=str)
 
 
 Contact = _operator_type()

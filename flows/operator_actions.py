@@ -30,6 +30,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from pydantic import BaseModel
 
@@ -322,16 +323,17 @@ def cancel_run(incident_id: str, *, by: str, via: str, reason: str, request_key:
 
 def _cancel(flow_run_id: str, message: str) -> str:
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import State
     from prefect.client.schemas.responses import SetStateStatus
     from prefect.states import Cancelled, Cancelling
 
     with get_client(sync_client=True) as client:
-        flow_run = client.read_flow_run(flow_run_id)
+        flow_run = client.read_flow_run(UUID(flow_run_id))
         state = flow_run.state.type.value if flow_run.state else "UNKNOWN"
         if flow_run.state is not None and flow_run.state.is_final():
             raise ActionConflict(f"flow run {flow_run_id} already ended ({state})")
         # Not started yet: nothing runs it, so it is cancelled at once; else its runner stops it.
-        target = Cancelled(message=message) if state in ("SCHEDULED", "PENDING") else Cancelling(message=message)
+        target: State[Any] = Cancelled(message=message) if state in ("SCHEDULED", "PENDING") else Cancelling(message=message)
         result = client.set_flow_run_state(flow_run_id, target, force=True)
         if result.status != SetStateStatus.ACCEPT:
             raise ActionConflict(f"Prefect did not accept cancelling flow run {flow_run_id} ({result.status.value})")

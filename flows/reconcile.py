@@ -108,8 +108,8 @@ def _judge(client: Any, incident: Any, flow_run: Any, stale_after: timedelta) ->
         if utcnow() - last_sign <= stale_after:
             return None
         state = RunState.crashed
-        reason = (f"Prefect reports the run Running but there has been no heartbeat since "
-                  f"{last_sign:%Y-%m-%d %H:%M:%S}Z; the process running this runbook stopped without reporting")
+        reason = (f"no heartbeat since {last_sign:%Y-%m-%d %H:%M:%S}Z while Prefect reports the run Running; "
+                  "the process running this runbook stopped without reporting")
         from prefect.client.schemas.responses import SetStateStatus
 
         told = client.set_flow_run_state(incident.flow_run_id, Crashed(message=reason))

@@ -33,9 +33,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from firebreak.errors import ConfigInvalid, NotFound
 from records import incidents
 from records.models import EventPhase, Incident, RunState, TimelineEvent
-from runbooks.schema import RunFailurePaging, Runbook
+from runbooks.schema import Runbook, RunFailurePaging
 from runbooks.templating import render_value
 from tasks.base import StepContext
 from tasks.catalog import ACTIONS, load_runbook
@@ -104,7 +105,7 @@ def raise_alarm(incident_id: str, *, outcome: RunState | str, reason: str, flow_
     try:
         return _raise(incident_id, RunState(outcome).value, reason, flow_run_id, runbook, wait_for_acknowledgement,
                       actor, step_id)
-    except Exception as exc:  # never out of a hook or a reconcile
+    except Exception as exc:  # noqa: BLE001  never out of a hook or a reconcile: any failure becomes the alarm's recorded error
         error = f"{type(exc).__name__}: {exc}"
         _failed(incident_id, step_id, flow_run_id, actor, error)
         return Alarm(step_id, error=error)
@@ -157,7 +158,7 @@ def _raise(incident_id: str, outcome: str, reason: str, flow_run_id: str | None,
                                summary="Nobody acknowledged the run-failure alarm through its escalation policy")
         _logger().error("%s: nobody acknowledged the run-failure alarm: %s", incident_id, exc)
         return Alarm(step_id, delivered, failed, unanswered=True, checklist=checklist)
-    except Exception as exc:  # recorded as the alarm step's failed outcome by the action; say what it means
+    except Exception as exc:  # noqa: BLE001  recorded as the alarm step's failed outcome by the action; say what it means (a hook must not raise)
         delivered, failed = _pages(incident_id, step_id)
         error = f"{type(exc).__name__}: {exc}"
         _failed(incident_id, step_id, flow_run_id, actor, error)
@@ -204,7 +205,7 @@ def _runbook(ref: Runbook | str | None, incident: Incident) -> Runbook | None:
             continue
         try:
             runbook = load_runbook(candidate).runbook
-        except Exception:
+        except (ConfigInvalid, NotFound):  # RunbookInvalid, RunbookNotFound: removed or broken since the run
             continue
         if runbook.id == incident.runbook_id:
             return runbook
@@ -285,7 +286,7 @@ def _describe(runbook: Runbook, step_id: str, context: dict[str, Any]) -> str:
         return ""
     try:
         text = spec.describe(spec.input_model.model_validate(render_value(step.with_, context)))
-    except Exception:
+    except Exception:  # noqa: BLE001  best-effort text for the alarm: templates on recorded data may fail any way; empty says so
         return ""
     return " ".join(str(text).split())
 
@@ -296,14 +297,15 @@ def _failed(incident_id: str, step_id: str, flow_run_id: str | None, actor: str,
         incidents.append_event(incident_id, phase=EventPhase.note, status="alarm-failed", actor=actor,
                                step_id=step_id, flow_run_id=flow_run_id, error=error,
                                summary="The run-failure alarm could not page the responsible roles: page them by hand")
-    except Exception:
+    except Exception:  # noqa: BLE001  already the failure path of a hook that must never raise; logged instead
         _logger().exception("%s: could not record the failed run-failure alarm either", incident_id)
 
 
 def _logger() -> Any:
     try:
         from prefect import get_run_logger
+        from prefect.exceptions import MissingContextError
 
         return get_run_logger()
-    except Exception:  # outside a flow run (reconcile from the CLI, a hook after the run context ended)
+    except MissingContextError:  # outside a flow run (reconcile from the CLI, a hook after the run context ended)
         return _log

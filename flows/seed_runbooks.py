@@ -10,9 +10,9 @@ from typing import Any
 from prefect import Flow, flow
 
 from flows.engine import RunSummary, execute_runbook
+from flows.forms import COMMON_ARGS, IncidentRef, Level, LevelChoice, OptionalText, Source, StartedBy
 from flows.hooks import RUN_HOOKS
 from runbooks import library
-from runbooks.schema import Level
 from tasks.catalog import load_runbook
 
 
@@ -23,18 +23,23 @@ def entry_flow(runbook_id: str) -> Flow[..., RunSummary]:
 
     def run(
         parameters: Parameters = defaults,  # type: ignore[valid-type]
-        level: Level | None = None,
-        summary: str | None = None,
+        level: Level = LevelChoice.auto,
+        summary: OptionalText = "",
         drill: bool = False,
-        incident_id: str | None = None,
-        source: str = "operator",
+        incident_id: IncidentRef = "",
+        source: Source = StartedBy.operator,
     ) -> RunSummary:
-        return execute_runbook(runbook_id, parameters, level=level, incident_id=incident_id, source=source,
-                               drill=drill, summary=summary)
+        # A Completed state returned here is unwrapped by Prefect: calling the flow gives its RunSummary.
+        return execute_runbook(runbook_id, parameters, level=LevelChoice(level).explicit(),  # type: ignore[return-value]  # Prefect unwraps a returned state
+                               incident_id=incident_id or None, source=StartedBy(source).value, drill=drill,
+                               summary=summary or None)
 
     run.__name__ = run.__qualname__ = runbook_id.replace("-", "_")  # importable name, e.g. for to_deployment()
-    run.__doc__ = f"{runbook.title} ({runbook.title_zh or ''}): {runbook.description}"
-    return flow(run, name=runbook_id, description=runbook.description.strip(), **RUN_HOOKS)
+    # Prefect reads each field's help from the Args section.
+    run.__doc__ = (f"{runbook.title} ({runbook.title_zh or ''}): {' '.join(runbook.description.split())}\n\n"
+                   f"    Args:\n        parameters: What this runbook needs to know; each field says what it is.\n"
+                   f"{COMMON_ARGS}\n")
+    return flow(name=runbook_id, description=runbook.description.strip(), **RUN_HOOKS)(run)
 
 
 system_outage = entry_flow("system-outage")

@@ -97,7 +97,7 @@ class GroupCommitWriter:
     def _write(self, batch: list[_Waiting]) -> None:
         try:
             outcomes: list[Any] = alert_ingest.ingest_many([w.request for w in batch], url=self.url)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  handed to the waiting requests to answer; the writer thread must not die
             if len(batch) == 1:
                 outcomes = [exc]
             else:
@@ -118,6 +118,6 @@ class GroupCommitWriter:
         try:
             (outcome,) = alert_ingest.ingest_many([request], url=self.url)
             return outcome
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  this request's own outcome, answered by the intake; the writer goes on
             return exc
 

@@ -27,15 +27,14 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
-from starlette.requests import ClientDisconnect
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.requests import ClientDisconnect
 
 from firebreak import errors
-from intake import payloads, strict_json
-from intake import reports_http
+from intake import payloads, reports_http, strict_json
 from intake.alert_writer import GroupCommitWriter
 from intake.plans import ParametersRefused, plan_run
 from intake.ratelimit import RateLimiter
@@ -60,6 +59,7 @@ from notifications.acknowledgement.service import acknowledge_incident
 from records import alert_queries, run_outbox
 from records.alert_ingest import AlertResult, IncomingAlert, IngestRequest, RunPlan
 from records.signatures import SignatureReplayed
+from runbooks.templating import EVALUATION_ERRORS
 
 log = logging.getLogger("firebreak.intake")
 
@@ -225,7 +225,7 @@ def route(intake: Intake, alert: IncomingAlert, generic: payloads.GenericAlert |
                             explicit_parameters=generic.parameters)
         try:
             decision = decide(intake.routes, alert.labels, alert.annotations)
-        except Exception as exc:  # a parameter template that fails on this alert's labels
+        except EVALUATION_ERRORS as exc:  # a parameter template that fails on this alert's labels
             return RunPlan(route="(error)", runbook_id=None, error=f"route parameters: {type(exc).__name__}: {exc}")
         return plan_run(decision, explicit_level=generic.level if generic else None,
                         explicit_parameters=generic.parameters if generic else None, where=where)
@@ -253,7 +253,7 @@ def _acknowledge(incident_id: str, source: str) -> None:
     The alert is already stored; if this fails, the timeline still shows the monitor's report."""
     try:
         acknowledge_incident(incident_id, by=f"monitor:{source}", via="monitor")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  best-effort: the alert is stored and answered whatever stops the ack
         log.warning("monitor acknowledgement of %s not applied: %s: %s", incident_id, type(exc).__name__, exc)
 
 
@@ -344,12 +344,12 @@ def create_app(intake: Intake | None = None) -> FastAPI:
             with session_scope() as session:
                 session.execute(text("SELECT 1"))
             checks["store"] = "ok"
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  a readiness probe answers 503 with the cause, whatever stops the store
             checks["store"] = f"unavailable: {type(exc).__name__}"
         checks["prefect"] = _prefect_check(intake)
         try:
             checks["outbox_waiting"] = str(run_outbox.pending_run_requests())
-        except Exception:
+        except Exception:  # noqa: BLE001  an informational count in the probe's answer; never fails the probe
             checks["outbox_waiting"] = "unknown"
         # Ready means alerts can be accepted; Prefect being down only delays runs (the outbox holds them).
         return JSONResponse({"ready": checks["store"] == "ok", **checks},

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from firebreak.errors import InputInvalid
+from firebreak.errors import ConfigInvalid, InputInvalid, NotFound
 from intake.routing import Decision
 from intake.strict_json import path_part
 from records.alert_ingest import RunPlan
@@ -63,7 +63,7 @@ def plan_run(decision: Decision, *, explicit_runbook: str | None = None, explici
         return RunPlan(route=route, runbook_id=None)
     try:
         runbook = load_runbook(runbook_id).runbook
-    except Exception as exc:
+    except (ConfigInvalid, NotFound) as exc:  # RunbookInvalid, RunbookNotFound
         return RunPlan(route=route, runbook_id=runbook_id, error=f"runbook {runbook_id!r}: {exc}")
     alert_set = dict(explicit_parameters or {})
     refused = _not_settable(runbook, alert_set)

@@ -28,8 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from firebreak.config_files import load_model
 from firebreak.errors import ConfigInvalid
-from runbooks.schema import Level
 from runbooks.hosts import url_problem
+from runbooks.schema import Level
 from runbooks.templating import ENV, is_template, render_value
 from tasks.catalog import load_runbook
 

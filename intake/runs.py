@@ -126,7 +126,7 @@ class RunDispatcher:
             return
         try:
             self._renew()
-        except Exception as exc:  # the store is down: the heartbeat thread registers when it is back
+        except Exception as exc:  # noqa: BLE001  the store is down, say: the heartbeat thread registers when it is back
             log.warning("run worker %s not registered yet: %s: %s", self.worker_id, type(exc).__name__, exc)
         self._background.enter_context(repeating(self._renew, self.heartbeat_seconds,
                                                  f"run-worker-heartbeat-{self.worker_id}", now=False))
@@ -148,7 +148,7 @@ class RunDispatcher:
             given_back = run_outbox.stop_worker(self.worker_id, url=self.records_url)
             if given_back:
                 log.info("run worker %s stopped; %d claimed run(s) given back", self.worker_id, given_back)
-        except Exception as exc:  # its heartbeat goes stale instead, and the others take its rows over
+        except Exception as exc:  # noqa: BLE001  best-effort at stop: its heartbeat goes stale, the others take its rows
             log.warning("could not mark run worker %s stopped: %s: %s", self.worker_id, type(exc).__name__, exc)
         if wait_for_runs:
             for future in list(self.runs.values()):
@@ -177,7 +177,7 @@ class RunDispatcher:
                 while self.dispatch_due() and not self._stop.is_set():
                     pass
                 self._prune()
-            except Exception as exc:  # the store is down, say: the rows wait, we try again
+            except Exception as exc:  # noqa: BLE001  dispatcher loop must not die: the rows wait, we try again
                 log.warning("outbox dispatch failed; will retry: %s: %s", type(exc).__name__, exc)
 
     # --- claiming ----------------------------------------------------------------------------------
@@ -248,7 +248,7 @@ class RunDispatcher:
                     if self.executor == "warm" and state == "SCHEDULED":
                         flow_run, state, ours = self._take_scheduled(flow_run)
                 break
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  classified below; anything else is recorded on the row (_not_created)
                 # Prefect busy (it answers 5xx: a loaded server) or briefly away (a restart): keep the
                 # claim and try again. Busy, for as long as it takes (another executor would meet the same
                 # server); unreachable from here, for HOLD_SECONDS, then the row goes back to the outbox
@@ -302,7 +302,7 @@ class RunDispatcher:
         while True:
             try:
                 return write()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  the store's errors vary by driver: retried, the slot must not die
                 if self._stop.is_set():
                     log.warning("outbox write given up at stop: %s: %s", type(exc).__name__, exc)
                     return None
@@ -377,7 +377,7 @@ class RunDispatcher:
 
         try:  # the thread's settings and client are already in place (_slot)
             return run_flow(entry_flow(flow_name), flow_run=flow_run, parameters=parameters, return_type="state")
-        except BaseException as exc:  # the flow's own hooks record the failure on the incident
+        except BaseException as exc:  # noqa: BLE001  the flow's own hooks record the failure; the warm slot lives on
             log.warning("run %s ended with %s: %s", flow_run.id, type(exc).__name__, exc)
             return None
 
@@ -447,6 +447,6 @@ def _enter_client_context(settings: Callable[[], AbstractContextManager[Any]]) -
         from prefect.context import SyncClientContext
 
         SyncClientContext.get_or_create().__enter__()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  optional reuse: without it each run makes its own client, as Prefect does
         log.info("no lasting Prefect client for %s: %s: %s", threading.current_thread().name,
                  type(exc).__name__, exc)

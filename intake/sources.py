@@ -14,9 +14,10 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import ErrorDetails
 
 from firebreak.config_files import load_model
 from firebreak.errors import ConfigInvalid, Refused
@@ -140,7 +141,7 @@ class SourcesInvalid(ConfigInvalid, ValueError):
 _SECRET_KEYS = ("token", "secret", "routing_key", "password", "key")
 
 
-def _explain(problem: dict[str, Any]) -> str | None:
+def _explain(problem: ErrorDetails) -> str | None:
     """Messages for the two ways a secret ends up in this file; neither repeats the value."""
     field = str(problem["loc"][-1]) if problem["loc"] else ""
     if problem["type"] == "extra_forbidden" and field in _SECRET_KEYS:

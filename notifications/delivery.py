@@ -75,7 +75,7 @@ def send(url: str, title: str, body: str, timeout: float = 10.0) -> DeliveryResu
     _APPRISE_LOGGER.addHandler(capture)
     try:
         ok = bool(server.notify(body=body, title=title))
-    except Exception as exc:  # a plugin bug must not take the step down with it
+    except Exception as exc:  # noqa: BLE001  an Apprise plugin bug (any exception) must not take the step down with it
         return DeliveryResult(False, shown, f"{type(exc).__name__}: {exc}")
     finally:
         _APPRISE_LOGGER.removeHandler(capture)

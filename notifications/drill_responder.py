@@ -3,8 +3,10 @@
 A drill has nobody on call, so escalation would page tier after tier. The
 responder serves notifications.acknowledgement.http on a free local port (and points
 FIREBREAK_PUBLIC_URL at it, so the pages carry links to it), watches the demo
-inbox, and acknowledges through the signed link in the first page that reaches
-one of `responders` — the same GET-then-POST a person's browser does.
+inbox, and acknowledges through the signed link in each page that reaches one of
+`responders` — the same GET-then-POST a person's browser does. Each page, not each
+incident: acknowledgement is per page, so a page sent after an earlier acknowledgement
+escalates until somebody acknowledges it.
 """
 from __future__ import annotations
 
@@ -76,7 +78,7 @@ class AckServer:
 
 @dataclass
 class DrillResponder:
-    """Acknowledges each incident once, through the ack link in the first page one of `responders` receives."""
+    """Acknowledges each page one of `responders` receives, through the ack link in it."""
 
     inbox_url: str
     responders: tuple[str, ...] = ("li-wei", "wu-qiang", "qian-li")
@@ -116,10 +118,9 @@ class DrillResponder:
         if page.status_code != 200:
             return  # expired or refused: a real person would see the reason; nothing to record here
         shown = re.search(r"INC-\d{4}-\d+", page.text)
-        if shown and any(incident == shown.group(0) for _, incident in self.acknowledged):
-            return  # this stand-in acknowledges each incident once, like a person would
+        again = bool(shown) and (contact, shown.group(0)) in self.acknowledged  # a later page: no comment again
         # What the person's browser sends: the page's form (its form token, a comment; the name is the link's).
-        answer = client.post(link, data={**form_fields(page.text), "comment": "drill responder"})
+        answer = client.post(link, data={**form_fields(page.text), **({} if again else {"comment": "drill responder"})})
         if answer.status_code == 200:
             incident = re.search(r"INC-\d{4}-\d+", answer.text)
             self.acknowledged.append((contact, incident.group(0) if incident else "?"))

@@ -29,7 +29,7 @@ from notifications.contacts import Contact, Directory
 from runbooks.roles import ROLES
 
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-DAYS: list[str] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAYS: list[Day] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
 class RosterInvalid(ConfigInvalid, ValueError):

@@ -18,9 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, and_, or_, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -133,12 +134,12 @@ def record_acknowledgement(incident_id: str, *, by: str, via: str, contact_id: s
                                   .order_by(Acknowledgement.id).limit(1)).first()
         mine = session.scalars(select(Acknowledgement).where(Acknowledgement.incident_id == incident_id,
                                                              Acknowledgement.ack_key == key)).first()
-        pages = session.execute(update(Notification)
+        pages = cast(CursorResult[Any], session.execute(update(Notification)
                                 # "sending": the page is being answered right now; a failure clears it again.
                                 .where(Notification.incident_id == incident_id,
                                        Notification.status.in_(("delivered", "sending")),
                                        Notification.acknowledged_at.is_(None))
-                                .values(acknowledged_at=at, acknowledged_by=by)).rowcount or 0
+                                .values(acknowledged_at=at, acknowledged_by=by))).rowcount or 0
         effective = earlier is None or pages > 0
         noted = dropped = False
         if mine is None:

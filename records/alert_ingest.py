@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, bindparam, insert, select
+from sqlalchemy import ForeignKey, Index, Integer, String, Table, Text, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -149,7 +149,7 @@ def ingest_many(requests: list[IngestRequest], *, url: str | None = None) -> lis
         replayed = replayed_signatures(session, requests)
         batch = _Batch(session)
         batch.look_up({alert.fingerprint for request in requests for alert, _plan in request.items})
-        outcomes: list[list[AlertResult] | SignatureReplayed] = []
+        outcomes: list[list[_PendingResult] | SignatureReplayed] = []
         for request in requests:
             if request.signature is not None and id(request) in replayed:
                 outcomes.append(SignatureReplayed(request.source))
@@ -262,7 +262,8 @@ class _Batch:
             result.alert_id = alert_id
 
 
-_INSERT_ALERTS = insert(Alert.__table__).returning(Alert.__table__.c.id, sort_by_parameter_order=True)
+_ALERTS = cast(Table, Alert.__table__)  # a mapped class's table (typed as the wider FromClause)
+_INSERT_ALERTS = insert(_ALERTS).returning(_ALERTS.c.id, sort_by_parameter_order=True)
 
 
 def _claims_query(condition: Any) -> Any:
@@ -337,7 +338,7 @@ def _open(session: Session, alert: IncomingAlert, plan: RunPlan) -> tuple[str, s
                             "fingerprint": alert.fingerprint, "labels": alert.labels, "route": plan.route})
     claim.incident_id = incident_id
     claim.claimed_at = now
-    flow_parameters = {"parameters": plan.parameters, "level": plan.level, "summary": alert.summary,
+    flow_parameters: dict[str, Any] = {"parameters": plan.parameters, "level": plan.level, "summary": alert.summary,
                        "incident_id": incident_id, "source": "alert"}
     if plan.flow_name == "run-runbook":
         flow_parameters["runbook"] = plan.runbook_id

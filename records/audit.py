@@ -477,7 +477,7 @@ def check(evidence: Evidence, key: AuditKey | None, *, anchor: Anchor | None | _
     top_seq, top_where = max(((seq, where) for seq, _, where in trusted), default=(0, ""))
     for seq, digest, where in sorted(trusted):
         if seq <= last and chain.get(seq) != digest:
-            rewritten_from = (f"the whole chain was rewritten with recomputed hashes: " if seq <= max(legacy, 1)
+            rewritten_from = ("the whole chain was rewritten with recomputed hashes: " if seq <= max(legacy, 1)
                               else f"events from #{seq} on were rewritten with recomputed hashes: ")
             findings.append(Break("rewritten", seq, rewritten_from + f"event #{seq} is not the one {where} records"))
             break
@@ -670,7 +670,8 @@ def verify_all(*, anchors: AnchorSource | None = None) -> list[Verification]:
     """Every incident, then the incidents that are gone: gaps in the global seal numbers and in
     each year's incident numbers, seals and anchors whose incident is no longer recorded."""
     with session_scope() as session:
-        present = session.execute(select(Incident.id, Incident.uid).order_by(Incident.created_at, Incident.id)).all()
+        present = [(incident_id, uid) for incident_id, uid in
+                   session.execute(select(Incident.id, Incident.uid).order_by(Incident.created_at, Incident.id))]
         seals = [(number, incident_id) for number, incident_id in
                  session.execute(select(IncidentSeal.number, IncidentSeal.incident_id))]
         counters = {name: value for name, value in session.execute(select(Sequence.name, Sequence.value))}
@@ -743,7 +744,7 @@ def missing_incidents(present: list[tuple[str, str]], seals: list[tuple[int, str
         matched = _INCIDENT_ID.match(incident_id)
         if matched:
             years.setdefault(matched.group(1), set()).add(int(matched.group(2)))
-    for name, value in counters.items():
+    for name in counters:
         if name.startswith("incident-") and name[9:].isdigit():
             years.setdefault(name[9:], set())
     for year, numbers in sorted(years.items()):

@@ -25,12 +25,12 @@ from typing import Any
 from sqlalchemy import func, select
 
 from records.audit import (
+    SEAL_COUNTER,
     Anchor,
     AnchorsUnavailable,
     AuditAnchoring,
     AuditHead,
     IncidentSeal,
-    SEAL_COUNTER,
     anchor_payload,
     head_payload,
     installation_id,
@@ -117,7 +117,7 @@ def anchor(incident_id: str) -> Anchored | None:
     signed head to anchor (an incident recorded before signed heads, or an unknown one)."""
     try:
         made = _document(incident_id)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  anchor() never raises (documented): the caller's run or report goes on
         LOGGER.warning("audit head of %s not anchored: %s: %s", incident_id, type(exc).__name__, _scrub(str(exc)))
         return None
     if made is None:
@@ -149,7 +149,7 @@ def anchor(incident_id: str) -> Anchored | None:
                     client.update_variable(VariableUpdate(name=name, value=document, tags=[tag]))
             else:
                 client.update_variable(VariableUpdate(name=name, value=document, tags=[tag]))
-    except Exception as exc:  # Prefect unreachable or refusing: the caller goes on, verify will say so
+    except Exception as exc:  # noqa: BLE001  Prefect unreachable or refusing: anchor() never raises, verify will say so
         error = _scrub(f"{type(exc).__name__}: {exc}")
         LOGGER.warning("audit head #%s of %s not anchored in Prefect: %s", seq, incident_id, error)
         _record(incident_id, seq, digest, name, False, error)

@@ -26,7 +26,7 @@ from firebreak.settings import get_settings
 KEY_FILE_NAME = "audit-key"
 _lock = threading.Lock()
 #: Keys read from files, by path: every event is signed, and the file does not change under a process.
-_read: dict[Path, "AuditKey"] = {}
+_read: dict[Path, AuditKey] = {}
 
 
 class AuditKeyMissing(RuntimeError):

@@ -13,11 +13,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -49,7 +50,7 @@ _migrate_lock = threading.Lock()
 
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+    def _on_connect(dbapi_connection, _record):
         # Let SQLAlchemy's "begin" event below own transaction control.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -62,7 +63,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.close()
 
     @event.listens_for(engine, "begin")
-    def _on_begin(conn):  # type: ignore[no-untyped-def]
+    def _on_begin(conn):
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
@@ -121,7 +122,7 @@ def _wait_while_server_full(engine: Engine, patience: float) -> None:
     password, server down) fails at once, as before."""
 
     @event.listens_for(engine, "do_connect")
-    def _connect(dialect, _record, cargs, cparams):  # type: ignore[no-untyped-def]
+    def _connect(dialect, _record, cargs, cparams):
         deadline = time.monotonic() + patience
         pause, tries = 0.05, 0
         while True:
@@ -133,9 +134,17 @@ def _wait_while_server_full(engine: Engine, patience: float) -> None:
                 tries += 1
                 if tries == 1:
                     log.warning("the records database is full (too many clients); waiting for a connection "
-                                "(up to %.0fs): %s", patience, str(exc).strip().splitlines()[-1])
+                                "(up to %gs): %s", patience, str(exc).strip().splitlines()[-1])
                 time.sleep(pause * (0.5 + random.random()))
                 pause = min(pause * 2, 1.0)
+
+
+def _sqlite_driver(connection: Connection) -> Any:
+    """The sqlite3 connection itself: a pragma run there is outside SQLAlchemy's transaction."""
+    driver = connection.connection.driver_connection
+    if driver is None:  # only a closed or invalidated connection has none
+        raise RuntimeError("the SQLite connection is no longer open")
+    return driver
 
 
 def migrate(url: str | None = None) -> None:
@@ -158,7 +167,7 @@ def migrate(url: str | None = None) -> None:
                 # Batch migrations rebuild SQLite tables (copy, drop, rename); with foreign keys on,
                 # dropping a table other rows refer to fails. The pragma only changes outside a
                 # transaction; the references are checked before the upgrade commits.
-                connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+                _sqlite_driver(connection).execute("PRAGMA foreign_keys=OFF")
             try:
                 with connection.begin():
                     before = MigrationContext.configure(connection).get_current_revision()
@@ -175,7 +184,7 @@ def migrate(url: str | None = None) -> None:
                             raise RuntimeError(f"the migration left rows referring to missing rows: {broken[:5]}")
             finally:
                 if sqlite:
-                    connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
+                    _sqlite_driver(connection).execute("PRAGMA foreign_keys=ON")
         _migrated.add(url)
 
 

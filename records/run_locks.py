@@ -29,8 +29,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 from sqlalchemy import ForeignKey, Integer, String, select, text, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -130,7 +132,7 @@ def renew(incident_id: str, holder: str, generation: int) -> int:
             .where(IncidentRunLock.incident_id == incident_id, IncidentRunLock.holder == holder,
                    IncidentRunLock.generation == generation, IncidentRunLock.released_at.is_(None))
             .values(renewed_at=utcnow()))
-        if renewed.rowcount != 1:
+        if cast(CursorResult[Any], renewed).rowcount != 1:  # an UPDATE's result is a CursorResult
             raise LeaseLost(incident_id, holder, generation, _why_not_held(session, incident_id, holder, generation))
         return generation
 

@@ -140,7 +140,7 @@ def watch_chart(*, origin: datetime, end: datetime, series: Any, labels: dict[st
     """series: reports.metrics.Series. One line per numeric figure the condition compares (and the queue),
     the bound as a dashed line, and a strip of whether the condition held at each check."""
     samples = [s for s in series.samples if s.get("at")]
-    times = []
+    times: list[float | None] = []
     for sample in samples:
         try:
             times.append((datetime.fromisoformat(sample["at"]) - origin).total_seconds())

@@ -65,7 +65,8 @@ def target_text(commitment: Commitment, level: str) -> dict[str, str]:
         return _both("reached when paged", "呼叫即可联系上")
     if commitment.unit is Unit.share:
         sign = ("≥" if commitment.at_least else "≤")
-        return _both(f"{sign} {commitment.threshold * 100:g} %", f"{sign} {commitment.threshold * 100:g}%")
+        share = commitment.threshold or 0  # a share commitment always declares its threshold
+        return _both(f"{sign} {share * 100:g} %", f"{sign} {share * 100:g}%")
     if commitment.unit is Unit.seconds:
         value = timedelta(seconds=commitment.threshold or 0)
         return _both(f"≤ {format_duration(value, 'en')}", f"≤ {format_duration(value, 'zh')}")
@@ -109,8 +110,8 @@ def check(commitment: Commitment, ref: CommitmentRef | None, *, level: str, dete
             return not_measured(_both(f"{named(ref.evidence, 'en') or 'the recording step'} recorded no figure",
                                       f"{named(ref.evidence, 'zh') or '记录步骤'} 未记录数值"))
         last, first = figures[-1], figures[0]
-        bound = float(commitment.threshold or 0)
-        ok = last.value >= bound if commitment.at_least else last.value <= bound
+        threshold = float(commitment.threshold or 0)
+        ok = last.value >= threshold if commitment.at_least else last.value <= threshold
         if commitment.unit is Unit.share:
             shown_en, shown_zh = _share(last.value), _share(last.value).replace(" %", "%")
             start_en, start_zh = _share(first.value), _share(first.value).replace(" %", "%")
@@ -142,6 +143,7 @@ def check(commitment: Commitment, ref: CommitmentRef | None, *, level: str, dete
             if run_ended:
                 return result("fail", None, fact.seq if fact else None, _both("never", "未发生"), missing)
             return result("pending", None, None, _both("—", "—"), missing)
+        assert detected.at is not None  # the incident's opening (triggered_at): always recorded
         measured = fact.at - detected.at
         source = f", #{fact.seq}" if fact.seq else ""
         words = _both(f"{format_duration(measured, 'en')} ({what['en']}{source})",
@@ -188,9 +190,9 @@ def check(commitment: Commitment, ref: CommitmentRef | None, *, level: str, dete
                       _both(f"{named(ref.evidence, 'en')} never confirmed the target holds",
                             f"{named(ref.evidence, 'zh')} 未确认目标达成"))
     at, seq, output = confirmed[0]
-    last = (output or {}).get("last_json") if isinstance(output, dict) else None
-    level_now = last.get("service_level") if isinstance(last, dict) else None
-    answer = last.get("answer_target_seconds", asked) if isinstance(last, dict) else asked
+    last_json = (output or {}).get("last_json") if isinstance(output, dict) else None
+    level_now = last_json.get("service_level") if isinstance(last_json, dict) else None
+    answer = last_json.get("answer_target_seconds", asked) if isinstance(last_json, dict) else asked
     after = at - detected.at if detected.at else None
     if isinstance(level_now, (int, float)):
         measured = _both(f"{_share(level_now)} answered within {float(answer or 30):g} s once restored "

@@ -118,8 +118,7 @@ def export_document(incident_id: str) -> dict[str, Any]:
             "seal_number": record.seal_number,
             "anchor": f"Prefect Variable {record.anchor_variable}" if record.anchor_variable else None,
             "intact": record.verification.intact,
-            "broken": None if record.verification.intact else {
-                "problem": record.verification.broken.problem, "seq": record.verification.broken.seq,
-                "detail": record.verification.broken.detail},
+            "broken": None if (broken := record.verification.broken) is None else {  # None: intact
+                "problem": broken.problem, "seq": broken.seq, "detail": broken.detail},
         },
     }

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from firebreak.settings import get_settings
@@ -287,16 +288,16 @@ class _Publisher:
         with get_client(sync_client=True) as client:
             client.create_artifact(ArtifactCreate(
                 key=artifact_key(view.incident_id), type="markdown", data=view.markdown,
-                flow_run_id=view.flow_run_id,
+                flow_run_id=UUID(view.flow_run_id) if view.flow_run_id else None,
                 description=f"Live view of {view.incident_id}: status, level, commander, pages, gates, next step",
             ))
             if view.flow_run_id:
                 current = self.tags.get(view.flow_run_id)
                 if current is None:
-                    current = list(client.read_flow_run(view.flow_run_id).tags or [])
+                    current = list(client.read_flow_run(UUID(view.flow_run_id)).tags or [])
                 wanted = [t for t in current if t not in MANAGED_TAGS] + sorted(view.tags)
                 if sorted(wanted) != sorted(current):
-                    client.update_flow_run(view.flow_run_id, tags=wanted)
+                    client.update_flow_run(UUID(view.flow_run_id), tags=wanted)
                 self.tags[view.flow_run_id] = wanted
         self.digest = view.digest
         return True

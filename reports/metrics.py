@@ -130,7 +130,8 @@ def milestones(record: IncidentRecord, runbook: Runbook | None = None) -> Milest
     # A monitor's own start time (Alertmanager/Grafana `startsAt`) is when the problem began.
     began = [t for t in (_parse_time((getattr(a, "payload", None) or {}).get("startsAt")) for a in record.alerts)
              if t and t.year > 1]
-    started = Fact(min(began), None, "monitor", "startsAt") if began and min(began) < detected.at else detected
+    started = (Fact(min(began), None, "monitor", "startsAt")
+               if began and detected.at is not None and min(began) < detected.at else detected)
 
     ack = next((e for e in events if _is_acknowledgement(e)), None)
     if ack is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from uuid import UUID
 
 from records import incidents
 from records.audit_anchor import anchor
@@ -39,7 +40,8 @@ def publish_artifact(incident_id: str, flow_run_id: str | None, markdown: str | 
         markdown = render(load_record(incident_id), ARTIFACT_LANGUAGE).markdown
     with get_client(sync_client=True) as client:
         client.create_artifact(ArtifactCreate(
-            key=artifact_key(incident_id), type="markdown", data=markdown, flow_run_id=flow_run_id,
+            key=artifact_key(incident_id), type="markdown", data=markdown,
+            flow_run_id=UUID(flow_run_id) if flow_run_id else None,
             description=f"Post-incident report of {incident_id} (regenerate: firebreak report {incident_id})",
         ))
 
@@ -58,7 +60,7 @@ def publish_report(incident_id: str, flow_run_id: str | None = None, *, artifact
     if artifact:
         try:
             publish_artifact(incident_id, flow_run_id, paths[f"{ARTIFACT_LANGUAGE}.md"].read_text(encoding="utf-8"))
-        except Exception as exc:  # Prefect unreachable: the files are written; say where the artifact is missing
+        except Exception as exc:  # noqa: BLE001  best-effort artifact, Prefect unreachable: the files are written; say where it is missing
             LOGGER.warning("report artifact for %s not published: %s", incident_id, exc)
     anchor(incident_id)  # the head the report prints, or a later one; never raises
     return paths

@@ -22,9 +22,10 @@ from zoneinfo import ZoneInfo
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
+from firebreak.errors import ConfigInvalid, NotFound
 from firebreak.settings import get_settings
-from reports import charts, i18n, metrics, summaries
 from notifications.summary import attempts_of_notification
+from reports import charts, i18n, metrics, summaries
 from reports.incident_record import IncidentRecord, load_record
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -76,7 +77,7 @@ def _runbook_of(record: IncidentRecord) -> tuple[Any, str | None]:
 
     try:
         return load_runbook(record.incident.runbook_id).runbook, None
-    except Exception as exc:  # a runbook removed or broken since: report the record without it
+    except (ConfigInvalid, NotFound) as exc:  # a runbook removed or broken since: report the record without it
         return None, f"{type(exc).__name__}: {exc}"
 
 
@@ -85,7 +86,7 @@ def _contacts() -> Any:
         from notifications.contacts import load_directory
 
         return load_directory(get_settings().contacts_file)
-    except Exception:
+    except ConfigInvalid:  # ContactsInvalid: missing or broken file
         return None  # names are a courtesy; the report shows contact ids without them
 
 
@@ -96,7 +97,7 @@ def _flow_run_url(flow_run_id: str | None) -> str | None:
         from prefect.settings import PREFECT_UI_URL
 
         base = PREFECT_UI_URL.value()
-    except Exception:
+    except Exception:  # noqa: BLE001  a link is a courtesy: a report is never lost over Prefect's settings
         base = None
     return f"{base.rstrip('/')}/runs/flow-run/{flow_run_id}" if base else None
 
@@ -105,7 +106,7 @@ def _known(directory: Any, contact_id: str) -> bool:
     try:
         directory.get(contact_id)
         return True
-    except Exception:
+    except ConfigInvalid:  # ContactsInvalid: no such contact
         return False
 
 
@@ -224,7 +225,7 @@ def _charts(record: IncidentRecord, marks: metrics.Milestones, steps: list[metri
     stones = [(key, t[f"m_{key}"], fact.at) for key, fact in marks.items()
               if key in ("acknowledged", "mitigated", "resolved", "closed") and fact.at]
     gantt = charts.gantt(origin=origin, end=end, steps=rows, milestones=stones,
-                         pages=[(n.sent or n.created, n.contact, n.status) for n in notifications if n.sent or n.created],
+                         pages=[(page_at, n.contact, n.status) for n in notifications if (page_at := n.sent or n.created)],
                          acks=[(a.at, a.by) for a in acks],
                          labels={"title": t["chart_gantt"], "pages": t["chart_pages"], "acks": t["chart_acks"],
                                  "seconds": t["chart_seconds"]})
@@ -261,7 +262,7 @@ def build_view(record: IncidentRecord, lang: str, now: datetime | None = None) -
             return contact_id
         try:
             return f"{directory.get(contact_id).name} ({contact_id})"
-        except Exception:
+        except ConfigInvalid:  # ContactsInvalid: no such contact
             return contact_id
 
     def duration(delta: Any) -> str:
@@ -354,7 +355,7 @@ def build_view(record: IncidentRecord, lang: str, now: datetime | None = None) -
             "step_title": titles.get(n.step_id.split("__", 1)[0], n.step_id),
             # Every try of this channel (records.deliveries.DeliveryAttempt), e.g. "attempts: 3 (2 failed: …)".
             "tries": attempts_of_notification(record.delivery_attempts, raw.id, lang),
-        } for n, raw in zip(notifications, record.notifications)],
+        } for n, raw in zip(notifications, record.notifications, strict=True)],
         "decisions": [{"when": utc(d.at), "who": d.who, "decision": t.get(f"kind_{d.kind}", d.kind)
                        + (f" ({i18n.word(d.detail, lang)})" if d.detail else ""), "kind": d.kind,
                        "comment": d.comment, "seq": d.seq,

@@ -20,6 +20,7 @@ from firebreak.settings import get_settings
 from runbooks.hosts import url_problem
 from runbooks.loader import LoadedRunbook
 from runbooks.schema import Level, Parameter, ParameterType, Runbook
+from runbooks.services import ServicesFile, services
 from runbooks.templating import evaluate
 from runbooks.validate import Actions, load_valid
 
@@ -90,10 +91,17 @@ def _url_check(allowed_hosts: list[str]) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _field(parameter: Parameter, allowed_hosts: list[str]) -> tuple[Any, Any]:
+def _title(name: str) -> str:
+    """`service_url` → "Service URL": what the form shows above the field."""
+    words = name.split("_")
+    return " ".join([words[0].capitalize(), *words[1:]]).replace(" url", " URL").replace("Url", "URL")
+
+
+def _field(parameter: Parameter, allowed_hosts: list[str], name: str = "",
+           configured: str | None = None) -> tuple[Any, Any]:
     annotation: Any = _PYTHON_TYPE[parameter.type]
     if parameter.enum:
-        annotation = Literal[tuple(parameter.enum)]  # type: ignore[misc]
+        annotation = Literal[tuple(parameter.enum)]
     if parameter.format == "url":
         # Whoever sets it (alert, route, operator, default), the host must be one the runbook allows.
         annotation = Annotated[annotation, _url_check(allowed_hosts)]
@@ -102,30 +110,40 @@ def _field(parameter: Parameter, allowed_hosts: list[str]) -> tuple[Any, Any]:
         constraints["ge"] = parameter.minimum
     if parameter.maximum is not None:
         constraints["le"] = parameter.maximum
-    default = ... if parameter.required else parameter.default
-    return annotation, Field(default, description=parameter.description, **constraints)
+    default = configured if configured is not None else ... if parameter.required else parameter.default
+    if parameter.format == "url":
+        # A default from the services file is checked like a given value: its host must be allowed too.
+        constraints["validate_default"] = True
+    return annotation, Field(default, title=_title(name) if name else None, description=" ".join(
+        parameter.description.split()), **constraints)
 
 
 def parameter_model(runbook: Runbook) -> type[BaseModel]:
     """The runbook's parameters as a pydantic model (built once per loaded runbook: the intake
     checks every routed alert's parameters with it, and building a model costs milliseconds)."""
+    configured, stamp = services()  # URL defaults: built again when the services file changes
     cached = _parameter_models.get(id(runbook))
-    if cached is not None and cached[0] is runbook:
+    if cached is not None and cached[0] is runbook and cached[2] == stamp:
         return cached[1]
-    model = _build_parameter_model(runbook)
+    model = _build_parameter_model(runbook, configured)
     if len(_parameter_models) >= 256:
         _parameter_models.clear()
-    _parameter_models[id(runbook)] = (runbook, model)
+    _parameter_models[id(runbook)] = (runbook, model, stamp)
     return model
 
 
-#: id(runbook) → (that runbook, its model); the runbook is kept so its id cannot be reused meanwhile.
-_parameter_models: dict[int, tuple[Runbook, type[BaseModel]]] = {}
+#: id(runbook) → (that runbook, its model, the services file's mtime); the runbook is kept so its id
+#: cannot be reused meanwhile.
+_parameter_models: dict[int, tuple[Runbook, type[BaseModel], float]] = {}
 
 
-def _build_parameter_model(runbook: Runbook) -> type[BaseModel]:
+def _build_parameter_model(runbook: Runbook, configured: ServicesFile | None = None) -> type[BaseModel]:
     name = "".join(part.capitalize() for part in runbook.id.split("-")) + "Parameters"
-    fields = {key: _field(parameter, runbook.allowed_hosts) for key, parameter in runbook.parameters.items()}
+    configured = configured or ServicesFile()
+    # Any: unpacked as **fields, each value is checked against create_model's own keywords (__base__ …) too.
+    fields: dict[str, Any] = {key: _field(parameter, runbook.allowed_hosts, key,
+                                          configured.url_for(runbook.id, key) if parameter.format == "url" else None)
+                              for key, parameter in runbook.parameters.items()}
     return create_model(name, __config__=ConfigDict(extra="forbid"), __doc__=runbook.description, **fields)
 
 

@@ -24,7 +24,7 @@ class Level(str, enum.Enum):
     """Response level: I major (everyone takes part, the commander-in-chief leads), II general (a task
     group and the scenario lead), III small (the department concerned handles it)."""
 
-    I = "I"  # major: everyone takes part
+    I = "I"  # noqa: E741  the level is named by its Roman numeral I. Major: everyone takes part
     II = "II"  # general: a dedicated task group
     III = "III"  # small: the relevant department coordinates
 

@@ -9,13 +9,20 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, nodes
+from jinja2 import StrictUndefined, TemplateError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 ENV = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
 #: Names a template may use at the top level.
 CONTEXT_NAMES = frozenset({"params", "incident", "level", "steps", "runbook"})
+
+#: What evaluating a template on real data may raise: Jinja's own errors (an undefined name, a
+#: sandbox refusal) and the built-in errors of the operations and filters it applies to the data
+#: (`1 + "a"`, `x / 0`, `"%d" % "a"`, `items[9]`, a method the value does not have).
+EVALUATION_ERRORS: tuple[type[Exception], ...] = (
+    TemplateError, TypeError, ValueError, ArithmeticError, LookupError, AttributeError,
+)
 
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
 
@@ -72,10 +79,12 @@ def references(tree: nodes.Template) -> tuple[set[str], set[tuple[str, str]]]:
         else:
             assigned.add(node.name)
     attributes: set[tuple[str, str]] = set()
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        if isinstance(node.node, nodes.Name) and node.node.ctx == "load":
-            if isinstance(node, nodes.Getattr):
-                attributes.add((node.node.name, node.attr))
-            elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                attributes.add((node.node.name, node.arg.value))
+    for access in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        if not isinstance(access, (nodes.Getattr, nodes.Getitem)):
+            continue  # never: find_all yields only these; says so to the type checker
+        if isinstance(access.node, nodes.Name) and access.node.ctx == "load":
+            if isinstance(access, nodes.Getattr):
+                attributes.add((access.node.name, access.attr))
+            elif isinstance(access.arg, nodes.Const) and isinstance(access.arg.value, str):
+                attributes.add((access.node.name, access.arg.value))
     return names - assigned, attributes

@@ -285,7 +285,8 @@ def _check_value(value: Any, field: FieldInfo, action: str, at: Path_, problem: 
     """Type-check an argument now when it holds no template (templated ones are checked at run time)."""
     if _has_template(value):
         return
-    annotation = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    # Any: a type form (a class, a union, an Annotated[…]), which TypeAdapter takes and mypy cannot name.
+    annotation: Any = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
     try:
         TypeAdapter(annotation).validate_python(value)
     except ValidationError as exc:

@@ -16,9 +16,10 @@ import json
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 from simulator.errors import ApiError
 from simulator.scenarios import (

@@ -40,6 +40,7 @@ import re
 import time
 from datetime import timedelta
 from typing import Any, Literal
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from prefect.input import RunInput  # what makes the Prefect UI show a form for the paused run
@@ -255,14 +256,14 @@ def _back_to_running(flow_run_id: str | None) -> None:
     from prefect.states import Running
 
     with get_client(sync_client=True) as client:
-        state = client.read_flow_run(flow_run_id).state
+        state = client.read_flow_run(UUID(flow_run_id)).state
         if state is not None and state.is_paused():
             client.set_flow_run_state(flow_run_id, Running(), force=True)
 
 
 def _escalate(ctx: StepContext, inp: ApprovalInput) -> None:
-    notify = notify_action.prefect_task.with_options(task_run_name=f"{ctx.step_id}-approval-escalation",
-                                                     retries=2, retry_delay_seconds=[1, 2])
+    notify = notify_action.as_task.with_options(task_run_name=f"{ctx.step_id}-approval-escalation",
+                                                retries=2, retry_delay_seconds=[1, 2])
     context = ctx.model_copy(update={"step_id": f"{ctx.step_id}__approval_escalation",
                                      "step_title": f"Overdue approval: {ctx.step_title}", "action": "notify"})
     future = notify.submit(context, {"to": inp.escalate_to, "title": f"Approval overdue: {ctx.step_title}",
@@ -343,8 +344,8 @@ def _ask(ctx: StepContext, attempt: Attempt, inp: ApprovalInput, approvers: list
                 "approvers and its runbook cannot be read for its command roles", actor=ctx.actor)
         return None
     deadline_utc, deadline_local = _deadline(inp.timeout)
-    notify = notify_action.prefect_task.with_options(task_run_name=f"{ctx.step_id}-approval-needed",
-                                                     retries=2, retry_delay_seconds=[1, 2])
+    notify = notify_action.as_task.with_options(task_run_name=f"{ctx.step_id}-approval-needed",
+                                                retries=2, retry_delay_seconds=[1, 2])
     context = ctx.model_copy(update={"step_id": f"{ctx.step_id}__approval_needed", "action": "notify",
                                      "timeout": _page_seconds(inp.escalation)})
     return notify.submit(context, {
@@ -363,8 +364,8 @@ def _tell_timeout(ctx: StepContext, inp: ApprovalInput, approvers: list[str], pr
     """Tell the approvers what the timeout did: no decision came, and the run proceeded, or the step was refused."""
     if not approvers:
         return
-    notify = notify_action.prefect_task.with_options(task_run_name=f"{ctx.step_id}-approval-timeout",
-                                                     retries=2, retry_delay_seconds=[1, 2])
+    notify = notify_action.as_task.with_options(task_run_name=f"{ctx.step_id}-approval-timeout",
+                                                retries=2, retry_delay_seconds=[1, 2])
     context = ctx.model_copy(update={"step_id": f"{ctx.step_id}__approval_timeout", "action": "notify",
                                      "timeout": PAGE_SECONDS})
     if proceeded:

@@ -169,6 +169,13 @@ class Action(Generic[InputT]):
         """Run an in-flow action in the calling flow, recording intent and outcome."""
         return _execute(self, context, arguments)
 
+    @property
+    def as_task(self) -> Task[..., Any]:
+        """The Prefect task of an action that runs as one (every action but the in-flow ones)."""
+        if self.prefect_task is None:
+            raise RuntimeError(f"action {self.name!r} runs in the flow itself, not as a Prefect task")
+        return self.prefect_task
+
 
 ACTIONS: dict[str, Action[Any]] = {}
 
@@ -228,12 +235,11 @@ def action(
 
         run_step.__name__ = name.replace(".", "_")
         prefect_task = None if in_flow else task(
-            run_step,
             name=name,
             cache_policy=NO_CACHE,
             persist_result=False,
             retry_condition_fn=_retry_unless_input_error,
-        )
+        )(run_step)
         registered = Action(name, input_model, function, describe, side_effect_of, dict(expression_fields or {}),
                             prefect_task, check_step, reuse)
         ACTIONS[name] = registered
@@ -248,7 +254,7 @@ def _retry_unless_input_error(_task: Any, _task_run: Any, state: Any) -> bool:
     # Retrying cannot help: bad arguments, the run lost its incident, or the run is stopping.
     except (StepInputError, LeaseLost, RunStopping):
         return False
-    except BaseException:
+    except BaseException:  # noqa: BLE001  result() re-raises the task's own failure, whatever it is: all else is retried
         return True
     return True
 

@@ -36,7 +36,7 @@ from typing import Any
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from firebreak.errors import DeliveryFailed
+from firebreak.errors import ConfigInvalid, DeliveryFailed, NotFound
 from firebreak.settings import get_settings
 from firebreak.yaml_lines import Path_
 from notifications.acknowledgement.links import default_expiry, make_ack_link
@@ -284,7 +284,7 @@ def _names(ctx: StepContext, step_title_zh: str | None = None) -> dict[str, dict
     names["zh"] = {"runbook": ctx.runbook_id, "step": step_title_zh or alarm or ctx.step_title}
     try:
         runbook = load_runbook(ctx.runbook_id).runbook
-    except Exception:  # an ad-hoc runbook file path; its id is a fine title
+    except (ConfigInvalid, NotFound):  # an ad-hoc runbook file path; its id is a fine title
         return names
     names["en"]["runbook"], names["zh"]["runbook"] = runbook.title, runbook.title_in("zh")
     base = ctx.step_id.split("__", 1)[0]

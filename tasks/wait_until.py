@@ -5,6 +5,7 @@ import re
 import time
 from typing import Any, Literal
 
+import httpx
 from jinja2 import TemplateError
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -143,7 +144,8 @@ def wait_until(inp: WaitUntilInput, attempt: Attempt) -> WaitUntilOutput:
         except (OSError, TemplateError, TypeError, KeyError) as exc:
             # An unreachable service or a body without the field simply "does not hold yet".
             status, body, holds = None, {"error": f"{type(exc).__name__}: {exc}"}, False
-        except Exception as exc:  # httpx transport errors
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError, ArithmeticError, LookupError) as exc:
+            # httpx's own errors (not OSErrors), a condition that fails on this body (`json.x / 0`, `json[9]`).
             status, body, holds = None, {"error": f"{type(exc).__name__}: {exc}"}, False
         streak = streak + 1 if holds else 0
         samples.add(time.monotonic() - started, status, holds, body)

@@ -12,9 +12,14 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.notifications_support import NotifyConfig
 
 
 def _free_port() -> int:
@@ -67,7 +72,7 @@ def prefect_server() -> str:
 
 
 @pytest.fixture
-def simulator() -> Iterator["object"]:
+def simulator() -> Iterator[object]:
     """A fresh simulator with no fault; its inbox receives the contacts' notifications."""
     from simulator import start_simulator
 
@@ -87,3 +92,33 @@ def simulator() -> Iterator["object"]:
 @pytest.fixture(scope="session")
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Point the records at a fresh database of each backend for one test."""
+    from records.db import dispose_all
+    from tests.postgres import temporary_database
+    from tests.records_env import records_database_at
+
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path / 'records.db'}"
+        else:
+            url = stack.enter_context(temporary_database())
+        stack.enter_context(records_database_at(url))
+        stack.callback(dispose_all)  # runs first: the engines go before the URL is restored
+        yield request.param
+
+
+@pytest.fixture
+def notify_config(tmp_path: Path) -> Iterator[NotifyConfig]:
+    """A notifications configuration written per test (see tests/notifications_support.py)."""
+    from tests.notifications_support import NotifyConfig
+
+    config = NotifyConfig(tmp_path / "notifications")
+    config.directory.mkdir()
+    try:
+        yield config
+    finally:
+        config.restore()

@@ -119,7 +119,7 @@ class TcpForwarder:
         while not self.stopped.is_set():
             try:
                 client, _ = self.listener.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return

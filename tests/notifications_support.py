@@ -6,13 +6,11 @@ import email
 import email.policy
 import os
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from aiosmtpd.controller import Controller
 
@@ -68,16 +66,6 @@ class NotifyConfig:
             else:
                 os.environ[name] = value
         reload_settings()
-
-
-@pytest.fixture
-def notify_config(tmp_path: Path) -> Iterator[NotifyConfig]:
-    config = NotifyConfig(tmp_path / "notifications")
-    config.directory.mkdir()
-    try:
-        yield config
-    finally:
-        config.restore()
 
 
 def contact(contact_id: str, roles: list[str], channels: list[str], locale: str = "en",

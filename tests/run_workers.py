@@ -28,6 +28,20 @@ from tests.polling import wait_for
 FIREBREAK = str(Path(sys.executable).with_name("firebreak"))
 
 
+def number_incidents_apart(url: str | None = None) -> int:
+    """Start this records database's incident numbers far from the session database's: Prefect runs
+    carry the incident id as a tag, and other tests find their runs by it on the shared Prefect
+    server. Returns the first number."""
+    import random
+
+    from records.models import Sequence, utcnow
+
+    first = random.randrange(100_000, 900_000, 1000)
+    with session_scope(url) as session:
+        session.merge(Sequence(name=f"incident-{utcnow().year}", value=first - 1))
+    return first
+
+
 def quick_steps(message: str = "run from the outbox") -> list[dict[str, Any]]:
     return [{"id": "note", "action": "record", "with": {"message": message}},
             {"id": "close", "action": "set_status", "needs": ["note"], "with": {"status": "closed", "reason": "done"}}]

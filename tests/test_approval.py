@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from records.incidents import events, get_incident, list_incidents
-from tests.notifications_support import notify_config  # noqa: F401 (fixture)
 from tests.polling import wait_for
 from tests.runbook_helpers import step_events, write_runbook
 

@@ -18,7 +18,6 @@ from sqlalchemy.exc import DBAPIError
 from records import audit, incidents
 from records.db import get_engine
 from records.models import EventPhase
-from tests.test_records import backend  # noqa: F401  (the SQLite/PostgreSQL fixture)
 
 
 def _incident_with_events(count: int = 8) -> str:
@@ -74,7 +73,7 @@ def test_intact_chain_verifies_and_links_every_event(backend: str) -> None:
     assert result.intact and result.events == 8 and result.head_seq == 8
     timeline = incidents.events(incident_id)
     assert timeline[0].prev_hash == audit.GENESIS
-    assert all(later.prev_hash == earlier.hash for earlier, later in zip(timeline, timeline[1:]))
+    assert all(later.prev_hash == earlier.hash for earlier, later in zip(timeline, timeline[1:], strict=False))
     assert result.head_hash == timeline[-1].hash == audit.head(incident_id)[1]
 
 

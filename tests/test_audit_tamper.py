@@ -26,7 +26,6 @@ from records.db import get_engine
 from records.models import EventPhase
 from reports.publish import publish_report
 from tests.test_audit import _incident_with_events, _insert_sql, _row
-from tests.test_records import backend  # noqa: F401  (the SQLite/PostgreSQL fixture)
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

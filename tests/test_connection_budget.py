@@ -120,6 +120,8 @@ def _full_server_is_waited_for(cluster, base: str, usable: int) -> None:  # type
         threading.Timer(1.0, hogs.pop().close).start()  # another client leaves after a second
         with patient.connect() as connection:
             assert connection.execute(text("SELECT 1")).scalar() == 1
+        patient.dispose()
+        impatient.dispose()
     finally:
         for hog in hogs:
             hog.close()

@@ -23,7 +23,6 @@ from records.incidents import notifications
 from reports.render import load_record, render
 from tests.http_receivers import ScriptedServer
 from tests.notifications_support import contact
-from tests.notifications_support import notify_config  # noqa: F401 (fixture)
 from tests.runbook_helpers import run, write_runbook
 from tests.test_notifications_delivery import WHAT, page_step
 

@@ -10,7 +10,6 @@ import pytest
 
 from records.incidents import events, get_incident
 from tests.http_receivers import ScriptedServer
-from tests.notifications_support import notify_config  # noqa: F401 (fixture)
 from tests.runbook_helpers import run, step_events, write_runbook
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

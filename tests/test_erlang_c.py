@@ -198,15 +198,15 @@ def test_more_agents_improve_every_measure() -> None:
     asas = [average_speed_of_answer(rate, aht, n) for n in counts]
     pws = [erlang_c(10.0, n) for n in counts]
     occs = [occupancy(rate, aht, n) for n in counts]
-    assert all(x < y for x, y in zip(sls, sls[1:]))
-    assert all(x > y for x, y in zip(asas, asas[1:]))
-    assert all(x > y for x, y in zip(pws, pws[1:]))
-    assert all(x > y for x, y in zip(occs, occs[1:]))
+    assert all(x < y for x, y in zip(sls, sls[1:], strict=False))
+    assert all(x > y for x, y in zip(asas, asas[1:], strict=False))
+    assert all(x > y for x, y in zip(pws, pws[1:], strict=False))
+    assert all(x > y for x, y in zip(occs, occs[1:], strict=False))
 
 
 def test_longer_target_raises_service_level() -> None:
     levels = [service_level(200.0, 180.0, 13, t) for t in (0.0, 10.0, 20.0, 60.0, 300.0)]
-    assert all(x < y for x, y in zip(levels, levels[1:]))
+    assert all(x < y for x, y in zip(levels, levels[1:], strict=False))
     # With a zero target only immediately answered calls count.
     assert levels[0] == pytest.approx(1.0 - erlang_c(10.0, 13))
 

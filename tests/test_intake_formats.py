@@ -27,7 +27,7 @@ from records.alert_ingest import Alert
 from records.db import session_scope
 from records.incidents import events, get_incident
 from records.signatures import SeenSignature
-from tests.intake_harness import READ_AUTH, TOKENS, RunningIntake, write_config, own_records_database
+from tests.intake_harness import READ_AUTH, TOKENS, RunningIntake, own_records_database, write_config
 
 AM_AUTH = {"Authorization": f"Bearer {TOKENS['FIREBREAK_TEST_AM_TOKEN']}"}
 JSON = {"Content-Type": "application/json"}  # for bodies posted as bytes (httpx's json= sets it itself)
@@ -228,7 +228,7 @@ def test_grafana_documented_example_is_stored_as_sent(intake: RunningIntake) -> 
     assert response.status_code == 202, response.text
     results = response.json()["alerts"]
     assert len(results) == len(body["alerts"]) == 2
-    for result, sent in zip(results, body["alerts"]):
+    for result, sent in zip(results, body["alerts"], strict=True):
         row = stored_alert(alert_id=result["id"])
         assert row["fingerprint"] == result["fingerprint"] == f"grafana/{sent['fingerprint']}"
         assert (row["format"], row["status"], row["disposition"]) == ("grafana", "firing", "unrouted")

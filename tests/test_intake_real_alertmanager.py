@@ -15,8 +15,8 @@ import yaml
 from notifications.acknowledgement.service import acknowledge_incident
 from records import run_outbox
 from records.incidents import events, get_incident, list_incidents
-from tests.polling import wait_for
 from tests.intake_harness import TOKENS, RunningIntake, free_port, write_config
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -117,7 +117,8 @@ def test_prefect_down_then_up_starts_the_alert_exactly_once(tmp_path: Path, quic
         assert "unreachable" in httpx.get(f"{intake.url}/readyz").json()["prefect"]
 
         real = urlparse(prefect_server)
-        forwarder = TcpForwarder(port, (real.hostname, real.port))  # Prefect is back
+        # Prefect is back; the forwarder's accept thread holds it, so it serves until the session ends.
+        TcpForwarder(port, (real.hostname, real.port))
         try:
             wait_for(lambda: run_outbox.run_request(incident_id).started_at is not None,
                      timeout=60, what="the run to start once Prefect is back")

@@ -118,9 +118,8 @@ def test_the_lifecycle_flows_act_once_per_flow_run(tmp_path: Path) -> None:
 
 
 def test_the_forms_offer_contacts_and_have_no_null_toggles() -> None:
-    from prefect.deployments.runner import RunnerDeployment
-
     import yaml
+    from prefect.deployments.runner import RunnerDeployment
 
     declared = [d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
                 if d["name"].startswith("incident-")]

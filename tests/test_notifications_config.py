@@ -25,7 +25,7 @@ from notifications.messages import render
 from notifications.roster import RosterInvalid
 from records import incidents
 from records.acknowledgements import list_acknowledgements
-from tests.notifications_support import contact, notify_config  # noqa: F401 (fixture)
+from tests.notifications_support import contact
 
 TECH = ["technical_support"]
 

@@ -16,7 +16,6 @@ from firebreak.settings import get_settings
 from records.incidents import events, get_incident, notifications
 from tests.http_receivers import ScriptedServer
 from tests.notifications_support import SmtpServer, body_parts, closed_port, contact
-from tests.notifications_support import notify_config  # noqa: F401 (fixture)
 from tests.runbook_helpers import run, step_events, write_runbook
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

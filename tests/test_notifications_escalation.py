@@ -19,7 +19,6 @@ from records.incidents import events, get_incident, notifications
 from tests.http_receivers import ScriptedServer
 from tests.notifications_support import contact
 from tests.polling import wait_for
-from tests.notifications_support import notify_config  # noqa: F401 (fixture)
 from tests.runbook_helpers import run, write_runbook
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

@@ -44,13 +44,30 @@ def _prefect(*args: str, env: dict[str, str], timeout: float = 240) -> subproces
     return result
 
 
+QUICK_RUNBOOK = "deployed-quick"
+
+
 @pytest.fixture(scope="module")
-def deployed() -> dict[str, Any]:
+def runbooks_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The seed runbooks and a quick one of the tests': the run-runbook form offers the ids in the
+    runbooks directory as a list, so a runbook it runs is named by id, from this directory."""
+    directory = tmp_path_factory.mktemp("runbooks")
+    for path in (PROJECT_ROOT / "runbooks").glob("*.yaml"):
+        (directory / path.name).write_text(path.read_text())
+    write_runbook(directory, QUICK_RUNBOOK, [
+        {"id": "note", "action": "record", "with": {"message": "run by a worker"}},
+        {"id": "close", "action": "set_status", "needs": ["note"], "with": {"status": "closed", "reason": "done"}}])
+    return directory
+
+
+@pytest.fixture(scope="module")
+def deployed(runbooks_dir: Path) -> dict[str, Any]:
     """The work pool and every deployment in prefect.yaml, created by the Prefect CLI as the README says."""
     from prefect.client.orchestration import get_client
 
     # PWD as a shell has it in the repository root: prefect.yaml's pull step records `{{ $PWD }}`.
-    env = {**os.environ, "PREFECT_CLI_PROMPT": "false", "PWD": str(PROJECT_ROOT)}
+    env = {**os.environ, "PREFECT_CLI_PROMPT": "false", "PWD": str(PROJECT_ROOT),
+           "FIREBREAK_RUNBOOKS_DIR": str(runbooks_dir)}
     _prefect("work-pool", "create", "firebreak", "--type", "process", "--overwrite", env=env)
     _prefect("deploy", "--all", "--no-prompt", env=env)
     with get_client(sync_client=True) as client:
@@ -89,7 +106,8 @@ def test_every_declared_deployment_is_registered_as_declared(deployed: dict[str,
             runbook = load_runbook(entry["name"]).runbook
             assert set(_runbook_form(schema)["properties"]) == set(runbook.parameters)
     outage = _runbook_form(deployed["system-outage"].parameter_openapi_schema)["properties"]
-    assert outage["affected_service"]["enum"] == ["online_chat", "order_handling", "hotline", "email", "social_media"]
+    assert outage["affected_service"]["enum"] == ["online_chat", "order_handling", "hotline", "email", "social_media",
+                                                  "unknown_service"]
     assert outage["affected_customers"]["minimum"] == 0
 
 
@@ -111,7 +129,7 @@ def test_the_server_refuses_parameters_outside_the_schema(deployed: dict[str, An
 
 @pytest.mark.slow
 def test_a_process_worker_runs_the_outage_deployment_to_a_closed_incident(deployed: dict[str, Any], simulator,
-                                                                           tmp_path: Path) -> None:
+                                                                           tmp_path: Path, runbooks_dir: Path) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
 
@@ -128,12 +146,9 @@ def test_a_process_worker_runs_the_outage_deployment_to_a_closed_incident(deploy
             "drill": True, "source": "drill"})
         # The generic engine's deployment too: its flow is typed with this module's annotations,
         # which a flow-run process loading it from its file once could not resolve.
-        quick = write_runbook(tmp_path, "deployed-quick", [
-            {"id": "note", "action": "record", "with": {"message": "run by a worker"}},
-            {"id": "close", "action": "set_status", "needs": ["note"], "with": {"status": "closed", "reason": "done"}}])
         generic_run = client.create_flow_run_from_deployment(
             client.read_deployment_by_name("run-runbook/run-runbook").id,
-            parameters={"runbook": str(quick), "level": "III", "drill": True, "source": "drill"})
+            parameters={"runbook": QUICK_RUNBOOK, "level": "III", "drill": True, "source": "drill"})
 
     worker_log = tmp_path / "worker.log"
     with ExitStack() as stack:
@@ -143,7 +158,7 @@ def test_a_process_worker_runs_the_outage_deployment_to_a_closed_incident(deploy
         # FIREBREAK_INBOX (the simulator) and PREFECT_API_URL from this process.
         with worker_log.open("w") as log:
             worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "firebreak", "--run-once"],
-                                      cwd=tmp_path, env=dict(os.environ),
+                                      cwd=tmp_path, env={**os.environ, "FIREBREAK_RUNBOOKS_DIR": str(runbooks_dir)},
                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             try:
                 worker.wait(timeout=240)  # --run-once: one poll, then it waits for the runs it started
@@ -187,7 +202,9 @@ def test_a_served_run_runbook_deployment_runs_in_its_own_process(prefect_server:
     with log_path.open("w") as log:
         runner = subprocess.Popen(
             [sys.executable, "-c", f"from flows.engine import run_runbook; run_runbook.serve(name={name!r})"],
-            cwd=PROJECT_ROOT, env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1"},
+            # The form offers the runbooks directory's ids (a list, not free text): the test's own directory.
+            cwd=PROJECT_ROOT, env={**os.environ, "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+                                   "FIREBREAK_RUNBOOKS_DIR": str(tmp_path)},
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             def registered() -> bool:
@@ -200,7 +217,7 @@ def test_a_served_run_runbook_deployment_runs_in_its_own_process(prefect_server:
 
             wait_for(registered, timeout=60, what="the served deployment")
             flow_run = run_deployment(f"run-runbook/{name}", timeout=120, parameters={
-                "runbook": str(quick), "level": "III", "drill": True, "source": "drill"})
+                "runbook": quick.stem, "level": "III", "drill": True, "source": "drill"})
         finally:
             runner.terminate()
             runner.wait(timeout=30)

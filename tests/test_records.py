@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import ExitStack
 from datetime import timezone
 
 import pytest
@@ -11,22 +9,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from records import deliveries, incidents
-from records.db import MIGRATIONS_DIR, dispose_all, get_engine, migrate
+from records.db import MIGRATIONS_DIR, get_engine, migrate
 from records.models import EventPhase, IncidentStatus, RunState
-from tests.postgres import temporary_database
-from tests.records_env import records_database_at
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
-    """Point the records at a fresh database of each backend for one test."""
-    with ExitStack() as stack:
-        if request.param == "sqlite":
-            url = f"sqlite:///{tmp_path / 'records.db'}"
-        else:
-            url = stack.enter_context(temporary_database())
-        stack.enter_context(records_database_at(url))
-        stack.callback(dispose_all)  # runs first: the engines go before the URL is restored
-        yield request.param
 
 
 def _open(**overrides):

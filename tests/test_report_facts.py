@@ -22,7 +22,6 @@ from records.models import EventPhase, IncidentStatus, Notification, RunState
 from reports import render
 from reports.incident_record import load_record
 from runbooks.commitments import CATALOGUE
-from tests.test_records import backend  # noqa: F401  (the SQLite/PostgreSQL fixture)
 from tests.test_reports import acknowledge_at
 
 ACTOR = "runbook:system-outage"

@@ -24,7 +24,6 @@ from reports.incident_record import export_document, load_record
 from reports.metrics import Fact
 from runbooks.commitments import CATALOGUE
 from runbooks.schema import CommitmentRef
-from tests.test_records import backend  # noqa: F401  (the SQLite/PostgreSQL fixture)
 
 XSS = "<script>alert('x')</script><img src=x onerror=alert(1)>"
 TEMPLATE = "{{ 'ab' * 3 }}{% for x in range(2) %}loop{% endfor %}"

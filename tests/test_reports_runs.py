@@ -15,7 +15,6 @@ from reports.publish import artifact_key
 from reports.render import report_path
 from tasks.catalog import load_runbook
 from tests.runbook_helpers import run, write_runbook
-from tests.test_records import backend  # noqa: F401
 from tests.test_seed_runbooks import run_seed
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -56,7 +55,7 @@ def test_seed_runbook_run_produces_its_report(simulator, runbook: str, fault: st
     mitigating = {s.id for s in load_runbook(runbook).runbook.steps if s.mitigates}
     first = next(e for e in events(incident_id) if e.step_id in mitigating and e.status == "succeeded")
     assert first.at <= incident.mitigated_at and f"| Mitigated | {format_utc(first.at)} |" in md
-    assert f"- **Time to mitigate:** " in md and f"(#{first.seq})" in md
+    assert "- **Time to mitigate:** " in md and f"(#{first.seq})" in md
     html = texts["en.html"]
     for event in events(incident_id)[:-1]:  # the whole timeline up to the report's own moment, in the HTML
         assert f"<tr class=\"{'failed' if event.status == 'failed' else 'retry' if event.attempt > 1 else ''}\"><td>{event.seq}</td><td class=\"mono nw\">{event.at:%Y-%m-%d %H:%M:%S}" in html
@@ -117,9 +116,17 @@ def test_failed_run_still_gets_a_report_that_says_so(tmp_path) -> None:
 def test_crashed_run_found_by_reconcile_gets_a_report(backend: str) -> None:
     from flows.reconcile import reconcile_runs
 
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running
+
+    from flows.seed_runbooks import ENTRY_FLOWS
+
     incident = incidents.open_incident(runbook_id="staffing-shortage", runbook_version="1.0", title="Agents short",
                                        level="II", source="operator", parameters={})
-    incidents.attach_run(incident.id, None)
+    # A run Prefect reports Running whose process died (no heartbeat): reconcile judges only such runs.
+    with get_client(sync_client=True) as client:
+        flow_run = client.create_flow_run(ENTRY_FLOWS["staffing-shortage"], state=Running())
+    incidents.attach_run(incident.id, str(flow_run.id))
     incidents.append_event(incident.id, phase="intent", status="started", actor="runbook:staffing-shortage",
                            step_id="call_in_reserve", action="http", summary="Call in reserve staff")
     done = reconcile_runs(stale_after=timedelta(seconds=0))

@@ -26,7 +26,6 @@ from records import incidents, run_locks
 from records.incidents import events, get_incident, list_incidents
 from tests.http_receivers import ScriptedServer
 from tests.notifications_support import closed_port, contact
-from tests.notifications_support import notify_config  # noqa: F401 (fixture)
 from tests.polling import wait_for
 from tests.postgres import temporary_database
 from tests.records_env import records_database_at

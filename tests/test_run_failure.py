@@ -24,7 +24,6 @@ import pytest
 from records.incidents import events, get_incident, list_incidents, notifications
 from tests.http_receivers import ScriptedServer
 from tests.notifications_support import closed_port, contact
-from tests.notifications_support import notify_config  # noqa: F401 (fixture)
 from tests.polling import wait_for
 from tests.runbook_helpers import write_runbook
 from tests.test_seed_runbooks import QUICK, outcomes

@@ -40,6 +40,7 @@ from tests.run_workers import (
     ask_for_runs,
     create_flow_run_for,
     flow_run_state,
+    number_incidents_apart,
     prefect_runs,
     quick_steps,
     rows,
@@ -55,6 +56,7 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 def own_records(tmp_path: Path) -> Iterator[str]:
     """A records database of the test's own (SQLite): reconcile and the workers see only its runs."""
     with records_database_at(f"sqlite:///{tmp_path / 'records.db'}") as url:
+        number_incidents_apart(url)
         yield url
 
 
@@ -314,6 +316,7 @@ def test_a_killed_workers_claimed_and_queued_runs_each_start_exactly_once_elsewh
 
 def test_two_workers_on_one_postgresql_database_run_every_row_once(tmp_path: Path, prefect_server: str) -> None:
     with temporary_database() as url, records_database_at(url):
+        number_incidents_apart(url)
         quick = write_runbook(tmp_path, "lifecycle-quick", quick_steps())
         since = utcnow()
         with WorkerProcess(tmp_path, records_url=url, prefect_api_url=prefect_server, slots=3, name="a") as a, \

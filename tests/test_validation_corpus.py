@@ -91,7 +91,7 @@ def test_cli_on_broken_directory() -> None:
     for name in _corpus_names():
         line, field, message = _expectation(name)
         prefix = f"{(CORPUS_DIR / name).as_posix()}:{line}: {field}: "
-        assert any(l.startswith(prefix) and message in l for l in result.stderr.splitlines()), \
+        assert any(err.startswith(prefix) and message in err for err in result.stderr.splitlines()), \
             f"{name}: no stderr line {prefix}…{message}…\n{result.stderr[-2000:]}"
         assert name not in result.stdout, f"{name} reported ok"
     assert f"{len(_corpus_names())} of {len(_corpus_names())} runbook(s) invalid" in result.stderr

@@ -11,9 +11,16 @@ import os
 import sys
 import time
 from datetime import datetime
+from typing import TYPE_CHECKING
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from firebreak.settings import get_settings
+
+if TYPE_CHECKING:  # Prefect and the engine are imported only when a drill runs
+    from prefect.client.schemas.objects import State
+
+    from flows.engine import RunSummary
 
 SIMULATED_FAULT = {"system-outage": "down", "network-congestion": "congested", "staffing-shortage": "short-staffed"}
 
@@ -49,7 +56,9 @@ def run_drill(runbook: str, *, level: str | None = None, fault: str | None = Non
     with AckServer() as acks, DrillResponder(simulator.inbox_url) as responder:
         print(f"acknowledgement links served at {acks.url}; drill responder: {', '.join(responder.responders)}",
               flush=True)
-        state = entry(parameters=parameters, level=level, drill=True, source="drill", return_state=True)
+        # Prefect's Flow[..., R] overloads cannot tell return_state=True apart (P is `...`): it gives State[R].
+        state: State[RunSummary] = entry(  # type: ignore[assignment]  # return_state=True gives a State
+            parameters=parameters, level=level, drill=True, source="drill", return_state=True)
     elapsed = time.monotonic() - started
     flow_run_id = str(state.state_details.flow_run_id)
     try:
@@ -117,7 +126,7 @@ def _print_start_latency(incident_id: str, flow_run_id: str) -> None:
     from records.incidents import events
 
     with get_client(sync_client=True) as client:
-        created = client.read_flow_run(flow_run_id).created
+        created = client.read_flow_run(UUID(flow_run_id)).created
     first = next((e for e in events(incident_id) if e.phase == "intent"), None)
     if created and first:
         print(f"first step started {(first.at - created).total_seconds():.2f}s after the flow run was created")

@@ -49,11 +49,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     ensure_server()
     from firebreak.cli.drill import print_record
     from flows.engine import run_runbook
+    from flows.forms import StartedBy
 
     try:
-        summary = run_runbook(runbook=args.runbook, parameters=parameters, level=args.level, source="cli",
+        summary = run_runbook(runbook=args.runbook, parameters=parameters, level=args.level, source=StartedBy.cli,
                               summary=args.summary)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  the run raises whatever its flow raised: one line and exit 1, no traceback
         print(f"run failed: {exc}", file=sys.stderr)
         return 1
     print_record(summary.incident_id)
@@ -140,8 +141,12 @@ def cmd_server(args: argparse.Namespace) -> int:
     elif args.action == "stop":
         print("stopped" if stop_local_server() else "no local server was started by firebreak")
     else:
-        url = f"http://127.0.0.1:{get_settings().prefect_port}/api"
-        print(f"{url}: {'healthy' if healthy(url) else 'not running'}")
+        from firebreak.cli.prefect_server import own_server_state
+
+        state = own_server_state()
+        url = str(state["api_url"]) if state else f"http://127.0.0.1:{get_settings().prefect_port}/api"
+        whose = f"this checkout's (pid {state['pid']})" if state else "not started by firebreak"
+        print(f"{url}: {'healthy' if healthy(url) else 'not running'}; {whose}")
     return 0
 
 

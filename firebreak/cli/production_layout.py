@@ -218,4 +218,5 @@ def register_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="production: `firebreak worker` processes (default 2)")
     p.add_argument("--slots", type=int, help="production: run slots per worker (default FIREBREAK_WORKER_SLOTS, 16)")
     p.add_argument("--intake-port", type=int, default=8700,
-                   help="production: port of the first replica; the others take the next ones (default 8700)")
+                   help="port of the intake (local: FIREBREAK_INTAKE_PORT when not given); production: of the "
+                        "first replica, the others take the next ones (default 8700)")

@@ -24,7 +24,7 @@ from records.incidents import get_incident
 from records.models import Incident, utcnow
 from tests.chaos.support import IntakeServe, alert_request, post_all
 from tests.records_env import records_database_at
-from tests.run_workers import flow_run_state, prefect_runs, runs_begun
+from tests.run_workers import flow_run_state, number_incidents_apart, prefect_runs, runs_begun
 from tests.runbook_helpers import write_runbook
 
 pytestmark = [pytest.mark.chaos, pytest.mark.usefixtures("prefect_server")]
@@ -44,6 +44,7 @@ def test_kill_9_the_intake_during_a_burst_then_restart_it(tmp_path: Path, prefec
     if os.environ.get("FIREBREAK_CHAOS_SLOTS"):  # the intake's run slots (default 16)
         env["FIREBREAK_INTAKE_MAX_CONCURRENT_RUNS"] = os.environ["FIREBREAK_CHAOS_SLOTS"]
     intake = IntakeServe(tmp_path / "home", {"runbook": str(runbook)}, prefect_api_url=prefect_server, env=env)
+    number_incidents_apart(intake.records_url)
     requests = {seq: alert_request(seq, f"chaos-{tmp_path.name}-{seq % INCIDENTS}") for seq in range(ALERTS)}
     since = utcnow()
     killed = threading.Event()

@@ -52,9 +52,9 @@ def test_prefect_down_for_a_minute_while_alerts_arrive(tmp_path: Path) -> None:
         prefect.stop()
         down_at = time.monotonic()
         during: list[str] = []
-        for n in range(BEFORE, BEFORE + DURING):  # one new incident every ~2 s while Prefect is down
+        for k, n in enumerate(range(BEFORE, BEFORE + DURING)):  # one new incident every 2 s while Prefect is down
             during += _post(intake, [n], accepted_at, tmp_path.name)
-            time.sleep(OUTAGE_SECONDS / (DURING + 1))
+            time.sleep(max(0.0, down_at + (k + 1) * OUTAGE_SECONDS / (DURING + 1) - time.monotonic()))
         with records_database_at(intake.records_url):
             before = _states()
             with temporary_settings(updates={PREFECT_API_URL: prefect.api_url}), \

@@ -12,6 +12,6 @@ import importlib
 import pkgutil
 
 
-def register_all(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_all(subparsers: argparse._SubParsersAction) -> None:
     for module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         importlib.import_module(f"{__name__}.{module.name}").register(subparsers)

@@ -76,7 +76,7 @@ def cmd_view(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parent = subparsers.add_parser("incident", help="run an incident by hand: acknowledge, resolve, close, note, "
                                                    "level, handover, rerun, cancel, view")
     actions = parent.add_subparsers(dest="action", required=True)

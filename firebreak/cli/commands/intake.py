@@ -125,12 +125,26 @@ def cmd_up(args: argparse.Namespace) -> int:
         from firebreak.cli.production_layout import cmd_up_production
 
         return cmd_up_production(args)
+    from firebreak.cli import stack
     from firebreak.cli.prefect_server import ensure_server, stop_local_server
     from intake.settings import IntakeSettings
 
-    server = ensure_server()
-    intake_settings = IntakeSettings()
-    env = {**os.environ, "PREFECT_API_URL": server.api_url, "PREFECT_RUNNER_POLL_FREQUENCY": RUNNER_POLL_SECONDS}
+    running = {name: pid for name, pid in stack.recorded().items() if stack._alive(pid)}
+    if stack.UP in running:
+        print(f"error: `firebreak up` already runs for this checkout (pid {running[stack.UP]}); "
+              "`firebreak down` stops it", file=sys.stderr)
+        return 1
+    server = ensure_server(args.prefect_port)  # ForeignServer: one line, nothing started
+    # --intake-port (registered with the production layout's options, default 8700); unchanged, the
+    # intake's own settings decide (FIREBREAK_INTAKE_PORT, else 8700).
+    given = getattr(args, "intake_port", None)
+    intake_settings = IntakeSettings(**({"port": given} if given and given != 8700 else {}))
+    simulator_port = args.simulator_port or get_settings().simulator_port
+    env = {**os.environ, "PREFECT_API_URL": server.api_url, "PREFECT_RUNNER_POLL_FREQUENCY": RUNNER_POLL_SECONDS,
+           "FIREBREAK_INTAKE_PORT": str(intake_settings.port), "FIREBREAK_SIMULATOR_PORT": str(simulator_port)}
+    # Acknowledgement links in pages point at this intake, wherever it listens (unless configured).
+    env.setdefault("FIREBREAK_PUBLIC_URL", f"http://{intake_settings.host}:{intake_settings.port}")
+    stack.record(stack.UP, os.getpid())
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     stopping = False
 
@@ -142,19 +156,24 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         if args.with_simulator:
-            port = get_settings().simulator_port
+            port = simulator_port
             # The demo contacts' channels point at ${FIREBREAK_INBOX}: the simulator's inbox (as in drills).
             env.setdefault("FIREBREAK_INBOX", f"127.0.0.1:{port}")
+            if "FIREBREAK_SERVICES_FILE" not in os.environ:  # the forms' service URL: this simulator's port
+                env["FIREBREAK_SERVICES_FILE"] = str(_simulator_services(port))
             children.append(("simulator", _child(["simulator", "--port", str(port)], env)))
         children.append(("deployments", _child(["serve-deployments"], env)))
-        children.append(("intake", _child(["serve", "--executor", args.executor], env)))
+        children.append(("intake", _child(["serve", "--executor", args.executor,
+                                           "--port", str(intake_settings.port)], env)))
+        for name, child in children:
+            stack.record(name, child.pid)
         print()
         print(f"Prefect UI:   {server.ui_url}   (deployments: {server.ui_url}/deployments)")
         print(f"intake:       http://{intake_settings.host}:{intake_settings.port}   "
               f"(API docs: http://{intake_settings.host}:{intake_settings.port}/docs, with a read token)")
         if args.with_simulator:
-            print(f"simulator:    http://127.0.0.1:{get_settings().simulator_port}")
-        print("Ctrl-C stops everything.", flush=True)
+            print(f"simulator:    http://127.0.0.1:{simulator_port}")
+        print("Ctrl-C (or `firebreak down` elsewhere) stops everything.", flush=True)
         while not stopping:
             for name, child in children:
                 if child.poll() is not None:
@@ -164,13 +183,33 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         print("stopping …", flush=True)
         _stop(children)
+        for name, _child_process in children:
+            stack.forget(name)
         if server.started_here:
             stop_local_server()
             print("Prefect server stopped")
+        stack.forget(stack.UP)
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _simulator_services(port: int) -> Path:
+    """A services file (runbooks.services) whose service URL is the simulator `up` starts."""
+    path = get_settings().resolved_home / "services.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# Written by `firebreak up --with-simulator`: the runbooks' operations API is its simulator.\n"
+                    f"defaults:\n  service_url: http://127.0.0.1:{port}\n")
+    return path
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from firebreak.cli import stack
+
+    stopped = stack.stop_all()
+    print(f"stopped: {', '.join(stopped)}" if stopped else "nothing started by firebreak is running")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("serve", help="run the intake HTTP service (monitors post alerts here)")
     p.add_argument("--host", help="default 127.0.0.1 (FIREBREAK_INTAKE_HOST)")
     p.add_argument("--port", type=int, help="default 8700 (FIREBREAK_INTAKE_PORT)")
@@ -190,7 +229,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--with-simulator", action="store_true", help="also serve the contact-centre simulator")
     p.add_argument("--executor", choices=["warm", "deployment"], default="warm",
                    help="how the intake runs alert-started runbooks")
+    p.add_argument("--prefect-port", type=int, help="port of the local Prefect server and UI (default 4200, "
+                                                    "FIREBREAK_PREFECT_PORT)")
+    p.add_argument("--simulator-port", type=int, help="port of the simulator with --with-simulator (default 8765, "
+                                                      "FIREBREAK_SIMULATOR_PORT)")
     from firebreak.cli.production_layout import register_arguments
 
     register_arguments(p)
     p.set_defaults(func=cmd_up)
+
+    p = subparsers.add_parser("down", help="stop everything `firebreak up` started (its pid files) and the local "
+                                           "Prefect server")
+    p.set_defaults(func=cmd_down)

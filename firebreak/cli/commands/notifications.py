@@ -59,7 +59,7 @@ def cmd_ack(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("oncall", help="show who is on duty (duty roster), now or at --at")
     p.add_argument("role", nargs="?", help="one role (default: every role somebody holds)")
     p.add_argument("--at", type=_parse_time, help="ISO time; without an offset it is read in the roster's zone")

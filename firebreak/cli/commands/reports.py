@@ -59,7 +59,7 @@ def _prefect_for_anchors() -> None:
         os.environ["PREFECT_API_URL"] = local
 
 
-def _verification_line(result) -> str:  # type: ignore[no-untyped-def]
+def _verification_line(result) -> str:
     from records import audit
 
     head = f"{result.events} events, head #{result.head_seq} {result.head_hash}"
@@ -142,8 +142,10 @@ def cmd_review(args: argparse.Namespace) -> int:
 
     try:
         incident = get_incident(args.incident)
-        review = ReviewInput(root_cause=args.root_cause, lessons=args.lesson,
-                             action_items=[_action_item(a) for a in args.action], entered_by=args.by)
+        # Validated from plain data, as the intake's form is: each action item's fields are checked there.
+        review = ReviewInput.model_validate({"root_cause": args.root_cause, "lessons": args.lesson,
+                                             "action_items": [_action_item(a) for a in args.action],
+                                             "entered_by": args.by})
     except IncidentNotFound as exc:
         return _fail(str(exc))
     except ValueError as exc:  # includes pydantic's ValidationError
@@ -160,7 +162,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("report", help="render an incident's post-incident report")
     p.add_argument("incident")
     p.add_argument("--format", choices=["md", "html", "pdf"], default="html")

@@ -64,7 +64,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("worker", help="run alert-started runbook runs from the outbox (no HTTP)")
     p.add_argument("--slots", type=int, help="runs executed at once, at most (default 16, FIREBREAK_WORKER_SLOTS)")
     p.add_argument("--poll", type=float, metavar="SECONDS",

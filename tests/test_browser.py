@@ -1,0 +1,190 @@
+"""An operator runs an incident from the Prefect UI, in headless Chromium, against `firebreak up`:
+starts system-outage from its form at level I, watches the live incident view (the artifact
+incident-<id>) change, approves the fail-over through the paused run's Resume form, resolves and
+closes the incident through the lifecycle deployments' forms, and follows the view's link to the
+report. Screenshots go to /tmp/firebreak-shots/ (or FIREBREAK_SHOTS). Skips where Playwright or a
+Chromium is not installed."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.stack_harness import Stack, start_stack, stop_stack
+
+sync_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = os.environ.get("FIREBREAK_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser") \
+    or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed")]
+SHOTS = Path(os.environ.get("FIREBREAK_SHOTS", "/tmp/firebreak-shots"))
+OPERATOR = "李伟 Li Wei (li-wei)"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = start_stack(tmp_path_factory.mktemp("browser") / "home")
+    try:
+        yield running
+    finally:
+        stop_stack(running)
+
+
+@pytest.fixture
+def page(stack: Stack) -> Iterator[Any]:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            tab = browser.new_page(viewport={"width": 1400, "height": 1100})
+            tab.set_default_timeout(30_000)
+            yield tab
+        finally:
+            browser.close()
+
+
+def poll(what: str, check: Any, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# --- the Prefect UI, as a person uses it -------------------------------------------------------------
+
+
+def field(page: Any, label: str) -> Any:
+    """One property of a schema form, by its label as the UI shows it."""
+    return page.locator(".schema-form-property",
+                        has=page.locator(".schema-form-property__label", has_text=label)).last
+
+
+def choose(page: Any, label: str, option: str) -> None:
+    """Pick `option` from a form's list (the select opens from the keyboard)."""
+    control = field(page, label).locator("button.p-select-button__control").first
+    control.focus()
+    page.keyboard.press("ArrowDown")
+    page.get_by_role("option", name=option, exact=True).click()
+    assert field(page, label).locator(".p-select-button__value").first.inner_text() == option
+
+
+def type_into(page: Any, label: str, text: str) -> None:
+    field(page, label).locator("textarea, input").first.fill(text)
+
+
+def deployment_id(stack: Stack, name: str) -> str:
+    return httpx.get(f"{stack.api_url}/deployments/name/{name}/{name}", timeout=10).json()["id"]
+
+
+def open_form(page: Any, stack: Stack, deployment: str) -> None:
+    page.goto(f"{stack.ui_url}/deployments/deployment/{deployment_id(stack, deployment)}/run")
+    page.get_by_role("button", name="Submit").wait_for()
+
+
+def submit(page: Any) -> None:
+    page.get_by_role("button", name="Submit").click()
+    page.wait_for_url("**/deployments/deployment/**", timeout=30_000)
+
+
+def runs_of(stack: Stack, deployment: str) -> list[dict[str, Any]]:
+    body = {"deployments": {"id": {"any_": [deployment_id(stack, deployment)]}}, "sort": "EXPECTED_START_TIME_DESC"}
+    return httpx.post(f"{stack.api_url}/flow_runs/filter", json=body, timeout=10).json()
+
+
+def live_versions(stack: Stack, key: str) -> list[dict[str, Any]]:
+    body = {"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC"}
+    return httpx.post(f"{stack.api_url}/artifacts/filter", json=body, timeout=10).json()
+
+
+def show_latest(page: Any, stack: Stack, key: str, markdown: str, shown: str, shot: str) -> str:
+    """Wait for the live view's newest version to hold `markdown`, then open it as a person does (the
+    artifact key's page, its newest version) and read it there: the rendered text holds `shown`."""
+    newest = poll(f"{key} to say {markdown!r}", lambda: next(
+        (v for v in live_versions(stack, key)[:1] if markdown in v["data"]), None))
+    page.goto(f"{stack.ui_url}/artifacts/key/{key}")
+    page.locator(f"a[href='/artifacts/artifact/{newest['id']}']").first.click()
+    page.wait_for_url(f"**/artifacts/artifact/{newest['id']}")
+    # The page shows the artifact's description, then its Markdown rendered.
+    rendered = page.locator(".markdown-renderer").filter(has_text=shown).last
+    rendered.wait_for()
+    text = rendered.inner_text()
+    page.screenshot(path=str(SHOTS / shot), full_page=True)
+    return text
+
+
+def test_an_operator_runs_an_outage_from_the_prefect_ui(stack: Stack, page: Any) -> None:
+    httpx.post(f"{stack.simulator_url}/faults", json={"fault": "down"}, timeout=10).raise_for_status()
+
+    # 1. Start system-outage from its form at level I; the service URL is already the simulator's.
+    open_form(page, stack, "system-outage")
+    assert field(page, "Service URL").locator("textarea, input").first.input_value() == stack.simulator_url
+    choose(page, "level", "I")
+    page.screenshot(path=str(SHOTS / "1-system-outage-form.png"), full_page=True)
+    submit(page)
+    run = poll("the run to open its incident", lambda: next(
+        (r for r in runs_of(stack, "system-outage") if r["name"].startswith("INC-")), None))
+    incident_id = run["name"].split(" ")[0]
+    key = f"incident-{incident_id.lower()}"
+
+    # 2. The live view shows the gate waiting, and the run is tagged for the dashboard's tag filter.
+    waiting = show_latest(page, stack, key, "Waiting for a decision", "Waiting for a decision",
+                          "2-live-view-waiting.png")
+    assert "Commander approves the fail-over" in waiting and "Level" in waiting and "Commander" in waiting
+    assert "Paged" in waiting and "technical_support" in waiting
+    tags = httpx.get(f"{stack.api_url}/flow_runs/{run['id']}", timeout=10).json()["tags"]
+    assert {"awaiting-approval", "needs-attention"} <= set(tags)
+    versions_before = len(live_versions(stack, key))
+
+    # 3. Approve through the paused run's Resume form.
+    page.goto(f"{stack.ui_url}/runs/flow-run/{run['id']}")
+    page.get_by_role("button", name="Resume").click()
+    choose(page, "Decision", "approve")
+    type_into(page, "Approver", "赵刚 Zhao Gang")
+    type_into(page, "Comment", "standby is warm; go")
+    page.screenshot(path=str(SHOTS / "3-resume-form.png"))
+    page.get_by_role("button", name="Submit").last.click()
+    approved = show_latest(page, stack, key, "approved by 赵刚 Zhao Gang", "approved by 赵刚 Zhao Gang",
+                           "4-live-view-approved.png")
+    assert "Waiting for a decision" not in approved
+    assert len(live_versions(stack, key)) > versions_before  # the view moved on by itself
+    poll("the awaiting-approval tag to go", lambda: "awaiting-approval" not in
+         httpx.get(f"{stack.api_url}/flow_runs/{run['id']}", timeout=10).json()["tags"])
+
+    # 4. Resolve, then close, through the lifecycle deployments' forms.
+    open_form(page, stack, "incident-resolve")
+    type_into(page, "incident_id", incident_id)
+    choose(page, "by", OPERATOR)
+    type_into(page, "reason", "standby serving; health checks pass")
+    page.screenshot(path=str(SHOTS / "5-incident-resolve-form.png"), full_page=True)
+    submit(page)
+    show_latest(page, stack, key, "**resolved** since", "resolved by 李伟 Li Wei", "6-live-view-resolved.png")
+    open_form(page, stack, "incident-close")
+    type_into(page, "incident_id", incident_id)
+    choose(page, "by", OPERATOR)
+    type_into(page, "reason", "responders stood down")
+    page.screenshot(path=str(SHOTS / "7-incident-close-form.png"), full_page=True)
+    submit(page)
+
+    # 5. The run ends on the closed incident; the live view links to the report, which opens.
+    final = show_latest(page, stack, key, "Report: [report-", "Report: report-", "8-live-view-closed.png")
+    assert "closed since" in final and "resolved by 李伟 Li Wei: standby serving" in final
+    poll("the run to complete", lambda: httpx.get(f"{stack.api_url}/flow_runs/{run['id']}", timeout=10)
+         .json()["state_type"] == "COMPLETED")
+    page.get_by_role("link", name=f"report-{incident_id.lower()}").first.click()
+    page.wait_for_url(f"**/artifacts/key/report-{incident_id.lower()}")
+    page.locator("a[href*='/artifacts/artifact/']").first.click()
+    report = page.locator(".markdown-renderer").filter(has_text=incident_id).last
+    report.wait_for()
+    report = report.inner_text()
+    page.screenshot(path=str(SHOTS / "9-report.png"), full_page=True)
+    assert incident_id in report and "closed" in report
+    tags = httpx.get(f"{stack.api_url}/flow_runs/{run['id']}", timeout=10).json()["tags"]
+    assert "needs-attention" not in tags and "awaiting-approval" not in tags

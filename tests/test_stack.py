@@ -1,0 +1,104 @@
+"""Ports and homes: FIREBREAK_HOME is one place per checkout, whatever the working directory;
+Firebreak reuses only the Prefect server it started and refuses a stranger's in one line;
+`firebreak up` takes its ports from options and `firebreak down` stops everything it started.
+Real processes throughout (the CLI, `firebreak up` with its own Prefect server)."""
+from __future__ import annotations
+
+import http.server
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.stack_harness import REPO, answers, free_port, start_stack
+
+
+def firebreak(*args: str, env: dict[str, str], cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "firebreak", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_the_home_is_the_checkouts_var_whatever_the_working_directory(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "FIREBREAK_HOME"}
+    shown = subprocess.run([sys.executable, "-c", "from firebreak.settings import get_settings as s; "
+                                                  "print(s().resolved_home); print(s().records_url)"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=True)
+    home, records = shown.stdout.splitlines()
+    assert Path(home) == REPO / "var"
+    assert records == f"sqlite:///{REPO / 'var' / 'firebreak.db'}"
+
+
+class _Stranger(http.server.BaseHTTPRequestHandler):
+    """A server Firebreak did not start that answers Prefect's health check."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"true")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def stranger() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Stranger)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_strangers_prefect_server_is_refused_in_one_line(tmp_path: Path, stranger: int) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env |= {"FIREBREAK_HOME": str(tmp_path / "home"), "FIREBREAK_PREFECT_PORT": str(stranger)}
+    for args in (["server", "start"], ["up", "--prefect-port", str(stranger)]):
+        refused = firebreak(*args, env={**env, "FIREBREAK_PREFECT_PORT": "4200"} if args[0] == "up" else env)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        lines = refused.stderr.strip().splitlines()
+        assert lines == [f"error: a Prefect server that Firebreak did not start answers on 127.0.0.1:{stranger}; "
+                         "stop it, pick another port (--prefect-port or FIREBREAK_PREFECT_PORT), or set "
+                         "PREFECT_API_URL to use it on purpose"]
+    assert not (tmp_path / "home" / "run" / "up.pid").exists()  # nothing was started, nothing recorded
+    status = firebreak("server", "status", env=env)
+    assert "healthy; not started by firebreak" in status.stdout
+
+
+@pytest.mark.slow
+def test_up_listens_where_it_is_told_and_down_stops_it_all(tmp_path: Path) -> None:
+    stack = start_stack(tmp_path / "home")
+    try:
+        run = stack.home / "run"
+        assert {p.stem for p in run.glob("*.pid")} == {"up", "simulator", "deployments", "intake"}
+        assert (stack.home / "prefect-server.json").exists()
+        # The forms' service URL is this simulator's, not the runbook's default port.
+        with httpx.Client(base_url=stack.api_url) as client:
+            deployment = client.get("/deployments/name/system-outage/system-outage").json()
+        schema = deployment["parameter_openapi_schema"]
+        form = schema["definitions"][schema["properties"]["parameters"]["$ref"].rsplit("/", 1)[-1]]
+        assert form["properties"]["service_url"]["default"] == stack.simulator_url
+        # Its own server is reused by the CLI beside it; a second `up` is refused.
+        assert "this checkout's" in stack.firebreak("server", "status").stdout
+        again = stack.firebreak("up", "--prefect-port", str(stack.prefect_port))
+        assert again.returncode == 1 and "already runs for this checkout" in again.stderr
+        moved = subprocess.run([sys.executable, "-m", "firebreak", "server", "start"], cwd=REPO, timeout=60,
+                               env={**stack.env(), "FIREBREAK_PREFECT_PORT": str(free_port())},
+                               capture_output=True, text=True)
+        assert moved.returncode == 1 and f"already runs on port {stack.prefect_port}" in moved.stderr
+    finally:
+        down = stack.firebreak("down", timeout=90)
+    assert down.returncode == 0 and "stopped:" in down.stdout, down.stdout + down.stderr
+    stack.process.wait(timeout=30)
+    assert not list((stack.home / "run").glob("*.pid")) and not (stack.home / "prefect-server.json").exists()
+    for url in (f"{stack.api_url}/health", f"http://127.0.0.1:{stack.intake_port}/healthz",
+                f"{stack.simulator_url}/health"):
+        assert not answers(url), f"{url} still answers after `firebreak down`"
