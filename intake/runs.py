@@ -116,7 +116,7 @@ class RunDispatcher:
         self._prefect_down_until = 0.0
         self._creators = threading.BoundedSemaphore(min(CREATORS, max_concurrent_runs))
         self._flow_ids: dict[str, Any] = {}  # flow name → id on the Prefect server (for run creation)
-        self.runs: dict[str, Future[Any]] = {}  # flow run id → its execution here (warm executor)
+        self.runs: dict[str, Future[Any]] = {}  # flow run id → its execution here, while it runs (warm)
         self._last_prune = 0.0
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -224,8 +224,9 @@ class RunDispatcher:
                 self._waiting -= 1
             try:
                 self._serve(row)
-            except Exception as exc:  # never lose the slot
+            except Exception as exc:  # never lose the slot, nor the row: give it back if it is still only claimed
                 log.exception("run slot failed on %s: %s: %s", row.incident_id, type(exc).__name__, exc)
+                self._give_back(row, f"{type(exc).__name__}: {exc}")
             finally:
                 with self._lock:
                     self._busy -= 1
@@ -294,6 +295,7 @@ class RunDispatcher:
             result = self._execute(row.flow_name, flow_run, row.parameters)
             self._store(lambda: run_outbox.mark_run_finished(row.incident_id, flow_run_id, url=self.records_url))
         finally:
+            self.runs.pop(flow_run_id, None)  # only runs still going are kept (a long-lived worker)
             future.set_result(result)
 
     def _store(self, write: Callable[[], T]) -> T | None:
@@ -308,6 +310,10 @@ class RunDispatcher:
                     return None
                 log.warning("outbox write failed; retrying: %s: %s", type(exc).__name__, exc)
                 self._stop.wait(STORE_RETRY_SECONDS)
+
+    def _give_back(self, row: run_outbox.RunRequest, error: str, retry_in: float = 5.0) -> None:
+        self._store(lambda: run_outbox.release_run_request(row.incident_id, error, retry_in, worker=self.worker_id,
+                                                           url=self.records_url))
 
     def _note_error(self, row: run_outbox.RunRequest, exc: Exception, pause: float) -> None:
         error = f"{type(exc).__name__}: {exc}"

@@ -6,7 +6,8 @@ FIREBREAK_PUBLIC_URL at it, so the pages carry links to it), watches the demo
 inbox, and acknowledges through the signed link in each page that reaches one of
 `responders` — the same GET-then-POST a person's browser does. Each page, not each
 incident: acknowledgement is per page, so a page sent after an earlier acknowledgement
-escalates until somebody acknowledges it.
+escalates until somebody acknowledges it. A resolution notice asks for nothing and is
+left alone, as a person would.
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from firebreak.settings import reload_settings
 from notifications.acknowledgement.http import router
 
 ACK_LINK = re.compile(r"https?://[^\s\"'<>]+/ack/[A-Za-z0-9._%~-]+")
+#: Title marks of the `resolved` message event (notifications/templates): nothing to acknowledge.
+RESOLVED_MARKS = ("[RESOLVED]", "【已解决】")
 
 
 _HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
@@ -107,6 +110,8 @@ class DrillResponder:
                     if item.get("recipient") not in self.responders:
                         continue
                     text = str((item.get("message") or {}).get("message", ""))
+                    if any(mark in str((item.get("message") or {}).get("title", "")) for mark in RESOLVED_MARKS):
+                        continue
                     match = ACK_LINK.search(text)
                     if match and match.group(0) not in self._done_links:
                         self._done_links.add(match.group(0))
@@ -118,7 +123,7 @@ class DrillResponder:
         if page.status_code != 200:
             return  # expired or refused: a real person would see the reason; nothing to record here
         shown = re.search(r"INC-\d{4}-\d+", page.text)
-        again = bool(shown) and (contact, shown.group(0)) in self.acknowledged  # a later page: no comment again
+        again = shown is not None and (contact, shown.group(0)) in self.acknowledged  # a later page: no comment again
         # What the person's browser sends: the page's form (its form token, a comment; the name is the link's).
         answer = client.post(link, data={**form_fields(page.text), **({} if again else {"comment": "drill responder"})})
         if answer.status_code == 200:

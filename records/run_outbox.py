@@ -145,7 +145,9 @@ def _claimable(stale_after: float) -> ColumnElement[bool]:
     live = select(RunWorker.id).where(*_alive(stale_after))
     orphaned = (RunRequest.status.in_(HELD) & RunRequest.finished_at.is_(None)
                 & (RunRequest.claimed_by.is_(None) | RunRequest.claimed_by.not_in(live.scalar_subquery())))
-    return or_((RunRequest.status == "pending") & (RunRequest.next_attempt_at <= utcnow()), orphaned)
+    # The leading IN lets the status index skip the (many) finished rows.
+    return RunRequest.status.in_(("pending", *HELD)) & or_(
+        (RunRequest.status == "pending") & (RunRequest.next_attempt_at <= utcnow()), orphaned)
 
 
 def claim_run_requests(worker: str, *, limit: int = 20, stale_after: float = WORKER_STALE_SECONDS,

@@ -89,6 +89,14 @@ def _clock(at: datetime | None, zone: ZoneInfo) -> str:
     return f"{at:%H:%M:%S}Z ({at.astimezone(zone):%H:%M} {zone.key.split('/')[-1].replace('_', ' ')})"
 
 
+def _short(channel: str, limit: int = 32) -> str:
+    """A (redacted) channel URL short enough for a table cell: its scheme and its last part."""
+    if len(channel) <= limit or "://" not in channel:
+        return channel
+    scheme, rest = channel.split("://", 1)
+    return f"{scheme}://…/{rest.rstrip('/').rsplit('/', 1)[-1][:limit]}"
+
+
 def _directory() -> Any:
     try:
         from notifications.contacts import load_directory
@@ -183,8 +191,7 @@ def build(incident_id: str, now: datetime | None = None) -> LiveView:
                  IncidentStatus.resolved.value: incident.resolved_at,
                  IncidentStatus.closed.value: incident.closed_at}.get(incident.status)
     run_text = incident.run_state + (f" · [flow run]({run_url})" if run_url else "")
-    lines += ["| | |", "|---|---|",
-              f"| Status | **{incident.status}** since {_clock(status_at, zone)} |",
+    lines += [f"| Status | **{incident.status}** since {_clock(status_at, zone)} |", "|---|---|",
               f"| Level | **{incident.level}** |",
               f"| Commander | {md(commander)} |",
               f"| Runbook | {md(incident.runbook_id)} v{md(incident.runbook_version)} · run {run_text} |",
@@ -222,7 +229,7 @@ def build(incident_id: str, now: datetime | None = None) -> LiveView:
             step = (row.step_id or "").split("__")[0]
             acked = (f"{md(row.acknowledged_by or 'yes')} {_clock(row.acknowledged_at, zone)}"
                      if row.acknowledged_at else "—")
-            lines.append(f"| {md(name(row.contact))} | {md(row.role or '')} | {md(row.channel)} | "
+            lines.append(f"| {md(name(row.contact))} | {md(row.role or '')} | {md(_short(row.channel))} | "
                          f"{md(step)} · {tier} | {md(row.status)} | {acked} |")
         if len(by_page) > PAGES_SHOWN:
             lines.append(f"\n({len(by_page) - PAGES_SHOWN} earlier pages not shown; `firebreak timeline "

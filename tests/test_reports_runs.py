@@ -114,11 +114,10 @@ def test_failed_run_still_gets_a_report_that_says_so(tmp_path) -> None:
 
 
 def test_crashed_run_found_by_reconcile_gets_a_report(backend: str) -> None:
-    from flows.reconcile import reconcile_runs
-
     from prefect.client.orchestration import get_client
     from prefect.states import Running
 
+    from flows.reconcile import reconcile_runs
     from flows.seed_runbooks import ENTRY_FLOWS
 
     incident = incidents.open_incident(runbook_id="staffing-shortage", runbook_version="1.0", title="Agents short",

@@ -73,6 +73,8 @@ def run_drill(runbook: str, *, level: str | None = None, fault: str | None = Non
             _print_attention(incident_id)
         print(f"flow run: {server.ui_url}/runs/flow-run/{flow_run_id}")
         if incident_id:
+            print(f"live view: {server.ui_url}/artifacts/key/incident-{incident_id.lower()}   (Prefect artifact)")
+        if incident_id:
             print(f"timeline and notifications: .venv/bin/firebreak timeline {incident_id}   "
                   f"(records: {get_settings().records_url})")
             _print_report(incident_id)

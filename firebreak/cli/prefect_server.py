@@ -110,8 +110,22 @@ def own_server_state() -> dict[str, object] | None:
         state = json.loads(_state_path().read_text())
         pid = int(state["pid"])
     except (OSError, ValueError, KeyError, TypeError):
-        return None
+        state = _legacy_state()
+        if state is None:
+            return None
+        pid = int(str(state["pid"]))
     return state if _alive(pid) else None
+
+
+def _legacy_state() -> dict[str, object] | None:
+    """A server started by an earlier version, which wrote only its pid (on FIREBREAK_PREFECT_PORT)."""
+    settings = get_settings()
+    try:
+        pid = int((settings.resolved_home / LEGACY_PID_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    port = settings.prefect_port
+    return {"pid": pid, "port": port, "api_url": f"http://127.0.0.1:{port}/api"}
 
 
 def local_server_url() -> str | None:
