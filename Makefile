@@ -44,6 +44,7 @@ validate: setup
 up: setup
 	$(BIN)/firebreak up $(if $(SIMULATOR),--with-simulator)
 
+# Everything `firebreak up` started (its pid files under var/run/) and the local Prefect server.
 stop:
 	@test -x $(BIN)/firebreak && $(BIN)/firebreak down || true
 

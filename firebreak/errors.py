@@ -12,13 +12,15 @@ LookupError, RosterInvalid a ValueError, ApprovalTimedOut a TimeoutError …).
 
     FirebreakError
     ├── ConfigInvalid     YamlInvalid, RunbookInvalid, ContactsInvalid, RosterInvalid, EscalationInvalid,
-    │                     RoutingInvalid (notifications), RoutesInvalid, SourcesInvalid (intake)
+    │                     RoutingInvalid (notifications), RoutesInvalid, SourcesInvalid (intake),
+    │                     AuditKeyMissing (records.audit_key)
     ├── InputInvalid      StepInputError, AcknowledgementInvalid
     ├── NotFound          IncidentNotFound, RunbookNotFound
     ├── Conflict          InvalidTransition, IncidentBusy, LeaseLost (records.run_locks)
     ├── Refused           AuthFailed, SignatureReplayed, AckTokenError (AckTokenForged,
     │                     AckTokenExpired), intake.app.Refused
-    ├── StoreUnavailable  (raised by the intake when the records database does not answer)
+    ├── StoreUnavailable  (raised by the intake when the records database does not answer),
+    │                     AnchorsUnavailable (records.audit: Prefect, where audit heads are anchored)
     ├── StepFailed        HttpCheckFailed, ConditionNotMet, ApprovalRejected, ApprovalTimedOut
     │   └── DeliveryFailed    NobodyReached, NobodyAcknowledged
     └── RunbookFailed     (flows.engine; a kind of its own)

@@ -45,8 +45,8 @@ class StartedBy(str, Enum):
 
 
 Level = Annotated[LevelChoice, _default_for_none(LevelChoice.auto)]
-# The constraints before the validator, so they stay in the form's JSON schema.
-OptionalText = Annotated[str, Field(max_length=300), _default_for_none("")]
+# Constraints go before the validator, so they stay in the form's JSON schema.
+OptionalText = Annotated[str, _default_for_none("")]  # no length limit: an alert's summary may be long
 IncidentRef = Annotated[str, Field(pattern=r"^(INC-\d{4}-\d{4,})?$"), _default_for_none("")]
 Source = Annotated[StartedBy, _default_for_none(StartedBy.operator)]
 

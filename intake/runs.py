@@ -55,6 +55,10 @@ WORKER_RETENTION = timedelta(days=1)  # rows of workers silent this long are del
 FINAL_STATES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 #: The longest pause in claiming while Prefect cannot be reached.
 PREFECT_BACKOFF_LIMIT = 10.0
+#: A run creation slower than this means Prefect is at its limit (see RunDispatcher._pace).
+SLOW_CREATION_SECONDS = 1.0
+#: Slots that stay open to new claims however slowly Prefect answers.
+MIN_OPEN_SLOTS = 2
 #: Flow runs an executor creates (or looks up) at the same time.
 CREATORS = 4
 #: Prefect client retries when creating a run (its default, 5 with back-off doubling from 2 s, holds
@@ -114,6 +118,9 @@ class RunDispatcher:
         self._threads = self._idle = self._waiting = 0
         self._prefect_backoff = 0.0
         self._prefect_down_until = 0.0
+        #: Slots open to new claims, ≤ slots: halved when Prefect answers a creation slowly or busy,
+        #: grown back one at a time while it answers fast (see _pace).
+        self._open_slots = float(max_concurrent_runs)
         self._creators = threading.BoundedSemaphore(min(CREATORS, max_concurrent_runs))
         self._flow_ids: dict[str, Any] = {}  # flow name → id on the Prefect server (for run creation)
         self.runs: dict[str, Future[Any]] = {}  # flow run id → its execution here, while it runs (warm)
@@ -157,7 +164,7 @@ class RunDispatcher:
     @property
     def free_slots(self) -> int:
         with self._lock:
-            return self.slots - self._busy
+            return max(0, int(self._open_slots) - self._busy)
 
     def _renew(self) -> None:
         if self._registered.is_set() and run_outbox.renew_worker(self.worker_id, url=self.records_url):
@@ -187,7 +194,7 @@ class RunDispatcher:
         if not self._registered.is_set() or self._stop.is_set() or time.monotonic() < self._prefect_down_until:
             return 0
         with self._lock:
-            free = self.slots - self._busy
+            free = int(self._open_slots) - self._busy
             if free <= 0:
                 return 0
             self._busy += free  # reserved while claiming: a concurrent call cannot claim them too
@@ -243,7 +250,9 @@ class RunDispatcher:
                 # At most CREATORS at once: creating is one short API write, and more at a time only
                 # queue for the Prefect database's lock (runs themselves go on in every slot).
                 with self._creators, self._settings(client_retries=CREATION_RETRIES):
+                    asked = time.monotonic()
                     flow_run = self._create_flow_run(row)  # or the existing one: the idempotency key
+                    answered = time.monotonic() - asked
                     state = flow_run.state.type.value if flow_run.state else "PENDING"
                     ours = state == "PENDING"
                     if self.executor == "warm" and state == "SCHEDULED":
@@ -255,6 +264,8 @@ class RunDispatcher:
                 # server); unreachable from here, for HOLD_SECONDS, then the row goes back to the outbox
                 # for any executor (another machine may reach Prefect).
                 busy = _prefect_busy(exc)
+                if busy:
+                    self._pace(slow=True)
                 if ((busy or _prefect_unavailable(exc)) and not self._stop.is_set()
                         and (busy or time.monotonic() - held_since + pause < HOLD_SECONDS)):
                     self._note_error(row, exc, pause)
@@ -264,6 +275,7 @@ class RunDispatcher:
                 self._not_created(row, exc)
                 return
         self._prefect_backoff = 0.0
+        self._pace(slow=answered > SLOW_CREATION_SECONDS)
         flow_run_id = str(flow_run.id)
         if state in FINAL_STATES:
             self._store(lambda: run_outbox.mark_run_finished(row.incident_id, flow_run_id, url=self.records_url))
@@ -310,6 +322,17 @@ class RunDispatcher:
                     return None
                 log.warning("outbox write failed; retrying: %s: %s", type(exc).__name__, exc)
                 self._stop.wait(STORE_RETRY_SECONDS)
+
+    def _pace(self, *, slow: bool) -> None:
+        """Back-pressure from Prefect: a server that answers a creation slowly (or 5xx) is at its limit
+        (the embedded SQLite one is, long before 16 runs at once), and more runs at a time only make
+        every run slower. Then fewer slots take new rows (the rest wait in the outbox), at least
+        MIN_OPEN_SLOTS; while it answers fast, one more at a time, up to all of them."""
+        with self._lock:
+            if slow:
+                self._open_slots = max(float(min(MIN_OPEN_SLOTS, self.slots)), self._open_slots / 2)
+            else:
+                self._open_slots = min(float(self.slots), self._open_slots + 0.5)
 
     def _give_back(self, row: run_outbox.RunRequest, error: str, retry_in: float = 5.0) -> None:
         self._store(lambda: run_outbox.release_run_request(row.incident_id, error, retry_in, worker=self.worker_id,

@@ -40,6 +40,7 @@ from typing import Any, Literal, Protocol
 from sqlalchemy import Connection, Index, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from firebreak.errors import StoreUnavailable
 from records.audit_key import AuditKey, AuditKeyMissing, load_key
 from records.db import session_scope
 from records.models import Base, Incident, Sequence, TimelineEvent, utcnow
@@ -603,7 +604,7 @@ def _classify(rows: list[ChainRow], index: int, previous: str, expected_seq: int
     return Break("edited", row.seq, f"event #{row.seq} does not link to the start of the chain")
 
 
-class AnchorsUnavailable(RuntimeError):
+class AnchorsUnavailable(StoreUnavailable, RuntimeError):
     """The anchors could not be read (Prefect unreachable or not configured); the message says why."""
 
 

@@ -21,6 +21,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from firebreak.errors import ConfigInvalid
 from firebreak.settings import get_settings
 
 KEY_FILE_NAME = "audit-key"
@@ -29,7 +30,7 @@ _lock = threading.Lock()
 _read: dict[Path, AuditKey] = {}
 
 
-class AuditKeyMissing(RuntimeError):
+class AuditKeyMissing(ConfigInvalid, RuntimeError):
     """No audit key: FIREBREAK_AUDIT_KEY is unset and FIREBREAK_HOME/audit-key does not exist (or is empty)."""
 
 

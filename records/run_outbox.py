@@ -140,11 +140,14 @@ def _alive(stale_after: float) -> tuple[ColumnElement[bool], ...]:
 # --- the outbox rows ------------------------------------------------------------------------------
 
 
-def _claimable(stale_after: float) -> ColumnElement[bool]:
-    """Due pending rows, and rows held by a worker that is not alive (stopped, silent, or unknown)."""
+def _claimable(worker: str, stale_after: float) -> ColumnElement[bool]:
+    """Due pending rows, and rows held by another worker that is not alive (stopped, silent, or
+    unknown). Never the claimer's own: it is alive, even if its heartbeat is late (a busy machine),
+    and its slots are on those rows."""
     live = select(RunWorker.id).where(*_alive(stale_after))
     orphaned = (RunRequest.status.in_(HELD) & RunRequest.finished_at.is_(None)
-                & (RunRequest.claimed_by.is_(None) | RunRequest.claimed_by.not_in(live.scalar_subquery())))
+                & (RunRequest.claimed_by.is_(None)
+                   | ((RunRequest.claimed_by != worker) & RunRequest.claimed_by.not_in(live.scalar_subquery()))))
     # The leading IN lets the status index skip the (many) finished rows.
     return RunRequest.status.in_(("pending", *HELD)) & or_(
         (RunRequest.status == "pending") & (RunRequest.next_attempt_at <= utcnow()), orphaned)
@@ -160,12 +163,12 @@ def claim_run_requests(worker: str, *, limit: int = 20, stale_after: float = WOR
     now = utcnow()
     with session_scope(url) as session:
         due = list(session.scalars(
-            select(RunRequest.incident_id).where(_claimable(stale_after))
+            select(RunRequest.incident_id).where(_claimable(worker, stale_after))
             .order_by(RunRequest.created_at).limit(limit).with_for_update(skip_locked=True, of=RunRequest)))
         if not due:
             return []
         won = list(session.scalars(
-            update(RunRequest).where(RunRequest.incident_id.in_(due), _claimable(stale_after))
+            update(RunRequest).where(RunRequest.incident_id.in_(due), _claimable(worker, stale_after))
             .values(status="claimed", claimed_by=worker, claimed_at=now, attempts=RunRequest.attempts + 1)
             .returning(RunRequest.incident_id).execution_options(synchronize_session=False)))
         if not won:

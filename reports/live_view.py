@@ -141,10 +141,28 @@ def _steps(runbook: Any, events: list[TimelineEvent], flow_run_id: str | None) -
     return [(s.id, s.display_title, state.get(s.id, "not started")) for s in runbook.steps]
 
 
+def _events(incident_id: str, flow_run_id: str | None) -> tuple[list[TimelineEvent], list[TimelineEvent]]:
+    """The events of the incident's current run (its steps' states) and the newest few: not the whole
+    timeline, which an alert storm can make tens of thousands of events long."""
+    from sqlalchemy import select
+
+    from records.db import session_scope
+
+    with session_scope() as session:
+        newest = list(session.scalars(select(TimelineEvent).where(TimelineEvent.incident_id == incident_id)
+                                      .order_by(TimelineEvent.seq.desc()).limit(RECENT_EVENTS)))
+        if flow_run_id is None:
+            return [], newest[::-1]
+        of_run = list(session.scalars(select(TimelineEvent).where(TimelineEvent.incident_id == incident_id,
+                                                                  TimelineEvent.flow_run_id == flow_run_id)
+                                      .order_by(TimelineEvent.seq)))
+    return of_run, newest[::-1]
+
+
 def build(incident_id: str, now: datetime | None = None) -> LiveView:
     """The incident's live view, from the records."""
     incident = incidents.get_incident(incident_id)
-    events = incidents.events(incident_id)
+    run_events, recent = _events(incident.id, incident.flow_run_id)
     pages = incidents.notifications(incident_id)
     acks = acknowledgements.list_acknowledgements(incident_id)
     runbook = _runbook(incident)
@@ -159,7 +177,7 @@ def build(incident_id: str, now: datetime | None = None) -> LiveView:
         return f"{contact.name} ({contact_id})" if contact else contact_id
 
     run_live = incident.run_state in (RunState.running.value, RunState.pending.value)
-    steps = _steps(runbook, events, incident.flow_run_id)
+    steps = _steps(runbook, run_events, incident.flow_run_id)
     waiting = tuple(title for _id, title, state in steps if state == "waiting") if run_live else ()
     tags = set()
     if waiting:
@@ -247,7 +265,7 @@ def build(incident_id: str, now: datetime | None = None) -> LiveView:
     lines.append("")
 
     lines += ["## Recent timeline", "", "| # | time | who | what |", "|---|---|---|---|"]
-    for event in events[-RECENT_EVENTS:]:
+    for event in recent:
         what = event.summary + (f" ✗ {event.error}" if event.error else "")
         what = what if len(what) <= 240 else what[:239] + "…"
         lines.append(f"| {event.seq} | {_clock(event.at, zone)} | {md(event.actor)} | {md(what)} |")

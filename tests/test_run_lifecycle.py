@@ -229,6 +229,7 @@ def test_a_dead_workers_claims_are_taken_over_and_a_live_ones_are_not(tmp_path: 
     with session_scope() as session:  # "silent" stops beating: its heartbeat is older than the stale time
         session.execute(update(run_outbox.RunWorker).where(run_outbox.RunWorker.id == "silent")
                         .values(heartbeat_at=utcnow() - timedelta(seconds=run_outbox.WORKER_STALE_SECONDS + 1)))
+    assert run_outbox.claim_run_requests("silent", limit=5) == []  # its own rows: never claimed twice by it
     (taken,) = run_outbox.claim_run_requests("taker", limit=5)
     assert taken.incident_id == of_silent.incident_id and taken.attempts == 2 and taken.status == "claimed"
     # The silent worker wakes up: every change it tries is fenced off.
