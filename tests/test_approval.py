@@ -288,8 +288,7 @@ def test_an_abort_withdraws_a_waiting_gate_and_ends_the_run(tmp_path: Path, noti
                              contact("tech", ["technical_support"], [f"json://{tech.url[7:]}/inbox"])])
         path = write_runbook(tmp_path, "gate-withdrawn", [
             {"id": "approve_notice", "action": "approval", "on_failure": "continue",
-             "with": {"action": "publish a notice", "reason": "lines are busy", "timeout": 3600,
-                      "approvers": ["scenario_lead"]}},
+             "with": {"action": "publish a notice", "reason": "lines are busy", "timeout": 3600}},
             {"id": "publish_notice", "action": "record", "needs": ["approve_notice"], "with": {"message": "x"}},
             # Independent of the gate; fails (on_failure: abort, the default) once the test lets it.
             {"id": "fail_over", "action": "http", "with": {"method": "POST", "url": f"{standby.url}/failover"}},
