@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from firebreak.errors import InputInvalid
+
 #: Containers nested deeper than this are refused (the formats need 4; free-form fields get the rest).
 MAX_DEPTH = 32
 #: Integers must fit a signed 64-bit integer (-2^63 ≤ n < 2^63), as every store and client library reads them.
@@ -33,11 +35,11 @@ class Problem:
     reason: str
 
 
-class NotJson(ValueError):
+class NotJson(InputInvalid, ValueError):
     """The body is not JSON at all (syntax, encoding): the whole body is refused (400)."""
 
 
-class JsonRefused(ValueError):
+class JsonRefused(InputInvalid, ValueError):
     """The body is JSON, but some of its values are not acceptable; `problems` names each field."""
 
     def __init__(self, problems: list[Problem]):
