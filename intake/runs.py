@@ -23,9 +23,10 @@ hands it to Prefect's workers (row `scheduled`); reconcile marks it finished whe
 Each executor registers a RunWorker row and renews its heartbeat every ~2 s; a clean stop
 marks it stopped and gives back the rows it claimed but did not begin.
 
-If Prefect is busy (5xx) the slot keeps its row and tries again; if Prefect cannot be reached
-for 10 s, the row goes back to pending and the executor stops claiming for a back-off (up to
-10 s), so an accepted alert is started when Prefect returns, once.
+If Prefect is busy (5xx, or slow to answer) the slot keeps its row and tries again, and fewer
+slots take new rows until Prefect answers fast again (_pace); if Prefect cannot be reached for
+10 s, the row goes back to pending and the executor stops claiming for a back-off (up to 10 s),
+so an accepted alert is started when Prefect returns, once.
 """
 from __future__ import annotations
 
@@ -64,8 +65,8 @@ CREATORS = 4
 #: Prefect client retries when creating a run (its default, 5 with back-off doubling from 2 s, holds
 #: a slot for a minute while Prefect is down; the executor's own back-off takes over instead).
 CREATION_RETRIES = 1
-#: How long a slot keeps a claimed row while Prefect does not answer (or answers 5xx), trying again,
-#: before it gives the row back to the outbox.
+#: How long a slot keeps a claimed row while Prefect cannot be reached, trying again, before it gives
+#: the row back to the outbox (a Prefect that answers, if busy, keeps the row with the slot).
 HOLD_SECONDS = 10.0
 #: A slot retries a write the records database refused this often (it holds its slot meanwhile).
 STORE_RETRY_SECONDS = 1.0
