@@ -130,13 +130,16 @@ def normalise_data(data: Any) -> Any:
     return json.loads(json.dumps(data if data is not None else {}))
 
 
-def canonical_json(fields: dict[str, Any], seq: int | None = None) -> str:
-    """Canonical JSON of an event: fixed keys, sorted, no whitespace, UTF-8, UTC microsecond times."""
+def canonical_json(fields: dict[str, Any], seq: int | None = None, *, data_read_back: bool = False) -> str:
+    """Canonical JSON of an event: fixed keys, sorted, no whitespace, UTF-8, UTC microsecond times.
+    data_read_back: `data` was just read from the JSON column, so it is already what normalise_data
+    makes of it (verifying skips that JSON round trip; the result is the same)."""
     document = {name: fields.get(name) for name in HASHED_FIELDS}
     if seq is not None:
         document["seq"] = seq
     document["at"] = canonical_at(fields["at"])
-    document["data"] = normalise_data(fields.get("data"))
+    data = fields.get("data")
+    document["data"] = (data if data is not None else {}) if data_read_back else normalise_data(data)
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
@@ -144,8 +147,10 @@ def event_fields(event: Any) -> dict[str, Any]:
     return {name: getattr(event, name) for name in HASHED_FIELDS}
 
 
-def chain_hash(prev_hash: str, fields: dict[str, Any], seq: int | None = None) -> str:
-    return hashlib.sha256((prev_hash + canonical_json(fields, seq)).encode("utf-8")).hexdigest()
+def chain_hash(prev_hash: str, fields: dict[str, Any], seq: int | None = None, *,
+               data_read_back: bool = False) -> str:
+    return hashlib.sha256((prev_hash + canonical_json(fields, seq, data_read_back=data_read_back))
+                          .encode("utf-8")).hexdigest()
 
 
 def head_payload(uid: str, incident_id: str, seq: int, digest: str) -> str:
@@ -294,7 +299,7 @@ class ChainRow:
         if self.prev_hash is None:
             return None
         try:
-            return chain_hash(self.prev_hash, self.fields, seq)
+            return chain_hash(self.prev_hash, self.fields, seq, data_read_back=True)  # rows come from the database
         except (TypeError, ValueError):
             return None  # a field no longer serialises: certainly not what was hashed
 

@@ -13,6 +13,7 @@ signature, so a head signed under another key is named as such.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -49,12 +50,19 @@ class AuditKey:
         return hashlib.sha256(b"firebreak-audit-key-id\n" + self.secret).hexdigest()[:16]
 
     def sign(self, payload: str) -> str:
-        return hmac.new(self.secret, payload.encode("utf-8"), hashlib.sha256).hexdigest()
+        mac = _keyed(self.secret).copy()  # the key's padded state once, not per signature
+        mac.update(payload.encode("utf-8"))
+        return mac.hexdigest()
 
     def verifies(self, payload: str, signature: str | None, key_id: str | None = None) -> bool:
         if not signature or (key_id is not None and key_id != self.key_id):
             return False
         return hmac.compare_digest(self.sign(payload), signature)
+
+
+@functools.lru_cache(maxsize=8)
+def _keyed(secret: bytes) -> hmac.HMAC:
+    return hmac.new(secret, digestmod=hashlib.sha256)
 
 
 def key_path() -> Path:
