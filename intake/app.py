@@ -12,7 +12,8 @@ only after it commits is the answer 202. A refused request stores nothing. If th
 cannot be reached: 503 with Retry-After, so the monitor sends it again.
 
 Readers of the incidents API and its docs authenticate with a read token (`readers:` in
-the sources file) before anything is looked up, and are rate limited per token.
+the sources file) before anything is looked up, and are rate limited per token; people acting
+on incidents (intake.operator_http) with their own operator token (`operators:`).
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ from intake.sources import (
     AuthFailed,
     BearerAuth,
     HmacAuth,
+    Operator,
     Reader,
     Source,
     Verified,
@@ -107,12 +109,15 @@ class Intake:
     writer: GroupCommitWriter
     #: Who may read the incidents API and /docs (the sources file's `readers:`).
     readers: dict[str, Reader] = field(default_factory=dict)
+    #: Who may act on incidents over HTTP, each as one contact (the sources file's `operators:`).
+    operators: dict[str, Operator] = field(default_factory=dict)
     limiter: RateLimiter | None = None
 
     def __post_init__(self) -> None:
         if self.limiter is None:
             self.limiter = RateLimiter({**{f"source:{n}": s.rate_limit for n, s in self.sources.items()},
-                                        **{f"reader:{n}": r.rate_limit for n, r in self.readers.items()}})
+                                        **{f"reader:{n}": r.rate_limit for n, r in self.readers.items()},
+                                        **{f"operator:{n}": o.rate_limit for n, o in self.operators.items()}})
 
 
 # --- request pipeline --------------------------------------------------------------------------------
@@ -275,7 +280,7 @@ def load_intake(settings: IntakeSettings | None = None, *, prefect_api_url: str 
                                heartbeat_seconds=workers.heartbeat_seconds, stale_after=workers.stale_seconds)
     access = load_access(settings.sources_file)
     return Intake(settings, access.sources, load_routes(settings.routes_file), dispatcher, GroupCommitWriter(),
-                  readers=access.readers)
+                  readers=access.readers, operators=access.operators)
 
 
 def create_app(intake: Intake | None = None) -> FastAPI:

@@ -2,20 +2,21 @@
 
     action: acknowledge · resolve · close · note · level · handover · rerun · cancel
 
-A write, so it is authenticated like an alert, with a **source's credentials** (intake/sources.yaml):
-`X-Firebreak-Source: <source name>` (default `generic`), then that source's own check: the HMAC
-signature of the body (`generic`: X-Firebreak-Signature and X-Firebreak-Timestamp, each signature
-accepted once) or its bearer token (`alertmanager`, `grafana`). PagerDuty sources (routing keys)
-cannot act. A read token is not enough. The request is rate limited with its source.
+A person's write, so it is authenticated with that **operator's own token** (the sources file's
+`operators:`, each naming one contact): `Authorization: Bearer <operator token>`. The token decides
+who acts; a monitor's credential (bearer, HMAC, routing key) or a read token is refused, because
+anyone holding a monitor's secret could otherwise act in any person's name. The request is rate
+limited per operator.
 
-Body (JSON): `by` (a contact: id or name; anyone else is refused, 422) and the action's own fields:
-acknowledge `comment`?; resolve, close, cancel `reason`; note `text`; level `level` (I, II, III) and
-`reason`; handover `to` and `note`?; rerun `reason`?, `runbook`?. An `Idempotency-Key` header makes a
-resent request act once (the first answer comes back, `repeated: true`).
+Body (JSON): `by` is optional and, when given, must name the token's own contact (else 403); then the
+action's own fields: acknowledge `comment`?; resolve, close, cancel `reason`; note `text`; level
+`level` (I, II, III) and `reason`; handover `to` and `note`?; rerun `reason`?, `runbook`?. An
+`Idempotency-Key` header makes a resent request act once (the first answer comes back, `repeated: true`).
 
-Answers: 200 with what was done (flows.operator_actions.ActionResult); 401 bad credentials; 404
-unknown incident or action; 409 the incident's state does not allow it (already closed, a run still
-drives it, …); 422 a field missing or wrong, or `by` is not a contact; 429 over the source's rate.
+Answers: 200 with what was done (flows.operator_actions.ActionResult); 401 no operator token; 403
+`by` names someone else; 404 unknown incident or action; 409 the incident's state does not allow it
+(already closed, a run still drives it, …); 422 a field missing or wrong, or the token's contact is not
+in the contacts directory; 429 over the operator's rate.
 """
 from __future__ import annotations
 
@@ -27,16 +28,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from firebreak import errors
-from intake.app import Intake, Refused, authenticate, parse_json, read_body, require_json, throttle, validate
-from records.db import session_scope
-from records.signatures import SignatureReplayed, replayed_signatures
-
-DEFAULT_SOURCE = "generic"
+from intake.app import Intake, Refused, parse_json, read_body, require_json, throttle, validate
+from intake.sources import verify_operator
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    by: str = Field(min_length=1, max_length=200, description="who: a contact id or name")
+    by: str | None = Field(default=None, min_length=1, max_length=200,
+                           description="who: optional, and when given the token's own contact (id or name)")
 
 
 class AcknowledgeBody(_Body):
@@ -71,12 +70,19 @@ BODIES: dict[str, type[_Body]] = {"acknowledge": AcknowledgeBody, "resolve": Rea
                                   "rerun": RerunBody, "cancel": ReasonBody}
 
 
-def _call(action: str, incident_id: str, body: _Body, request_key: str | None) -> dict[str, Any]:
+def _call(action: str, incident_id: str, body: _Body, contact: str, request_key: str | None) -> dict[str, Any]:
     from flows import operator_actions
+    from notifications.command import find_operator
 
-    fields = body.model_dump()
+    if body.by is not None and find_operator(body.by).id != find_operator(contact).id:
+        raise _ActsForSomeoneElse(f"`by` names {body.by[:80]!r}, but this token acts for {contact!r}")
+    fields = {**body.model_dump(), "by": contact}
     result = operator_actions.ACTIONS[action](incident_id, via="api", request_key=request_key, **fields)
     return result.model_dump(mode="json")
+
+
+class _ActsForSomeoneElse(Exception):
+    pass
 
 
 def router(intake: Intake) -> APIRouter:
@@ -84,23 +90,12 @@ def router(intake: Intake) -> APIRouter:
 
     @routes.post("/v1/incidents/{incident_id}/{action}",
                  summary="Act on an incident: acknowledge, resolve, close, note, level, handover, rerun, cancel "
-                         "(a source's credentials)")
+                         "(an operator's own token)")
     async def act(incident_id: str, action: str, request: Request) -> JSONResponse:
-        name = request.headers.get("x-firebreak-source") or DEFAULT_SOURCE
-        spec = intake.sources.get(name)
-        if spec is None or spec.format == "pagerduty":
-            raise Refused(401, f"source {name[:60]!r} cannot act on incidents (X-Firebreak-Source names a bearer or "
-                               "HMAC source of the sources file)")
+        name = verify_operator(intake.operators, request.headers.get("authorization"))  # 401 before any lookup
+        throttle(intake, f"operator:{name}")
         require_json(request)
         raw = await read_body(request, intake.settings.max_body_bytes)
-        verified = authenticate(name, spec, request.headers, raw)  # AuthFailed: 401 before anything is looked up
-        throttle(intake, f"source:{name}")
-        if verified.signature is not None:
-            def remember() -> bool:
-                with session_scope() as session:
-                    return bool(replayed_signatures(session, [verified]))
-            if await run_in_threadpool(remember):
-                raise SignatureReplayed("this signature was already used (replayed request)")
         model = BODIES.get(action)
         if model is None:
             raise Refused(404, f"no action {action[:40]!r}; actions: {', '.join(BODIES)}")
@@ -108,7 +103,10 @@ def router(intake: Intake) -> APIRouter:
         key = request.headers.get("idempotency-key")
         request_key = f"api:{name}:{key[:150]}" if key else None
         try:
-            answer = await run_in_threadpool(_call, action, incident_id, body, request_key)
+            answer = await run_in_threadpool(_call, action, incident_id, body, intake.operators[name].contact,
+                                             request_key)
+        except _ActsForSomeoneElse as exc:
+            raise Refused(403, str(exc)) from None
         except errors.InputInvalid as exc:
             raise Refused(422, str(exc)) from None
         except errors.Conflict as exc:

@@ -91,6 +91,8 @@ class Limits(BaseModel):
 DEFAULT_SOURCE_RATE = RateLimit(per_second=50, burst=500)
 #: A reader's default: dashboards and scripts polling the incidents API.
 DEFAULT_READER_RATE = RateLimit(per_second=5, burst=50)
+#: An operator's default: a person (or their chat bot) acting on incidents.
+DEFAULT_OPERATOR_RATE = RateLimit(per_second=2, burst=20)
 
 
 class Source(BaseModel):
@@ -123,6 +125,19 @@ class Reader(BaseModel):
     rate_limit: RateLimit | None = DEFAULT_READER_RATE
 
 
+class Operator(BaseModel):
+    """A person who may act on incidents over HTTP (`POST /v1/incidents/{id}/{action}`) with their own
+    token: `Authorization: Bearer <token>`. The token speaks for exactly one contact, so what the
+    timeline records as `by` is who holds the token, never a name the request chose."""
+
+    model_config = ConfigDict(extra="forbid")
+    #: The contact id in the contacts directory this token acts as.
+    contact: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    token_env: str = Field(pattern=ENV_NAME)
+    rate_limit: RateLimit | None = DEFAULT_OPERATOR_RATE
+
+
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,59}$")]
 
 
@@ -131,6 +146,8 @@ class SourcesFile(BaseModel):
     sources: dict[Name, Source]
     #: Nobody may read the incidents API until a reader is configured here.
     readers: dict[Name, Reader] = Field(default_factory=dict)
+    #: Nobody may act on incidents over HTTP until an operator is configured here.
+    operators: dict[Name, Operator] = Field(default_factory=dict)
 
 
 class SourcesInvalid(ConfigInvalid, ValueError):
@@ -244,6 +261,17 @@ def sign(secret: str, body: bytes, timestamp: int | None = None, separator: str 
     return stamp, f"sha256={digest}"
 
 
+def _bearer_holder(holders: dict[str, Reader] | dict[str, Operator], token: str) -> str | None:
+    """The name whose token is `token`; every holder is compared, in constant time each, so the
+    answer's timing does not tell which one (or whether any) came close."""
+    found = None
+    for name, holder in holders.items():
+        expected = secret_of(holder.token_env)
+        if expected is not None and hmac.compare_digest(token.encode(), expected.encode()):
+            found = name
+    return found
+
+
 def verify_reader(readers: dict[str, Reader], authorization: str | None) -> str:
     """The reader whose token `authorization` carries (`Bearer <token>`, or `Basic` with the reader's
     name and token), else AuthFailed. Checked before anything is looked up, so an unauthenticated
@@ -253,11 +281,7 @@ def verify_reader(readers: dict[str, Reader], authorization: str | None) -> str:
     scheme, _, credentials = authorization.strip().partition(" ")
     credentials = credentials.strip()
     if scheme.lower() == "bearer" and credentials:
-        found = None
-        for name, reader in readers.items():  # every reader compared, in constant time each
-            expected = secret_of(reader.token_env)
-            if expected is not None and hmac.compare_digest(credentials.encode(), expected.encode()):
-                found = name
+        found = _bearer_holder(readers, credentials)
         if found is not None:
             return found
     elif scheme.lower() == "basic" and credentials:
@@ -272,6 +296,22 @@ def verify_reader(readers: dict[str, Reader], authorization: str | None) -> str:
     else:
         raise AuthFailed("Authorization header is not `Bearer <read token>`")
     raise AuthFailed("read token is not valid")
+
+
+def verify_operator(operators: dict[str, Operator], authorization: str | None) -> str:
+    """The operator (sources file `operators:`) whose own token `authorization` carries, else
+    AuthFailed. A source's credential or a read token is no operator's: monitors post alerts and
+    readers read; only a person's token changes an incident by hand."""
+    if not authorization:
+        raise AuthFailed("missing Authorization header (expected `Bearer <operator token>`, an operator's own "
+                         "token from the sources file's `operators:`)")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthFailed("Authorization header is not `Bearer <operator token>`")
+    found = _bearer_holder(operators, token.strip())
+    if found is None:
+        raise AuthFailed("not an operator's token (a source's credential or a read token cannot act on incidents)")
+    return found
 
 
 def source_for_routing_key(sources: dict[str, Source], routing_key: str) -> str | None:

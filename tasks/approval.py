@@ -65,6 +65,11 @@ from tasks.run_stop import RunStopping
 POLL_SECONDS = 1.0
 #: Seconds the approvers' page may take beyond its escalation policy (delivery, retries).
 PAGE_SECONDS = 120.0
+#: The pause Prefect is told about outlives the gate's own timeout by this much. The gate decides the
+#: timeout itself (its policy then runs and the run goes back to Running); the server's pause-expiry
+#: service fails a run whose pause has expired, and would otherwise race that hand-back (seen on a
+#: loaded machine: a 1 s gate's run failed as "never resumed" while its policy was proceeding).
+SERVER_PAUSE_MARGIN_SECONDS = 60
 
 
 class ApprovalInput(BaseModel):
@@ -192,7 +197,8 @@ def _pause(ctx: StepContext, form: Any, timeout: int, key: str) -> Any:
         raise RuntimeError("an approval gate can only wait inside a flow run")
     flow_run_id = flow_context.flow_run.id
     form = run_input_subclass_from_type(form)
-    proposed: State[Any] = Paused(timeout_seconds=timeout, reschedule=False, pause_key=key)
+    proposed: State[Any] = Paused(timeout_seconds=timeout + SERVER_PAUSE_MARGIN_SECONDS, reschedule=False,
+                                  pause_key=key)
     keyset = keyset_from_paused_state(proposed)
     proposed.state_details.run_input_keyset = keyset  # type: ignore[assignment]  # as Prefect's pause does
     with get_client(sync_client=True) as client:
@@ -204,8 +210,8 @@ def _pause(ctx: StepContext, form: Any, timeout: int, key: str) -> Any:
             return form.load(keyset, flow_run_id=flow_run_id)
         if not state.is_paused():
             raise RuntimeError(f"Flow run cannot be paused. Received non-paused state from API: {state}")
+        deadline = time.monotonic() + timeout  # from the pause, not from after the form is saved
         form.save(keyset, flow_run_id=flow_run_id)  # the UI shows the form from now on
-        deadline = time.monotonic() + timeout
         while True:
             stopping = run_stop.wait(ctx.flow_run_id, min(POLL_SECONDS, max(deadline - time.monotonic(), 0.0)))
             now: State[Any] | None = client.read_flow_run(flow_run_id).state

@@ -46,17 +46,34 @@ os.environ.pop("FIREBREAK_CONTACTS_FILE", None)
 
 from firebreak.cli.prefect_server import start_local_server, wait_until_healthy  # noqa: E402
 
-# Started at import so the ~17 s start-up overlaps test collection.
 _SERVER_LOG = _SESSION_DIR / "prefect-server.log"
-# The Prefect server is not ours to measure: started without coverage's subprocess hook, so it
-# is not slowed by tracing (`make test` runs the suite under `coverage run`).
-_COVERAGE_CONFIG = os.environ.pop("COVERAGE_PROCESS_CONFIG", None)
-_SERVER = start_local_server(_SESSION_DIR / "prefect-server", _PREFECT_PORT, _SERVER_LOG, detach=False)
-if _COVERAGE_CONFIG is not None:
-    os.environ["COVERAGE_PROCESS_CONFIG"] = _COVERAGE_CONFIG
+_SERVER: subprocess.Popen[bytes] | None = None
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    """Under `pytest -n N` the controlling process runs no test: only its workers need a server."""
+    return bool(getattr(config.option, "numprocesses", None)) and "PYTEST_XDIST_WORKER" not in os.environ
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Started before collection so the ~17 s start-up overlaps it. Each xdist worker is a session
+    # of its own, with its own server, port and FIREBREAK_HOME (all chosen above, per process).
+    global _SERVER
+    if _is_xdist_controller(config):
+        return
+    # The Prefect server is not ours to measure: started without coverage's subprocess hook, so it
+    # is not slowed by tracing (`make test` runs the suite under `coverage run`).
+    coverage_config = os.environ.pop("COVERAGE_PROCESS_CONFIG", None)
+    try:
+        _SERVER = start_local_server(_SESSION_DIR / "prefect-server", _PREFECT_PORT, _SERVER_LOG, detach=False)
+    finally:
+        if coverage_config is not None:
+            os.environ["COVERAGE_PROCESS_CONFIG"] = coverage_config
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    if _SERVER is None:
+        return
     _SERVER.terminate()
     try:
         _SERVER.wait(timeout=20)
@@ -67,6 +84,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def prefect_server() -> str:
     """The session's real Prefect server (its API URL)."""
+    assert _SERVER is not None, "no Prefect server was started for this session"
     wait_until_healthy(_API_URL, _SERVER, _SERVER_LOG)
     return _API_URL
 

@@ -23,6 +23,8 @@ TOKENS = {
     "FIREBREAK_TEST_PD_KEY": "R0UTINGKEY0123456789abcdef012345",
     "FIREBREAK_TEST_HMAC": "hmac-shared-secret",
     "FIREBREAK_TEST_READ_TOKEN": "reader-secret-token",
+    "FIREBREAK_TEST_OPERATOR_LI_WEI": "li-wei-operator-token",
+    "FIREBREAK_TEST_OPERATOR_CHEN_JING": "chen-jing-operator-token",
 }
 
 #: Tests post far faster than a monitor: no rate limits here (tests of the limits configure their own).
@@ -38,6 +40,9 @@ SOURCES = {"sources": {
     "unset": {"format": "alertmanager", "auth": {"type": "bearer", "token_env": "FIREBREAK_TEST_NEVER_SET"}},
 }, "readers": {
     "tests": {"token_env": "FIREBREAK_TEST_READ_TOKEN", "rate_limit": None},
+}, "operators": {
+    "li-wei": {"contact": "li-wei", "token_env": "FIREBREAK_TEST_OPERATOR_LI_WEI", "rate_limit": None},
+    "chen-jing": {"contact": "chen-jing", "token_env": "FIREBREAK_TEST_OPERATOR_CHEN_JING"},
 }}
 
 #: The read token of the incidents API and /docs (the `tests` reader above).

@@ -169,20 +169,29 @@ def test_a_burst_on_a_nearly_full_server_waits_for_connections_and_fails_no_run(
             since = utcnow()
             # One intake (records only: 5) + this worker (slots + 2) + reserved 10 = 23 ≤ the budget.
             env = {"FIREBREAK_DB_CONNECTION_BUDGET": str(usable), "FIREBREAK_INTAKE_EXECUTOR": "none"}
-            worker = WorkerProcess(tmp_path, records_url=f"{base}?application_name=firebreak-worker",
-                                   prefect_api_url=prefect_server, slots=slots)
-            worker.env.update(env)
+
+            def worker_process(name: str) -> WorkerProcess:
+                process = WorkerProcess(tmp_path, records_url=f"{base}?application_name=firebreak-worker",
+                                        prefect_api_url=prefect_server, slots=slots, name=name)
+                process.env.update(env)
+                return process
+
+            with worker_process("warm-worker") as warm_worker:
+                assert f"≤ {slots + 2} here (pool {slots + 2} + overflow 0)" in warm_worker.log()
+                wait_until_finished(warm, url=mine, timeout=180, what="the warm-up run")
+            wait_for(lambda: "firebreak-worker" not in _client_connections(cluster, sampler_pid), timeout=30,
+                     what="the warm-up worker's connections to close")
             thread = threading.Thread(target=sample, daemon=True)
+            worker = worker_process("worker")
             try:
+                thread.start()
+                # Other clients take the server all but full: one connection left, so the worker (started
+                # now, its pool empty) gets one and every further one it needs must wait for the others.
+                used = sum(_client_connections(cluster, sampler_pid).values()) + 1  # + the sampler
+                for _ in range(usable - used - 1):
+                    hogs.append(psycopg.connect(f"postgresql://firebreak@127.0.0.1:{cluster.port}/records"
+                                                "?application_name=hog", autocommit=True))
                 with worker:
-                    assert f"≤ {slots + 2} here (pool {slots + 2} + overflow 0)" in worker.log()
-                    wait_until_finished(warm, url=mine, timeout=180, what="the warm-up run")
-                    thread.start()
-                    # Other clients take the server all but full: two connections left for the worker's runs.
-                    used = sum(_client_connections(cluster, sampler_pid).values()) + 1  # + the sampler
-                    for _ in range(usable - used - 2):
-                        hogs.append(psycopg.connect(f"postgresql://firebreak@127.0.0.1:{cluster.port}/records"
-                                                    "?application_name=hog", autocommit=True))
                     ids = ask_for_runs(quick, 18, prefix=f"burst-{tmp_path.name}", url=mine)
                     # The worker's runs find the server full, and wait for it instead of failing …
                     wait_for(lambda: "the records database is full" in worker.log(), timeout=120,

@@ -135,27 +135,16 @@ def test_the_forms_offer_contacts_and_have_no_null_toggles() -> None:
         assert all(p.get("description") for p in schema["properties"].values()), entry["name"]
 
 
-_stamps: list[int] = []
-
-
-def signed_post(url: str, body: dict[str, Any], **headers: str) -> httpx.Response:
-    """POST `body` signed as the `generic` source, each time with a timestamp of its own (an equal
-    body signed in the same second is the same signature: a replay)."""
-    import time
-
-    from intake.sources import sign
+def operator_post(url: str, body: dict[str, Any], operator: str = "li-wei", **headers: str) -> httpx.Response:
+    """POST `body` with an operator's own token (tests.intake_harness: li-wei, chen-jing)."""
     from tests.intake_harness import TOKENS
 
-    raw = json.dumps(body).encode()
-    stamp = min([int(time.time())] + [s - 1 for s in _stamps[-1:]])
-    _stamps.append(stamp)
-    stamp_text, signature = sign(TOKENS["FIREBREAK_TEST_HMAC"], raw, stamp)
-    assert stamp_text == str(stamp)
-    return httpx.post(url, content=raw, headers={"Content-Type": "application/json", "X-Firebreak-Timestamp": stamp_text,
-                                                 "X-Firebreak-Signature": signature, **headers}, timeout=60)
+    token = TOKENS[f"FIREBREAK_TEST_OPERATOR_{operator.upper().replace('-', '_')}"]
+    return httpx.post(url, json=body, timeout=60, headers={"Authorization": f"Bearer {token}", **headers})
 
 
-def test_the_intake_acts_for_an_authenticated_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_intake_acts_for_an_operator_with_their_own_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from intake.sources import sign
     from tests.intake_harness import READ_AUTH, TOKENS, RunningIntake, write_config
 
     for name, value in TOKENS.items():
@@ -164,29 +153,52 @@ def test_the_intake_acts_for_an_authenticated_source(tmp_path: Path, monkeypatch
     sources, routes = write_config(tmp_path, {"runbook": None})
     with RunningIntake(sources, routes, executor="none") as intake:
         url = f"{intake.url}/v1/incidents/{incident_id}"
-        # A read token is not enough to act; nor is nothing.
-        assert httpx.post(f"{url}/note", json={"by": "li-wei", "text": "x"}, headers=READ_AUTH).status_code == 401
-        answer = signed_post(f"{url}/note", {"by": "li-wei", "text": "rerouted the hotline"},
-                             **{"Idempotency-Key": "n-1"})
+        # Nothing, a read token, a monitor's bearer token or a monitor's valid HMAC signature: none is a person.
+        raw = json.dumps({"by": "li-wei", "text": "x"}).encode()
+        stamp, signature = sign(TOKENS["FIREBREAK_TEST_HMAC"], raw)
+        for headers in ({}, READ_AUTH, {"Authorization": f"Bearer {TOKENS['FIREBREAK_TEST_GRAFANA_TOKEN']}",
+                                        "X-Firebreak-Source": "grafana"},
+                        {"X-Firebreak-Source": "generic", "X-Firebreak-Timestamp": stamp,
+                         "X-Firebreak-Signature": signature}):
+            refused = httpx.post(f"{url}/note", content=raw, timeout=60,
+                                 headers={"Content-Type": "application/json", **headers})
+            assert refused.status_code == 401, (headers.keys(), refused.text)
+            assert "operator" in refused.json()["error"]
+        # The token decides who acts: `by` may be left out, or name the token's own contact.
+        answer = operator_post(f"{url}/note", {"text": "rerouted the hotline"}, **{"Idempotency-Key": "n-1"})
         assert answer.status_code == 200, answer.text
         assert answer.json()["by"] == "li-wei" and answer.json()["via"] == "api"
-        # The same signed request again is a replay; the client resending it signs anew, with the same key.
-        replayed = signed_post(f"{url}/note", {"by": "li-wei", "text": "rerouted the hotline"},
-                               **{"Idempotency-Key": "n-1"})
-        assert replayed.status_code == 200 and replayed.json()["repeated"] is True
-        bearer = httpx.post(f"{url}/acknowledge", json={"by": "chen-jing"}, timeout=60,
-                            headers={"X-Firebreak-Source": "grafana",
-                                     "Authorization": f"Bearer {TOKENS['FIREBREAK_TEST_GRAFANA_TOKEN']}"})
-        assert bearer.status_code == 200 and bearer.json()["status"] == "acknowledged"
-        stranger = signed_post(f"{url}/resolve", {"by": "Mallory", "reason": "x"})
-        assert stranger.status_code == 422 and "not a contact" in stranger.json()["error"]
-        missing = signed_post(f"{url}/close", {"by": "li-wei"})
+        resent = operator_post(f"{url}/note", {"text": "rerouted the hotline"}, **{"Idempotency-Key": "n-1"})
+        assert resent.status_code == 200 and resent.json()["repeated"] is True
+        assert operator_post(f"{url}/note", {"by": "Li Wei", "text": "again, by name"}).status_code == 200
+        # One person's token cannot speak for another: the commander's name in the body is refused.
+        impersonating = operator_post(f"{url}/resolve", {"by": "zhao-gang", "reason": "x"})
+        assert impersonating.status_code == 403 and "acts for 'li-wei'" in impersonating.json()["error"]
+        acknowledged = operator_post(f"{url}/acknowledge", {}, operator="chen-jing")
+        assert acknowledged.status_code == 200 and acknowledged.json()["status"] == "acknowledged"
+        missing = operator_post(f"{url}/close", {})
         assert missing.status_code == 422 and missing.json()["details"][0]["field"] == "reason"
-        assert signed_post(f"{url}/close", {"by": "li-wei", "reason": "done"}).status_code == 200
-        assert signed_post(f"{url}/close", {"by": "li-wei", "reason": "done"}).status_code == 409
-        assert signed_post(f"{intake.url}/v1/incidents/INC-1999-9999/note",
-                           {"by": "li-wei", "text": "x"}).status_code == 404
-        assert signed_post(f"{url}/explode", {"by": "li-wei"}).status_code == 404
+        assert operator_post(f"{url}/close", {"reason": "done"}).status_code == 200
+        assert operator_post(f"{url}/close", {"reason": "done"}).status_code == 409
+        assert operator_post(f"{intake.url}/v1/incidents/INC-1999-9999/note", {"text": "x"}).status_code == 404
+        assert operator_post(f"{url}/explode", {}).status_code == 404
     actors = [e.actor for e in events(incident_id) if e.actor.startswith("api:")]
     # (an acknowledgement is recorded by the acknowledgement service, under the contact's name)
-    assert actors == ["api:li-wei", "api:Chen Jing", "api:li-wei"]
+    assert actors == ["api:li-wei", "api:li-wei", "api:Chen Jing", "api:li-wei"]
+    assert not any(e.actor == "api:zhao-gang" for e in events(incident_id))
+
+
+def test_an_operator_whose_contact_left_the_directory_is_refused(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.intake_harness import SOURCES, TOKENS, RunningIntake, write_config
+
+    for name, value in TOKENS.items():
+        monkeypatch.setenv(name, value)
+    incident_id = open_incident(tmp_path, "ops-gone")
+    access = {**SOURCES, "operators": {"gone": {"contact": "someone-who-left",
+                                                "token_env": "FIREBREAK_TEST_OPERATOR_LI_WEI"}}}
+    sources, routes = write_config(tmp_path, {"runbook": None}, access)
+    with RunningIntake(sources, routes, executor="none") as intake:
+        answer = operator_post(f"{intake.url}/v1/incidents/{incident_id}/note", {"text": "x"})
+    assert answer.status_code == 422 and "not a contact" in answer.json()["error"]
+    assert not [e for e in events(incident_id) if e.actor.startswith("api:")]

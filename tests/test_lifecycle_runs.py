@@ -46,6 +46,7 @@ def test_cancel_then_run_again_on_the_same_incident(stack: Stack) -> None:
     deployment = httpx.get(f"{stack.api_url}/deployments/name/system-outage/system-outage", timeout=10).json()
     first = httpx.post(f"{stack.api_url}/deployments/{deployment['id']}/create_flow_run", timeout=10,
                        json={"parameters": {"level": "II"}}).json()
+    assert "id" in first, (deployment, first)
     # The run pages technical support and waits for an acknowledgement (its escalation policy).
     named = poll("the run to open its incident", lambda: flow_run(stack, first["id"])["name"].startswith("INC-")
                  and flow_run(stack, first["id"]))
