@@ -20,7 +20,8 @@ LookupError, RosterInvalid a ValueError, ApprovalTimedOut a TimeoutError …).
     ├── Refused           AuthFailed, SignatureReplayed, AckTokenError (AckTokenForged,
     │                     AckTokenExpired), intake.app.Refused
     ├── StoreUnavailable  (raised by the intake when the records database does not answer),
-    │                     AnchorsUnavailable (records.audit: Prefect, where audit heads are anchored)
+    │                     AnchorsUnavailable (records.audit: Prefect, where audit heads are anchored),
+    │                     PrefectServerDidNotStart (firebreak.cli.prefect_server)
     ├── StepFailed        HttpCheckFailed, ConditionNotMet, ApprovalRejected, ApprovalTimedOut
     │   └── DeliveryFailed    NobodyReached, NobodyAcknowledged
     └── RunbookFailed     (flows.engine; a kind of its own)

@@ -75,14 +75,10 @@ def _call(action: str, incident_id: str, body: _Body, contact: str, request_key:
     from notifications.command import find_operator
 
     if body.by is not None and find_operator(body.by).id != find_operator(contact).id:
-        raise _ActsForSomeoneElse(f"`by` names {body.by[:80]!r}, but this token acts for {contact!r}")
+        raise Refused(403, f"`by` names {body.by[:80]!r}, but this token acts for {contact!r}")
     fields = {**body.model_dump(), "by": contact}
     result = operator_actions.ACTIONS[action](incident_id, via="api", request_key=request_key, **fields)
     return result.model_dump(mode="json")
-
-
-class _ActsForSomeoneElse(Exception):
-    pass
 
 
 def router(intake: Intake) -> APIRouter:
@@ -105,8 +101,6 @@ def router(intake: Intake) -> APIRouter:
         try:
             answer = await run_in_threadpool(_call, action, incident_id, body, intake.operators[name].contact,
                                              request_key)
-        except _ActsForSomeoneElse as exc:
-            raise Refused(403, str(exc)) from None
         except errors.InputInvalid as exc:
             raise Refused(422, str(exc)) from None
         except errors.Conflict as exc:

@@ -81,7 +81,10 @@ class RunningIntake:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(create_app(self.intake), host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="on", backlog=2048)
+                                lifespan="on", backlog=2048,
+                                # longer than any pause in a test: an idle keep-alive connection the server
+                                # closes just as a client reuses it is reset (ECONNRESET), seen under load
+                                timeout_keep_alive=120)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

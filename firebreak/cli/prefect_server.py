@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from firebreak.errors import Conflict
+from firebreak.errors import Conflict, StoreUnavailable
 from firebreak.settings import get_settings
 
 STARTUP_TIMEOUT_SECONDS = 90.0
@@ -85,9 +85,15 @@ def wait_until_healthy(api_url: str, process: subprocess.Popen[bytes] | None, lo
             return
         if process is not None and process.poll() is not None:
             tail = log_path.read_text(errors="replace")[-2000:] if log_path and log_path.exists() else ""
-            raise RuntimeError(f"the Prefect server exited with code {process.returncode}:\n{tail}")
+            raise PrefectServerDidNotStart(f"the Prefect server exited with code {process.returncode}:\n{tail}")
         time.sleep(0.3)
-    raise RuntimeError(f"the Prefect server at {api_url} was not healthy after {timeout:.0f}s (log: {log_path})")
+    raise PrefectServerDidNotStart(f"the Prefect server at {api_url} was not healthy after {timeout:.0f}s "
+                                   f"(log: {log_path})")
+
+
+class PrefectServerDidNotStart(StoreUnavailable, RuntimeError):
+    """The local Prefect server Firebreak started did not become healthy (its log says why); the CLI
+    prints this one line rather than a traceback."""
 
 
 def _state_path() -> Path:
