@@ -29,21 +29,31 @@ def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
+def _unit(span: float) -> tuple[float, str]:
+    """The axis's unit for a span of seconds: hours from 2 h, minutes from 2 min, else seconds."""
+    if span >= 7200:
+        return 3600.0, "h"
+    if span >= 120:
+        return 60.0, "min"
+    return 1.0, "s"
+
+
 def _nice_step(span: float, ticks: int = 8) -> float:
-    raw = max(span, 1e-6) / ticks
+    """A tick step of 1, 2 or 5 × a power of ten in the span's own unit (so 5.5 h gets hourly ticks, not
+    every 5,000 s printed as 83.3333 min), in seconds."""
+    unit, _ = _unit(span)
+    raw = max(span / unit, 1e-6) / ticks
     magnitude = 10 ** math.floor(math.log10(raw))
     for factor in (1, 2, 5, 10):
         if raw <= factor * magnitude:
-            return factor * magnitude
-    return 10 * magnitude
+            return factor * magnitude * unit
+    return 10 * magnitude * unit
 
 
-def _tick_label(seconds: float) -> str:
-    if seconds >= 7200:
-        return f"{seconds / 3600:g} h"
-    if seconds >= 120:
-        return f"{seconds / 60:g} min"
-    return f"{seconds:g} s"
+def _tick_label(seconds: float, span: float | None = None) -> str:
+    """`seconds` in the unit of the axis's span (of `seconds` itself where no span is given)."""
+    unit, name = _unit(seconds if span is None else span)
+    return f"{round(seconds / unit, 6):g} {name}"
 
 
 class Axis:
@@ -68,7 +78,7 @@ class Axis:
             x = self.x(value)
             parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{bottom}" class="grid"/>')
             parts.append(f'<text x="{x:.1f}" y="{bottom + 12}" class="tick" text-anchor="middle">'
-                         f'{_e(_tick_label(value))}</text>')
+                         f'{_e(_tick_label(value, self.span))}</text>')
             value += step
         parts.append(f'<text x="{self.right}" y="{bottom + 26}" class="tick" text-anchor="end">{_e(label)}</text>')
         return parts
