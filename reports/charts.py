@@ -84,14 +84,19 @@ class Axis:
         return parts
 
 
-STYLE = ('<style>.grid{stroke:#eaeef2;stroke-width:1}.tick{font:10px sans-serif;fill:#57606a}'
-         '.lbl{font:11px sans-serif;fill:#1b1f24}.ms{font:10px sans-serif}</style>')
+#: The charts' typeface by report language. A Chinese chart names a Simplified Chinese font first: WeasyPrint
+#: (reports.pdf) draws SVG text in the first family named, or else in fontconfig's default CJK font, whose
+#: glyph forms may be Japanese.
+FONTS = {"en": "sans-serif",
+         "zh": '"Noto Sans CJK SC", "Source Han Sans SC", "PingFang SC", "Microsoft YaHei", sans-serif'}
+STYLE = ('<style>.grid{{stroke:#eaeef2;stroke-width:1}}.tick{{font:10px {font};fill:#57606a}}'
+         '.lbl{{font:11px {font};fill:#1b1f24}}.ms{{font:10px {font}}}</style>')
 
 
-def _svg(height: float, body: list[str], title: str) -> str:
+def _svg(height: float, body: list[str], title: str, lang: str = "en") -> str:
     return (f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" viewBox="0 0 {WIDTH} {height:.0f}" '
             f'width="100%" preserveAspectRatio="xMinYMin meet" aria-label="{_e(title)}"><title>{_e(title)}</title>'
-            + STYLE + "".join(body) + "</svg>")
+            + STYLE.format(font=FONTS.get(lang, FONTS["en"])) + "".join(body) + "</svg>")
 
 
 def _clip(text: str, limit: int = 42) -> str:
@@ -99,9 +104,10 @@ def _clip(text: str, limit: int = 42) -> str:
 
 
 def gantt(*, origin: datetime, end: datetime, steps: list[dict[str, Any]], milestones: list[tuple[str, str, datetime]],
-          pages: list[tuple[datetime, str, str]], acks: list[tuple[datetime, str]], labels: dict[str, str]) -> str:
+          pages: list[tuple[datetime, str, str]], acks: list[tuple[datetime, str]], labels: dict[str, str],
+          lang: str = "en") -> str:
     """steps: {title, status, started, ended}; milestones: (key, label, at); pages: (sent, who, status);
-    acks: (at, who)."""
+    acks: (at, who); lang: the report's language (the typeface, FONTS)."""
     axis = Axis(origin, (end - origin).total_seconds())
     rows = [s for s in steps if s.get("started")]
     top = 22
@@ -143,10 +149,11 @@ def gantt(*, origin: datetime, end: datetime, steps: list[dict[str, Any]], miles
         anchor = "end" if x > WIDTH - 120 else "start"
         body.append(f'<text x="{x + (-3 if anchor == "end" else 3):.1f}" y="{top - 8 + (index % 2) * 0}" '
                     f'class="ms" fill="{colour}" text-anchor="{anchor}">{_e(label)}</text>')
-    return _svg(height + 6, body, labels["title"])
+    return _svg(height + 6, body, labels["title"], lang)
 
 
-def watch_chart(*, origin: datetime, end: datetime, series: Any, labels: dict[str, str], height: int = 170) -> str:
+def watch_chart(*, origin: datetime, end: datetime, series: Any, labels: dict[str, str], height: int = 170,
+                lang: str = "en") -> str:
     """series: reports.metrics.Series. One line per numeric figure the condition compares (and the queue),
     the bound as a dashed line, and a strip of whether the condition held at each check."""
     samples = [s for s in series.samples if s.get("at")]
@@ -213,7 +220,7 @@ def watch_chart(*, origin: datetime, end: datetime, series: Any, labels: dict[st
         following = next((axis.x(u) for u in times[index + 1:] if u is not None), x + 4)
         colour = COLOURS["succeeded"] if sample.get("holds") else COLOURS["failed"]
         body.append(f'<rect x="{x:.1f}" y="{strip}" width="{max(following - x, 2):.1f}" height="12" fill="{colour}"/>')
-    return _svg(height + 8, body, labels["title"])
+    return _svg(height + 8, body, labels["title"], lang)
 
 
 def _num(value: float) -> str:
