@@ -21,6 +21,7 @@ LookupError, RosterInvalid a ValueError, ApprovalTimedOut a TimeoutError …).
     │                     AckTokenExpired), intake.app.Refused
     ├── StoreUnavailable  (raised by the intake when the records database does not answer),
     │                     AnchorsUnavailable (records.audit: Prefect, where audit heads are anchored)
+    ├── NotInstalled      PdfUnavailable (reports.pdf: WeasyPrint, its system libraries or a CJK font missing)
     ├── StepFailed        HttpCheckFailed, ConditionNotMet, ApprovalRejected, ApprovalTimedOut
     │   └── DeliveryFailed    NobodyReached, NobodyAcknowledged
     └── RunbookFailed     (flows.engine; a kind of its own)
@@ -36,6 +37,7 @@ __all__ = [
     "FirebreakError",
     "InputInvalid",
     "NotFound",
+    "NotInstalled",
     "Refused",
     "StepFailed",
     "StoreUnavailable",
@@ -68,6 +70,10 @@ class Refused(FirebreakError):
 
 class StoreUnavailable(FirebreakError):
     """The records database cannot be reached; nothing was stored, and trying again later may succeed."""
+
+
+class NotInstalled(FirebreakError):
+    """An optional feature lacks a library, system package or font here; the message says how to install it."""
 
 
 class StepFailed(FirebreakError):
