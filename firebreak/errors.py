@@ -22,6 +22,7 @@ LookupError, RosterInvalid a ValueError, ApprovalTimedOut a TimeoutError …).
     ├── StoreUnavailable  (raised by the intake when the records database does not answer),
     │                     AnchorsUnavailable (records.audit: Prefect, where audit heads are anchored),
     │                     PrefectServerDidNotStart (firebreak.cli.prefect_server)
+    ├── NotInstalled      PdfUnavailable (reports.pdf: WeasyPrint, its system libraries or a CJK font missing)
     ├── StepFailed        HttpCheckFailed, ConditionNotMet, ApprovalRejected, ApprovalTimedOut
     │   └── DeliveryFailed    NobodyReached, NobodyAcknowledged
     └── RunbookFailed     (flows.engine; a kind of its own)
@@ -37,6 +38,7 @@ __all__ = [
     "FirebreakError",
     "InputInvalid",
     "NotFound",
+    "NotInstalled",
     "Refused",
     "StepFailed",
     "StoreUnavailable",
@@ -69,6 +71,10 @@ class Refused(FirebreakError):
 
 class StoreUnavailable(FirebreakError):
     """The records database cannot be reached; nothing was stored, and trying again later may succeed."""
+
+
+class NotInstalled(FirebreakError):
+    """An optional feature lacks a library, system package or font here; the message says how to install it."""
 
 
 class StepFailed(FirebreakError):

@@ -86,6 +86,8 @@ HTTP_ANSWERS: dict[type[errors.FirebreakError], tuple[int, str | None, dict[str,
     SignatureReplayed: (401, "this signature was already used (replayed request)", {}),
     errors.NotFound: (404, None, {}),
     errors.StoreUnavailable: (503, None, {"Retry-After": RETRY_AFTER_SECONDS}),
+    # An optional feature this machine lacks (reports.pdf: WeasyPrint, Pango or a CJK font): the message says how.
+    errors.NotInstalled: (501, None, {}),
 }
 
 

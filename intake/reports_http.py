@@ -1,7 +1,10 @@
 """Post-incident reports served to auditors, read-only, behind the incidents API's reader authentication.
 
-    GET /reports/                      every incident: level, status, TTA/TTR, breaches, audit status
-    GET /reports/{incident}?lang=en|zh the report, rendered from the records at the time of the request
+    GET /reports/                          every incident: level, status, TTA/TTR, breaches, audit status
+    GET /reports/{incident}?lang=en|zh     the report, rendered from the records at the time of the request
+    GET /reports/{incident}/pdf?lang=en|zh the same report as PDF, for archiving (reports.pdf); 501 with the
+                                           reason where this machine cannot make one (no WeasyPrint, Pango or
+                                           CJK font)
 
 Nothing here writes: the report is rendered in memory from the records (reports.render), and the
 index verifies each incident's audit chain (records.audit.verify) as it lists it, so it shows
@@ -16,11 +19,12 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
 from firebreak import errors
 from records import audit
 from records.incidents import list_incidents
+from reports import pdf
 from reports.incident_record import load_record
 from reports.render import index_row, render, served_index
 
@@ -33,6 +37,9 @@ HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+#: The PDF's: the same, but its policy only keeps it out of other sites' frames. A browser shows a PDF in a viewer
+#: that the document's own `default-src 'none'` (object-src) may block, and the PDF runs nothing of its own.
+PDF_HEADERS = {**HEADERS, "Content-Security-Policy": "frame-ancestors 'none'"}
 INDEX_LIMIT = 500
 
 
@@ -79,5 +86,17 @@ def router(reader: Callable[..., Any]) -> APIRouter:
         if not _INCIDENT_ID.match(incident_id):
             raise errors.NotFound(f"no incident {incident_id!r}")
         return HTMLResponse(await run_in_threadpool(_report, incident_id, lang), headers=HEADERS)
+
+    @routes.get("/{incident_id}/pdf", response_class=Response,
+                summary="One incident's report as PDF, for archiving (read token; 501 where PDF is unavailable)",
+                responses={200: {"content": {"application/pdf": {}}, "description": "The report, A4 PDF/A-2u"}})
+    async def report_pdf(incident_id: str, _reader: str = Depends(reader),
+                         lang: Literal["en", "zh"] = Query("en", description="en or zh")) -> Response:
+        if not _INCIDENT_ID.match(incident_id):
+            raise errors.NotFound(f"no incident {incident_id!r}")
+        # PdfUnavailable is errors.NotInstalled: 501 with its reason (intake.app HTTP_ANSWERS).
+        data = await run_in_threadpool(pdf.report_pdf, incident_id, lang)
+        return Response(data, media_type="application/pdf", headers={
+            **PDF_HEADERS, "Content-Disposition": f'inline; filename="{incident_id}.report.{lang}.pdf"'})
 
     return routes

@@ -29,21 +29,31 @@ def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
+def _unit(span: float) -> tuple[float, str]:
+    """The axis's unit for a span of seconds: hours from 2 h, minutes from 2 min, else seconds."""
+    if span >= 7200:
+        return 3600.0, "h"
+    if span >= 120:
+        return 60.0, "min"
+    return 1.0, "s"
+
+
 def _nice_step(span: float, ticks: int = 8) -> float:
-    raw = max(span, 1e-6) / ticks
+    """A tick step of 1, 2 or 5 × a power of ten in the span's own unit (so 5.5 h gets hourly ticks, not
+    every 5,000 s printed as 83.3333 min), in seconds."""
+    unit, _ = _unit(span)
+    raw = max(span / unit, 1e-6) / ticks
     magnitude = 10 ** math.floor(math.log10(raw))
     for factor in (1, 2, 5, 10):
         if raw <= factor * magnitude:
-            return factor * magnitude
-    return 10 * magnitude
+            return factor * magnitude * unit
+    return 10 * magnitude * unit
 
 
-def _tick_label(seconds: float) -> str:
-    if seconds >= 7200:
-        return f"{seconds / 3600:g} h"
-    if seconds >= 120:
-        return f"{seconds / 60:g} min"
-    return f"{seconds:g} s"
+def _tick_label(seconds: float, span: float | None = None) -> str:
+    """`seconds` in the unit of the axis's span (of `seconds` itself where no span is given)."""
+    unit, name = _unit(seconds if span is None else span)
+    return f"{round(seconds / unit, 6):g} {name}"
 
 
 class Axis:
@@ -68,20 +78,25 @@ class Axis:
             x = self.x(value)
             parts.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{bottom}" class="grid"/>')
             parts.append(f'<text x="{x:.1f}" y="{bottom + 12}" class="tick" text-anchor="middle">'
-                         f'{_e(_tick_label(value))}</text>')
+                         f'{_e(_tick_label(value, self.span))}</text>')
             value += step
         parts.append(f'<text x="{self.right}" y="{bottom + 26}" class="tick" text-anchor="end">{_e(label)}</text>')
         return parts
 
 
-STYLE = ('<style>.grid{stroke:#eaeef2;stroke-width:1}.tick{font:10px sans-serif;fill:#57606a}'
-         '.lbl{font:11px sans-serif;fill:#1b1f24}.ms{font:10px sans-serif}</style>')
+#: The charts' typeface by report language. A Chinese chart names a Simplified Chinese font first: WeasyPrint
+#: (reports.pdf) draws SVG text in the first family named, or else in fontconfig's default CJK font, whose
+#: glyph forms may be Japanese.
+FONTS = {"en": "sans-serif",
+         "zh": '"Noto Sans CJK SC", "Source Han Sans SC", "PingFang SC", "Microsoft YaHei", sans-serif'}
+STYLE = ('<style>.grid{{stroke:#eaeef2;stroke-width:1}}.tick{{font:10px {font};fill:#57606a}}'
+         '.lbl{{font:11px {font};fill:#1b1f24}}.ms{{font:10px {font}}}</style>')
 
 
-def _svg(height: float, body: list[str], title: str) -> str:
+def _svg(height: float, body: list[str], title: str, lang: str = "en") -> str:
     return (f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" viewBox="0 0 {WIDTH} {height:.0f}" '
             f'width="100%" preserveAspectRatio="xMinYMin meet" aria-label="{_e(title)}"><title>{_e(title)}</title>'
-            + STYLE + "".join(body) + "</svg>")
+            + STYLE.format(font=FONTS.get(lang, FONTS["en"])) + "".join(body) + "</svg>")
 
 
 def _clip(text: str, limit: int = 42) -> str:
@@ -89,9 +104,10 @@ def _clip(text: str, limit: int = 42) -> str:
 
 
 def gantt(*, origin: datetime, end: datetime, steps: list[dict[str, Any]], milestones: list[tuple[str, str, datetime]],
-          pages: list[tuple[datetime, str, str]], acks: list[tuple[datetime, str]], labels: dict[str, str]) -> str:
+          pages: list[tuple[datetime, str, str]], acks: list[tuple[datetime, str]], labels: dict[str, str],
+          lang: str = "en") -> str:
     """steps: {title, status, started, ended}; milestones: (key, label, at); pages: (sent, who, status);
-    acks: (at, who)."""
+    acks: (at, who); lang: the report's language (the typeface, FONTS)."""
     axis = Axis(origin, (end - origin).total_seconds())
     rows = [s for s in steps if s.get("started")]
     top = 22
@@ -133,10 +149,11 @@ def gantt(*, origin: datetime, end: datetime, steps: list[dict[str, Any]], miles
         anchor = "end" if x > WIDTH - 120 else "start"
         body.append(f'<text x="{x + (-3 if anchor == "end" else 3):.1f}" y="{top - 8 + (index % 2) * 0}" '
                     f'class="ms" fill="{colour}" text-anchor="{anchor}">{_e(label)}</text>')
-    return _svg(height + 6, body, labels["title"])
+    return _svg(height + 6, body, labels["title"], lang)
 
 
-def watch_chart(*, origin: datetime, end: datetime, series: Any, labels: dict[str, str], height: int = 170) -> str:
+def watch_chart(*, origin: datetime, end: datetime, series: Any, labels: dict[str, str], height: int = 170,
+                lang: str = "en") -> str:
     """series: reports.metrics.Series. One line per numeric figure the condition compares (and the queue),
     the bound as a dashed line, and a strip of whether the condition held at each check."""
     samples = [s for s in series.samples if s.get("at")]
@@ -203,7 +220,7 @@ def watch_chart(*, origin: datetime, end: datetime, series: Any, labels: dict[st
         following = next((axis.x(u) for u in times[index + 1:] if u is not None), x + 4)
         colour = COLOURS["succeeded"] if sample.get("holds") else COLOURS["failed"]
         body.append(f'<rect x="{x:.1f}" y="{strip}" width="{max(following - x, 2):.1f}" height="12" fill="{colour}"/>')
-    return _svg(height + 8, body, labels["title"])
+    return _svg(height + 8, body, labels["title"], lang)
 
 
 def _num(value: float) -> str:

@@ -228,14 +228,14 @@ def _charts(record: IncidentRecord, marks: metrics.Milestones, steps: list[metri
                          pages=[(page_at, n.contact, n.status) for n in notifications if (page_at := n.sent or n.created)],
                          acks=[(a.at, a.by) for a in acks],
                          labels={"title": t["chart_gantt"], "pages": t["chart_pages"], "acks": t["chart_acks"],
-                                 "seconds": t["chart_seconds"]})
+                                 "seconds": t["chart_seconds"]}, lang=lang)
     watched = []
     for series in metrics.watched_series(record):
         title = t["chart_watch"].format(step=titles.get(series.step_id, series.step_id), condition=series.condition)
         watched.append({"title": title, "seq": series.seq, "svg": Markup(charts.watch_chart(
             origin=origin, end=end, series=series,
             labels={"title": title, "threshold": t["chart_threshold"], "holds": t["chart_holds"],
-                    "seconds": t["chart_seconds"]}))})
+                    "seconds": t["chart_seconds"]}, lang=lang))})
     return {"gantt": Markup(gantt), "watched": watched}
 
 

@@ -311,12 +311,6 @@ def test_expect_head_catches_a_rewritten_chain(backend: str) -> None:
     assert other.returncode == 1 and "anchor mismatch" in other.stdout and "nowhere in the chain" in other.stdout
 
 
-def test_pdf_is_refused_with_the_reason(backend: str) -> None:
-    incident_id, _ = _build_outage()
-    result = _firebreak("report", incident_id, "--format", "pdf")
-    assert result.returncode == 2 and "WeasyPrint" in result.stderr and "--format html" in result.stderr
-
-
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
 def test_html_report_renders_in_a_browser(backend: str, tmp_path) -> None:
     incident_id, _ = _build_outage(title=PAYLOAD)
