@@ -5,6 +5,7 @@ carry the same sections and the same facts."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from typing import Any
 from zoneinfo import ZoneInfo
 
 LANGUAGES = ("en", "zh")
@@ -81,6 +82,8 @@ LABELS: dict[str, dict[str, str]] = {
         "gate": "Gate", "kind_acknowledged": "acknowledged", "kind_ack-repeated": "acknowledged again (no change)",
         "kind_approved": "approved", "kind_rejected": "rejected", "kind_timed-out": "timed out",
         "kind_escalated": "escalated (nobody decided)", "kind_status": "status", "audit_status": "Audit",
+        "unverified_not-a-contact": "unverified: not a contact",
+        "unverified_directory-unreadable": "unverified: the contacts directory could not be read",
     },
     "zh": {
         "report_title": "事件复盘报告",
@@ -150,6 +153,8 @@ LABELS: dict[str, dict[str, str]] = {
         "gate": "审批", "kind_acknowledged": "确认", "kind_ack-repeated": "再次确认（无变化）",
         "kind_approved": "批准", "kind_rejected": "驳回", "kind_timed-out": "超时",
         "kind_escalated": "已升级（无人决定）", "kind_status": "状态", "audit_status": "审计",
+        "unverified_not-a-contact": "未核实：非通讯录联系人",
+        "unverified_directory-unreadable": "未核实：通讯录无法读取",
     },
 }
 
@@ -196,6 +201,24 @@ def word(value: str | None, lang: str) -> str:
     if value is None:
         return "—"
     return STATUS_WORDS.get(lang, {}).get(value, value)
+
+
+def unverified(data: dict[str, Any] | None) -> str | None:
+    """Why a gate's recorded approver is unverified (tasks.approval.UNVERIFIED), or None: a contact, or
+    recorded before approvers were checked against the contacts (no `approver_verified`)."""
+    data = data or {}
+    if data.get("approver_verified") is not False:
+        return None
+    return str(data.get("approver_unverified") or "not-a-contact")
+
+
+def approver(name: str, reason: str | None, lang: str) -> str:
+    """A gate's approver as the report shows them: the name, marked when the contacts do not know it."""
+    if not reason:
+        return name
+    texts = LABELS.get(lang, LABELS["en"])
+    mark = texts.get(f"unverified_{reason}", texts["unverified_not-a-contact"])
+    return f"{name}（{mark}）" if lang == "zh" else f"{name} ({mark})"
 
 
 def roles(value: str | None, lang: str) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 from records.models import RunState
 from reports.commitments import CheckResult, Evidence, check
+from reports.i18n import unverified
 from reports.incident_record import IncidentRecord
 from runbooks.commitments import CATALOGUE
 from runbooks.schema import Runbook
@@ -272,6 +273,7 @@ def step_rows(record: IncidentRecord, runbook: Runbook | None) -> list[StepRow]:
                 started = started or event.at
             if event.action == "approval" and event.status in ("approved", "rejected", "approval-timed-out"):
                 decision = {"status": event.status, "by": data.get("approver") or event.actor,
+                            "unverified": unverified(data),
                             "decision": data.get("decision") or event.status, "comment": data.get("comment") or "",
                             "seq": event.seq}
             if event.phase == "outcome" or event.status in ("skipped", "reused"):
@@ -464,6 +466,8 @@ class DecisionRow:
     comment: str
     seq: int | None
     step_id: str | None = None
+    #: A gate's approver the contacts do not know: why (reports.i18n.unverified), else None
+    unverified: str | None = None
 
 
 def decision_rows(record: IncidentRecord) -> list[DecisionRow]:
@@ -479,7 +483,7 @@ def decision_rows(record: IncidentRecord) -> list[DecisionRow]:
         if event.action == "approval" and event.status in ("approved", "rejected"):
             rows.append(DecisionRow(event.at, str(data.get("approver") or event.actor), event.status,
                                     "drill policy" if event.actor == "drill-policy" else "",
-                                    str(data.get("comment") or ""), event.seq, event.step_id))
+                                    str(data.get("comment") or ""), event.seq, event.step_id, unverified(data)))
         elif event.action == "approval" and event.status == "approval-timed-out":
             asked = timeouts.get(event.step_id, {})
             rows.append(DecisionRow(event.at, "—", "timed-out", str(data.get("decision") or ""),

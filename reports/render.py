@@ -356,7 +356,7 @@ def build_view(record: IncidentRecord, lang: str, now: datetime | None = None) -
             # Every try of this channel (records.deliveries.DeliveryAttempt), e.g. "attempts: 3 (2 failed: …)".
             "tries": attempts_of_notification(record.delivery_attempts, raw.id, lang),
         } for n, raw in zip(notifications, record.notifications, strict=True)],
-        "decisions": [{"when": utc(d.at), "who": d.who, "decision": t.get(f"kind_{d.kind}", d.kind)
+        "decisions": [{"when": utc(d.at), "who": i18n.approver(d.who, d.unverified, lang), "decision": t.get(f"kind_{d.kind}", d.kind)
                        + (f" ({i18n.word(d.detail, lang)})" if d.detail else ""), "kind": d.kind,
                        "comment": d.comment, "seq": d.seq,
                        "step": titles.get(d.step_id or "", "") if d.step_id else ""}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from reports import i18n
 from reports.i18n import word
 
 #: Fields of a JSON answer worth a word, in order, with their labels (en, zh) and how to show them.
@@ -94,7 +95,8 @@ def output_words(action: str | None, output: Any, lang: str) -> str:
     if action == "record" and "event_seq" in output:
         return f"noted at #{output['event_seq']}" if en else f"已记录于 #{output['event_seq']}"
     if action == "approval" and "decision" in output:
-        decision, approver = output["decision"], output.get("approver") or "—"
+        decision = output["decision"]
+        approver = i18n.approver(output.get("approver") or "—", output.get("approver_unverified"), lang)
         if decision == "proceeded-on-timeout":
             return "nobody decided in time; proceeded by policy" if en else "无人按时决定；按策略继续"
         return f"{decision} by {approver}" if en else f"{approver} {word(decision, lang)}"
@@ -114,7 +116,7 @@ def step_words(row: Any, lang: str) -> str:
     """One step's result in words: what it did, or why it failed or did not run."""
     en = lang == "en"
     if row.decision and row.decision.get("status") in ("approved", "rejected"):
-        who = row.decision.get("by") or "—"
+        who = i18n.approver(row.decision.get("by") or "—", row.decision.get("unverified"), lang)
         comment = row.decision.get("comment")
         verb = row.decision["status"]
         text = f"{verb} by {who}" if en else f"{who} {word(verb, lang)}"
@@ -178,7 +180,7 @@ def event_words(event: Any, lang: str, titles: dict[str, str]) -> str:
             return f"{step}：已记录服务指标"
         return f"{step}：已记录事实"
     if event.action == "approval":
-        who = data.get("approver") or event.actor
+        who = i18n.approver(data["approver"], i18n.unverified(data), lang) if data.get("approver") else event.actor
         return {"awaiting-approval": f"{step}：等待审批（{data.get('timeout', '?')} 秒，超时{word(data.get('on_timeout'), lang)}）",
                 "approved": f"{step}：{who} 批准" + (f"：{data.get('comment')}" if data.get("comment") else ""),
                 "rejected": f"{step}：{who} 驳回" + (f"：{data.get('comment')}" if data.get("comment") else ""),

@@ -1,11 +1,27 @@
 """`approval`: a gate where a person decides before a risky step, in the Prefect UI.
 
 The flow pauses (`pause_flow_run(wait_for_input=…)`); the UI shows what is
-about to happen and why, and a form: approve or reject, a comment, and the
-approver's name (the open-source Prefect server has no user accounts, so the
-approver names themself; the name, time and comment go on the timeline).
+about to happen and why, and a form: approve or reject, a comment, and who
+decides (the open-source Prefect server has no user accounts, so the approver
+names themself; the name, time and comment go on the timeline).
 A resume through the API (`resume_flow_run(flow_run_id, run_input={...})`)
 works the same way.
+
+Who decides is a person from the contacts directory: the form offers the contacts
+as a list (`赵刚 Zhao Gang (zhao-gang)`), the gate's approvers first (_approver_field).
+The answer is resolved with notifications.command.find_operator (a label, a contact
+id, a name or the Latin part of one), and the timeline records the contact as the
+directory names them (`approver`, `approver_id`, `approver_verified: true`). A name
+that is no contact (free text sent through the API, or typed into the form's "not a
+contact" choice) is not refused: the decision still counts (an approval goes ahead,
+a rejection refuses the step) and is recorded with the name as given, marked
+unverified (`approver_verified: false`, `approver_unverified: not-a-contact`, and
+`Zhao Min (unverified: not a contact)` as the actor and in the summary), so the
+record says who answered and that the directory does not know them. Refusing it
+instead would leave a person who decided in an emergency with no decision at all,
+and a gate that waits until its timeout policy decides for them. Likewise, if the
+contacts directory cannot be read, the decision counts and is marked unverified
+(`approver_unverified: directory-unreadable`).
 
 The approvers are asked at once: the moment the gate starts waiting, its
 `approvers` (roles) are paged (message event `approval_needed`, zh/en) with
@@ -38,17 +54,20 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
 from prefect.input import RunInput  # what makes the Prefect UI show a form for the paused run
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, create_model, model_validator
 
 from firebreak.errors import FirebreakError, StepFailed
 from firebreak.settings import get_settings
 from firebreak.yaml_lines import Path_
+from notifications.command import UnknownOperator, find_operator, operator_label
+from notifications.contacts import Directory, load_directory
 from notifications.escalation import EscalationInvalid, load_policies
 from records import incidents
 from records.models import EventPhase, utcnow
@@ -98,7 +117,8 @@ class ApprovalInput(BaseModel):
 
 
 class ApprovalDecision(RunInput):
-    """The operator's answer."""
+    """The operator's answer. Each gate pauses with a subclass whose `approver` offers the contacts
+    (_form); any text is accepted here and resolved to a contact when the answer is read (_identify)."""
 
     decision: Literal["approve", "reject"] = Field(description="approve: go ahead; reject: do not")
     approver: str = Field(min_length=1, max_length=120, description="your name (recorded on the incident timeline)")
@@ -107,10 +127,103 @@ class ApprovalDecision(RunInput):
 
 class ApprovalOutput(BaseModel):
     decision: Literal["approved", "rejected", "proceeded-on-timeout"]
+    #: The contact's name as in the directory, or the name as given when it is no contact
     approver: str
     comment: str
     decided_at: str
     waited_seconds: float
+    approver_id: str | None = None
+    #: Why the approver is unverified (UNVERIFIED), or None: a contact (or nobody: a drill policy, a timeout)
+    approver_unverified: str | None = None
+
+
+#: Why an approver is marked unverified, and how the timeline says it.
+UNVERIFIED = {"not-a-contact": "not a contact", "directory-unreadable": "the contacts directory could not be read"}
+
+
+@dataclass(frozen=True)
+class Approver:
+    """Who answered a gate: a contact (contact_id set), or a name the directory does not know."""
+
+    name: str
+    contact_id: str | None = None
+    unverified: str | None = None  # a key of UNVERIFIED
+
+    @property
+    def shown(self) -> str:
+        """`钱丽 Qian Li`, or `Zhao Min (unverified: not a contact)`; at most 120 characters (an event's actor)."""
+        if self.unverified is None:
+            return self.name[:120]
+        mark = f" (unverified: {UNVERIFIED[self.unverified]})"
+        return self.name[:120 - len(mark)] + mark
+
+    def data(self) -> dict[str, Any]:
+        recorded: dict[str, Any] = {"approver": self.name, "approver_id": self.contact_id,
+                                    "approver_verified": self.unverified is None}
+        if self.unverified is not None:
+            recorded["approver_unverified"] = self.unverified
+        return recorded
+
+
+def _directory() -> Directory:
+    return load_directory(get_settings().contacts_file)
+
+
+def _identify(text: str) -> Approver:
+    """The contact an answer names (a form label, an id, a name or its Latin part), else the text as given,
+    marked unverified."""
+    try:
+        directory = _directory()
+    except Exception:  # noqa: BLE001  (a broken contacts file must not lose a decision)
+        return Approver(text, unverified="directory-unreadable")
+    try:
+        contact = find_operator(text, directory)
+    except UnknownOperator:
+        return Approver(text, unverified="not-a-contact")
+    return Approver(contact.name, contact.id)
+
+
+def approver_choices(directory: Directory, roles: list[str]) -> list[str]:
+    """The contacts as the form offers them: whoever holds one of `roles` (the gate's approvers, in that
+    order), then everyone else in directory order.
+
+    Everyone, not only the approvers: the roles say who is paged, not who may decide. Command can be handed
+    over to any contact (incident-handover), a deputy may answer for an approver who is out, and a gate
+    whose approvers nobody holds must still be decidable; a form that listed only the approvers would push
+    those people into the free-text choice, which is recorded as unverified. Listing the approvers first
+    keeps the usual answer at the top."""
+    first = [c for role in roles for c in directory.for_role(role)]
+    rest = [c for c in directory.contacts if c not in first]
+    return list(dict.fromkeys(operator_label(c) for c in first + rest))
+
+
+def _approver_field(roles: list[str]) -> Any:
+    """The form's `approver`: a list of the contacts (`enum`; the Prefect UI shows a select), or, as the
+    second choice of an `anyOf`, any name, recorded as unverified. Both in the schema because Prefect's
+    server checks a resume's input against the saved schema: with the list alone, an answer through the
+    API that is not one of the labels (a contact id, a name) would be refused before the gate sees it.
+    None when the contacts cannot be read (the form then takes free text; _identify marks it)."""
+    try:
+        labels = approver_choices(_directory(), roles)
+    except Exception:  # noqa: BLE001  (a broken contacts file must not hide the form)
+        return None
+    if not labels:
+        return None
+    asked = f" ({', '.join(roles)} first)" if roles else ""
+    choices: list[JsonValue] = [*labels]
+    return Field(min_length=1, max_length=120,
+                 description=f"who decides: choose yourself from the contacts{asked}; a name that is not a "
+                             "contact is recorded as unverified",
+                 json_schema_extra={"anyOf": [{"type": "string", "enum": choices, "title": "a contact"},
+                                              {"type": "string", "title": "not a contact (recorded as unverified)"}]})
+
+
+def _form(roles: list[str], description: str) -> type[ApprovalDecision]:
+    """This gate's form: ApprovalDecision with the contacts to choose from, and the prompt shown above it."""
+    field = _approver_field(roles)
+    form = ApprovalDecision if field is None else \
+        create_model("ApprovalDecision", __base__=ApprovalDecision, approver=(str, field))
+    return form.with_initial_data(description=description)
 
 
 class ApprovalRejected(StepFailed, RuntimeError):
@@ -159,20 +272,25 @@ def _record(ctx: StepContext, attempt: Attempt, status: str, summary: str, actor
 
 
 def _decided(ctx: StepContext, attempt: Attempt, answer: Any, started: float) -> ApprovalOutput:
+    """Record the decision; an unverified approver's decision counts like any other (module docstring)."""
     verb = "approved" if answer.decision == "approve" else "rejected"
     at = utcnow().isoformat()
-    _record(ctx, attempt, verb, f"{ctx.step_title}: {verb} by {answer.approver}"
-            + (f": {answer.comment}" if answer.comment else ""), actor=answer.approver[:120],
-            decision=verb, approver=answer.approver, comment=answer.comment, decided_at=at)
+    who = _identify(answer.approver)
+    _record(ctx, attempt, verb, f"{ctx.step_title}: {verb} by {who.shown}"
+            + (f": {answer.comment}" if answer.comment else ""), actor=who.shown,
+            decision=verb, **who.data(), comment=answer.comment, decided_at=at)
     if verb == "rejected":
-        raise ApprovalRejected(f"rejected by {answer.approver}" + (f": {answer.comment}" if answer.comment else ""))
-    return ApprovalOutput(decision="approved", approver=answer.approver, comment=answer.comment, decided_at=at,
-                          waited_seconds=round(time.monotonic() - started, 3))
+        raise ApprovalRejected(f"rejected by {who.shown}" + (f": {answer.comment}" if answer.comment else ""))
+    return ApprovalOutput(decision="approved", approver=who.name, comment=answer.comment, decided_at=at,
+                          waited_seconds=round(time.monotonic() - started, 3), approver_id=who.contact_id,
+                          approver_unverified=who.unverified)
 
 
-def _wait(ctx: StepContext, inp: ApprovalInput, escalated: bool) -> Any:
+def _wait(ctx: StepContext, inp: ApprovalInput, escalated: bool, approvers: list[str]) -> Any:
     """Pause this flow run until someone answers; None on timeout; _Withdrawn if the run stops meanwhile."""
-    form = ApprovalDecision.with_initial_data(description=_prompt(ctx, inp, escalated))
+    # Escalated, the roles just paged (escalate_to) are the likeliest to answer: they come first.
+    roles = list(dict.fromkeys([*inp.escalate_to, *approvers] if escalated else [*approvers, *inp.escalate_to]))
+    form = _form(roles, _prompt(ctx, inp, escalated))
     answer = _pause(ctx, form, inp.timeout, _pause_key(ctx.step_id, escalated))
     if answer is None:
         _back_to_running(ctx.flow_run_id)
@@ -449,7 +567,7 @@ def approval(inp: ApprovalInput, attempt: Attempt) -> ApprovalOutput:
             approvers=approvers)
     _ask(ctx, attempt, inp, approvers)
     try:
-        answer = _wait(ctx, inp, escalated=False)
+        answer = _wait(ctx, inp, escalated=False, approvers=approvers)
         if answer is not None:
             return _decided(ctx, attempt, answer, started)
 
@@ -464,7 +582,7 @@ def approval(inp: ApprovalInput, attempt: Attempt) -> ApprovalOutput:
             _record(ctx, attempt, "approval-escalated", f"{ctx.step_title}: nobody decided within {inp.timeout}s; "
                     f"paging {', '.join(inp.escalate_to)} and waiting {inp.timeout}s more", actor=ctx.actor)
             _escalate(ctx, inp)
-            answer = _wait(ctx, inp, escalated=True)
+            answer = _wait(ctx, inp, escalated=True, approvers=approvers)
             if answer is not None:
                 return _decided(ctx, attempt, answer, started)
     except _Withdrawn as withdrawn:

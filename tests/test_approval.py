@@ -88,7 +88,9 @@ def test_approved_through_the_api(tmp_path: Path) -> None:
     state = run.finish()
     assert state.is_completed()
     decision = next(e for e in events(incident_id) if e.status == "approved")
-    assert decision.actor == "Qian Li" and decision.data["comment"] == "go" and decision.data["decided_at"]
+    # "Qian Li" names a contact (the Latin part of 钱丽 Qian Li): recorded as the directory names her.
+    assert decision.actor == "钱丽 Qian Li" and decision.data["comment"] == "go" and decision.data["decided_at"]
+    assert decision.data["approver_id"] == "qian-li" and decision.data["approver_verified"] is True
     assert step_events(incident_id, "fail_over")[-1][:2] == ("outcome", "succeeded")
 
 
@@ -100,7 +102,9 @@ def test_rejected_through_the_api(tmp_path: Path) -> None:
     assert state.is_completed()  # on_failure: continue — the run goes on without the fail-over
     timeline = events(incident_id)
     decision = next(e for e in timeline if e.status == "rejected")
-    assert decision.actor == "Zhao Min" and decision.data["comment"] == "standby is cold"
+    # Zhao Min is no contact: the rejection still counts, recorded with the name as given, marked unverified.
+    assert decision.actor == "Zhao Min (unverified: not a contact)" and decision.data["comment"] == "standby is cold"
+    assert decision.data["approver"] == "Zhao Min" and decision.data["approver_verified"] is False
     assert step_events(incident_id, "approve_failover")[-1][:2] == ("outcome", "failed")
     assert ("note", "skipped", 1) in step_events(incident_id, "fail_over")
 

@@ -91,7 +91,8 @@ def test_an_approval_from_run_one_does_not_authorise_run_two(tmp_path: Path) -> 
     timeline = events(incident_id)
     assert not any(e.step_id == "approve_failover" and e.status == "reused" for e in timeline)
     decisions = [(e.flow_run_id, e.status, e.actor) for e in timeline if e.status in ("approved", "rejected")]
-    assert decisions == [(first_run, "approved", "Qian Li"), (second_run, "rejected", "Zhao Min")]
+    assert decisions == [(first_run, "approved", "钱丽 Qian Li"),
+                         (second_run, "rejected", "Zhao Min (unverified: not a contact)")]
     # Run 2's fail-over followed run 2's decision.
     assert [e.status for e in timeline if e.step_id == "fail_over" and e.flow_run_id == second_run] == ["skipped"]
 

@@ -219,12 +219,13 @@ def test_network_congestion_notices_wait_for_marketing(simulator, decision: str)
     assert_every_attempt_recorded(incident_id)
     verb = "approved" if decision == "approve" else "rejected"
     recorded = next(e for e in events(incident_id) if e.step_id == "approve_customer_notices" and e.status == verb)
-    assert recorded.actor == "Zhou Min" and recorded.data["decided_at"]
+    # "Zhou Min" names Marketing's contact (the Latin part of 周敏 Zhou Min): recorded as the directory has it.
+    assert recorded.actor == "周敏 Zhou Min" and recorded.data["approver_id"] == "zhou-min" and recorded.data["decided_at"]
     result = outcomes(incident_id)
     channels = [n["channel"] for n in httpx.get(f"{simulator.url}/notices").json()]
     view = build_view(load_record(incident_id), "en")
     workaround = next(c for c in view["commitments"] if c["title"] == CATALOGUE["workaround_4h"].title_en)
-    assert any(d["who"] == "Zhou Min" and d["decision"] == verb for d in view["decisions"])
+    assert any(d["who"] == "周敏 Zhou Min" and d["decision"] == verb for d in view["decisions"])
     # Each in its reader's language (the runbook's message and message_zh).
     stand_down = [(n.locale, n.body) for n in notifications(incident_id) if n.step_id == "stand_down"]
     assert stand_down
