@@ -235,6 +235,38 @@ def _page_newly_engaged(incident: Incident, previous: str, level: str, roles: li
     return {"delivered": output.get("delivered", 0), "failed": output.get("failed", 0)}
 
 
+def _page_new_commander(incident: Incident, previous: str, successor: Contact, operator: Contact,
+                        note: str | None, actor: str) -> dict[str, Any]:
+    """Page the contact who now commands, through the notify action (recorded, with an acknowledgement
+    link), as the pseudo-step `handover__<seq>` of the handover event."""
+    from tasks.base import StepContext
+    from tasks.catalog import ACTIONS
+
+    seq = incidents.last_seq(incident.id)
+    context = StepContext(incident_id=incident.id, incident_uid=incident.uid, runbook_id=incident.runbook_id,
+                          step_id=f"handover__{seq}", step_title=f"Command handed to {successor.name}",
+                          action="notify", level=incident.level, drill=incident.drill, timeout=LEVEL_PAGE_SECONDS,
+                          flow_run_id=incident.flow_run_id)
+    arguments = {
+        "contacts": [successor.id], "event": "status_update",
+        "title": f"You now command {incident.id}: {incident.title}",
+        "title_zh": f"您现在指挥 {incident.id}：{incident.title}",
+        "message": f"{operator.name} handed command of {incident.id} (level {incident.level}) from {previous} to you"
+                   + (f": {note}" if note else "."),
+        "message_zh": f"{operator.name} 已将 {incident.id}（{incident.level} 级）的指挥权从 {previous} 移交给您"
+                      + (f"：{note}" if note else "。"),
+    }
+    try:
+        output = ACTIONS["notify"].run_in_flow(context, arguments)
+    except Exception as exc:  # noqa: BLE001  (command changed hands; that the successor was not told is recorded)
+        error = f"{type(exc).__name__}: {exc}"
+        incidents.append_event(incident.id, phase=EventPhase.note, status="handover-page-failed", actor=actor,
+                               step_id=context.step_id, error=error, flow_run_id=incident.flow_run_id,
+                               summary=f"{successor.name} now commands but could not be paged: tell them by hand")
+        return {"page_error": error}
+    return {"delivered": output.get("delivered", 0), "failed": output.get("failed", 0)}
+
+
 def hand_over(incident_id: str, *, by: str, via: str, to: str, note: str | None = None,
               request_key: str | None = None) -> ActionResult:
     """Hand command of the incident to another contact."""
@@ -247,10 +279,15 @@ def hand_over(incident_id: str, *, by: str, via: str, to: str, note: str | None 
             raise ActionConflict(f"{successor.name} already commands {incident.id}")
         summary = (f"Command handed over from {current.name} to {successor.name} by {operator.name}"
                    + (f": {note}" if note else ""))
-        incidents.hand_over_command(incident.id, successor.id, actor=actor, summary=summary,
-                                    data={"by": operator.id, "via": via, "previous": current.contact_id,
-                                          "note": note or None})
-        return summary, {"from": current.contact_id, "to": successor.id}
+        changed, _previous = incidents.hand_over_command(incident.id, successor.id, actor=actor, summary=summary,
+                                              data={"by": operator.id, "via": via, "previous": current.contact_id,
+                                                    "note": note or None})
+        details: dict[str, Any] = {"from": current.contact_id, "to": successor.id}
+        # The new commander learns it from a page, not from the timeline (a handover nobody was told of
+        # leaves the incident without a commander who knows).
+        details |= _page_new_commander(changed, current.name, successor, operator, note, actor)
+        paged = "paged" if not details.get("page_error") else f"NOT paged ({details['page_error']})"
+        return f"{summary}; {successor.name} {paged}", details
 
     return _act("handover", incident_id, by, via, note or None, request_key, body)
 

@@ -67,6 +67,9 @@ class NotifyInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     to: list[str] = Field(default_factory=list, description="roles to tell")
+    #: People named by contact id, told with the first tier whatever their roles: an operator action
+    #: addresses a person (the commander a handover names), not a role.
+    contacts: list[str] = Field(default_factory=list, description="contacts (ids) to tell, besides the roles")
     by_level: bool = Field(default=False, description="also tell the roles the incident's response level engages")
     title: str = Field(min_length=1)
     message: str = Field(min_length=1)
@@ -84,8 +87,8 @@ class NotifyInput(BaseModel):
 
     @model_validator(mode="after")
     def _has_audience(self) -> NotifyInput:
-        if not self.to and not self.by_level:
-            raise ValueError("give `to` (roles) or `by_level: true`, or both")
+        if not self.to and not self.by_level and not self.contacts:
+            raise ValueError("give `to` (roles), `by_level: true` or `contacts`")
         if self.event not in EVENTS:
             raise ValueError(f"event must be one of {', '.join(EVENTS)}, got {self.event!r}")
         return self
@@ -149,6 +152,20 @@ def _recipients(config: NotificationsConfig, roles: list[str], at: datetime) -> 
             targets.setdefault(person.id, (person, []))[1].append(role)
     if unstaffed:
         raise NobodyReached(f"nobody is on duty in role(s) {unstaffed}")
+    return targets
+
+
+#: The role a contact named directly (NotifyInput.contacts) is paged in, as deliveries record it.
+NAMED_CONTACT = "named contact"
+
+
+def _with_named(targets: dict[str, tuple[Contact, list[str]]], config: NotificationsConfig,
+                contact_ids: list[str]) -> dict[str, tuple[Contact, list[str]]]:
+    for contact_id in contact_ids:
+        contact = config.directory.by_id.get(contact_id)
+        if contact is None:
+            raise StepInputError(f"unknown contact {contact_id!r} in `contacts`")
+        targets.setdefault(contact.id, (contact, []))[1].append(NAMED_CONTACT)
     return targets
 
 
@@ -309,8 +326,8 @@ def _check_step(step: Step, at: Path_, runbook: Runbook, problem: Report) -> Non
     event = step.with_.get("event")
     if isinstance(event, str) and not is_template(event) and event not in EVENTS:
         problem(at + ("with", "event"), f"unknown message event {event!r}; expected one of {', '.join(EVENTS)}")
-    if "to" not in step.with_ and step.with_.get("by_level") is not True:
-        problem(at + ("with",), "notify needs `to` (roles) or `by_level: true`")
+    if "to" not in step.with_ and step.with_.get("by_level") is not True and not step.with_.get("contacts"):
+        problem(at + ("with",), "notify needs `to` (roles), `by_level: true` or `contacts`")
     name = step.with_.get("escalation")
     if not isinstance(name, str) or is_template(name):
         return
@@ -330,7 +347,7 @@ def _check_step(step: Step, at: Path_, runbook: Runbook, problem: Report) -> Non
                                    f"runs inside the step")
 
 
-@action("notify", NotifyInput, describe=lambda inp: f"notify {', '.join(inp.to + (['(by level)'] if inp.by_level else []))}"
+@action("notify", NotifyInput, describe=lambda inp: f"notify {', '.join(inp.to + inp.contacts + (['(by level)'] if inp.by_level else []))}"
                                                     f"{' with escalation ' + inp.escalation if inp.escalation else ''}: {inp.title}",
         check_step=_check_step, reuse="run")
 def notify(inp: NotifyInput, attempt: Attempt) -> NotifyOutput:
@@ -381,6 +398,8 @@ def notify(inp: NotifyInput, attempt: Attempt) -> NotifyOutput:
                     answered.since = already.get((0, 1), began).paged_at
             escalated_after = None if first_page else timeouts[tier - 2] if tier > 1 else timeouts[-1]
             targets = _recipients(config, roles, datetime.now(timezone.utc))
+            if tier == 1 and inp.contacts:
+                targets = _with_named(targets, config, inp.contacts)
             tier_results = pager.page(targets, cycle=cycle, tier=tier, escalated_after=escalated_after)
             _record(ctx, attempt, tier_results)
             results.extend(tier_results)
@@ -424,6 +443,8 @@ def notify(inp: NotifyInput, attempt: Attempt) -> NotifyOutput:
                                  + "; ".join(f"{r.contact} (tier {r.tier}): {r.status}" for r in results))
     reached_roles = {role for r in results if r.status in ("delivered", "reused") for role in r.role.split(", ")}
     missing = [role for role in tiers[0] if role not in reached_roles]
+    reached = {r.contact for r in results if r.status in ("delivered", "reused")}
+    missing += [f"contact {c}" for c in inp.contacts if c not in reached]
     if missing:
         raise NobodyReached(f"nobody in role(s) {missing} was reached: "
                             + "; ".join(f"{r.contact}: {r.error}" for r in results

@@ -54,7 +54,8 @@ def test_the_cli_runs_an_incident_from_triggered_to_closed(tmp_path: Path, simul
     # Level I is commanded by the commander-in-chief on duty (Zhao Gang), who hands over to Sun Hao.
     assert "already commands" in cli("handover", incident_id, "--to", "zhao-gang", "--by", "qian-li",
                                      check=False).stderr
-    cli("handover", incident_id, "--to", "sun-hao", "--by", "zhao-gang", "--note", "you run the floor")
+    handed = cli("handover", incident_id, "--to", "sun-hao", "--by", "zhao-gang", "--note", "you run the floor")
+    assert "孙浩 Sun Hao paged" in handed.stdout, handed.stdout
     cli("acknowledge", incident_id, "--by", "sun-hao")
     cli("resolve", incident_id, "--by", "sun-hao", "--reason", "standby serving")
     cli("close", incident_id, "--by", "sun-hao", "--reason", "responders stood down")
@@ -72,6 +73,9 @@ def test_the_cli_runs_an_incident_from_triggered_to_closed(tmp_path: Path, simul
     pages = [n for n in notifications(incident_id) if n.step_id.startswith("level_change__")]
     assert {n.role for n in pages} >= {"commander_in_chief"} and all(n.status == "delivered" for n in pages)
     assert "scenario_lead" not in {n.role for n in pages}  # already engaged at II
+    # The handover paged the new commander, by name, whatever their roles.
+    told = [n for n in notifications(incident_id) if n.step_id.startswith("handover__")]
+    assert told and {n.contact for n in told} == {"sun-hao"} and all(n.status == "delivered" for n in told)
     assert [a.action for a in operator_actions.of_incident(incident_id)] == [
         "note", "level", "handover", "acknowledge", "resolve", "close"]
     view = latest_view(incident_id)
