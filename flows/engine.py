@@ -60,6 +60,8 @@ class RunLeaseLost(RunbookFailed):
 
 #: How often the scheduler looks at the lease while it waits for steps to finish.
 LEASE_POLL_SECONDS = 0.5
+#: How long after a step's own deadline Prefect's task timeout cancels it (see _start).
+PREFECT_TIMEOUT_MARGIN_SECONDS = 5.0
 #: How long a run that lost its lease waits for its withdrawn gates to let go before it ends anyway.
 GATE_WITHDRAW_SECONDS = 15.0
 
@@ -405,7 +407,10 @@ def _start(run: _Run, step: Step, title: str, summary: str | None
         task_run_name=step.id,
         retries=step.retries,
         retry_delay_seconds=step.retry_delays() or 0,
-        timeout_seconds=step.timeout,
+        # Prefect's timeout is the backstop, a little after the step's own deadline (tasks.base.Attempt),
+        # which the actions honour and which records the attempt's failure. At the same instant,
+        # Prefect's cancellation raised into the thread interrupted that very record (seen under load).
+        timeout_seconds=step.timeout + PREFECT_TIMEOUT_MARGIN_SECONDS,
     )
     upstream = [allow_failure(run.futures[n]) for n in step.needs if n in run.futures]
     future = prefect_task.submit(step_context, arguments, wait_for=upstream)
