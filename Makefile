@@ -20,13 +20,12 @@ demo: setup
 	$(BIN)/firebreak drill $(RUNBOOK)
 
 # The suite under coverage (subprocesses included); prints the least-covered modules and the total.
-# Two pytest processes (xdist, a whole test file each at a time, in the order tests/conftest.py sets:
-# longest first), each with its own Prefect server:
+# Two pytest processes (xdist, a whole test file each at a time), each with its own Prefect server:
 # most tests wait on a server, a runner or a receiver, so two keep both cores busy.
 TEST_PROCESSES ?= 2
 test: setup
 	@rm -rf .coverage-data && mkdir -p .coverage-data
-	$(BIN)/coverage run -m pytest -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder
+	$(BIN)/coverage run -m pytest -n $(TEST_PROCESSES) --dist loadfile
 	@$(BIN)/coverage combine -q
 	@$(BIN)/coverage report --skip-covered --sort=cover | tail -n 15
 

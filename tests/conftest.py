@@ -141,19 +141,3 @@ def notify_config(tmp_path: Path) -> Iterator[NotifyConfig]:
     finally:
         config.restore()
 
-
-#: The longest test files (each starts whole stacks, clusters or thousands of requests), run first: under
-#: `make test`'s two xdist processes, which take a file at a time, a long file left for last would keep
-#: one process busy alone at the end. Files that start a whole stack alternate with ones that do not, so
-#: the two processes rarely start two stacks (each with its own Prefect server) at once.
-_LONGEST_FIRST = ("test_production_layout.py", "test_intake_fuzz.py", "test_lifecycle_runs.py",
-                  "test_connection_budget.py", "test_browser.py", "test_run_lifecycle.py", "test_stack.py",
-                  "test_reports.py", "test_prefect_deploy.py", "test_intake_runs.py", "test_lifecycle.py")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    def rank(item: pytest.Item) -> int:
-        name = item.path.name
-        return _LONGEST_FIRST.index(name) if name in _LONGEST_FIRST else len(_LONGEST_FIRST)
-
-    items.sort(key=rank)  # stable: the order within a file, and of the other files, stays as collected

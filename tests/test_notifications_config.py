@@ -267,4 +267,4 @@ def test_validate_checks_notify_event_policy_audience_and_timeout(tmp_path) -> N
     assert any("steps[0].with.event: unknown message event 'boom'" in t for t in text)
     assert any("steps[1].with.escalation: unknown escalation policy 'nope'" in t for t in text)
     assert any("steps[2].timeout: timeout 60s × 1 attempt(s) is shorter than escalation policy" in t for t in text)
-    assert any("steps[3].with: notify needs `to` (roles) or `by_level: true`" in t for t in text)
+    assert any("steps[3].with: notify needs `to` (roles), `by_level: true` or `contacts`" in t for t in text)
