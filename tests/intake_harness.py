@@ -106,10 +106,22 @@ class RunningIntake:
         if self._set_read_token:
             os.environ.pop("FIREBREAK_TEST_READ_TOKEN", None)
 
-    def wait_runs(self, timeout: float = 60) -> None:
-        """Wait for the runs this intake executed in-process (warm executor) to end."""
-        for future in list(self.intake.dispatcher.runs.values()):
-            future.result(timeout=timeout)
+    def wait_runs(self, timeout: float = 60, *, incident_ids: tuple[str, ...] = ()) -> None:
+        """Wait for the runs this intake executed in-process (warm executor) to end; a hang guard,
+        not a timing check. On timeout, the failure shows the named incidents' latest events."""
+        from concurrent.futures import TimeoutError as FutureTimeout
+
+        from records.incidents import events
+
+        deadline = time.monotonic() + timeout
+        for flow_run_id, future in list(self.intake.dispatcher.runs.items()):
+            try:
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
+            except FutureTimeout:
+                latest = [f"{e.at:%H:%M:%S.%f} {e.step_id or '-'} {e.phase} {e.status}: {e.summary}"
+                          for incident_id in incident_ids for e in events(incident_id)[-25:]]
+                raise AssertionError(f"run {flow_run_id} still going after {timeout:.0f}s; latest events:\n"
+                                     + "\n".join(latest)) from None
 
 
 class TcpForwarder:

@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -61,6 +62,22 @@ class Stack:
     def firebreak(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "firebreak", *args], cwd=REPO, env=self.env(),
                               capture_output=True, text=True, timeout=timeout)
+
+    def api(self, method: str, path: str, *, attempts: int = 8, **kwargs: Any) -> Any:
+        """One call to the stack's Prefect API, retried as Prefect's own client retries: its server
+        answers 503 when its SQLite database is locked under load (seen in CI), and 429 when it sheds."""
+        for attempt in range(attempts):
+            try:
+                response = httpx.request(method, f"{self.api_url}{path}", timeout=10, **kwargs)
+            except httpx.TransportError:
+                if attempt == attempts - 1:
+                    raise
+            else:
+                if response.status_code not in (429, 503) or attempt == attempts - 1:
+                    response.raise_for_status()
+                    return response.json()
+            time.sleep(min(0.5 * 2 ** attempt, 8))
+        raise AssertionError("unreachable")
 
     def deployments_served(self) -> bool:
         try:

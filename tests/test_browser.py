@@ -81,7 +81,7 @@ def type_into(page: Any, label: str, text: str) -> None:
 
 
 def deployment_id(stack: Stack, name: str) -> str:
-    return httpx.get(f"{stack.api_url}/deployments/name/{name}/{name}", timeout=10).json()["id"]
+    return stack.api("GET", f"/deployments/name/{name}/{name}")["id"]
 
 
 def open_form(page: Any, stack: Stack, deployment: str) -> None:
@@ -96,12 +96,12 @@ def submit(page: Any) -> None:
 
 def runs_of(stack: Stack, deployment: str) -> list[dict[str, Any]]:
     body = {"deployments": {"id": {"any_": [deployment_id(stack, deployment)]}}, "sort": "EXPECTED_START_TIME_DESC"}
-    return httpx.post(f"{stack.api_url}/flow_runs/filter", json=body, timeout=10).json()
+    return stack.api("POST", "/flow_runs/filter", json=body)
 
 
 def live_versions(stack: Stack, key: str) -> list[dict[str, Any]]:
     body = {"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC"}
-    return httpx.post(f"{stack.api_url}/artifacts/filter", json=body, timeout=10).json()
+    return stack.api("POST", "/artifacts/filter", json=body)
 
 
 def show_latest(page: Any, stack: Stack, key: str, markdown: str, shown: str, shot: str) -> str:
@@ -121,7 +121,7 @@ def show_latest(page: Any, stack: Stack, key: str, markdown: str, shown: str, sh
 
 
 def state_of(stack: Stack, flow_run_id: str) -> str:
-    return str(httpx.get(f"{stack.api_url}/flow_runs/{flow_run_id}", timeout=10).json()["state_type"])
+    return str(stack.api("GET", f"/flow_runs/{flow_run_id}")["state_type"])
 
 
 def resume_through_form(page: Any, stack: Stack, flow_run_id: str) -> None:
@@ -165,7 +165,7 @@ def test_an_operator_runs_an_outage_from_the_prefect_ui(stack: Stack, page: Any)
                           "2-live-view-waiting.png")
     assert "Commander approves the fail-over" in waiting and "Level" in waiting and "Commander" in waiting
     assert "Paged" in waiting and "technical_support" in waiting
-    tags = httpx.get(f"{stack.api_url}/flow_runs/{run['id']}", timeout=10).json()["tags"]
+    tags = stack.api("GET", f"/flow_runs/{run['id']}")["tags"]
     assert {"awaiting-approval", "needs-attention"} <= set(tags)
     versions_before = len(live_versions(stack, key))
 
@@ -176,7 +176,7 @@ def test_an_operator_runs_an_outage_from_the_prefect_ui(stack: Stack, page: Any)
     assert "Waiting for a decision" not in approved
     assert len(live_versions(stack, key)) > versions_before  # the view moved on by itself
     poll("the awaiting-approval tag to go", lambda: "awaiting-approval" not in
-         httpx.get(f"{stack.api_url}/flow_runs/{run['id']}", timeout=10).json()["tags"])
+         stack.api("GET", f"/flow_runs/{run['id']}")["tags"])
 
     # 4. Resolve, then close, through the lifecycle deployments' forms.
     open_form(page, stack, "incident-resolve")
@@ -196,8 +196,7 @@ def test_an_operator_runs_an_outage_from_the_prefect_ui(stack: Stack, page: Any)
     # 5. The run ends on the closed incident; the live view links to the report, which opens.
     final = show_latest(page, stack, key, "Report: [report-", "Report: report-", "8-live-view-closed.png")
     assert "closed since" in final and "Closed. Nothing more to do" in final
-    poll("the run to complete", lambda: httpx.get(f"{stack.api_url}/flow_runs/{run['id']}", timeout=10)
-         .json()["state_type"] == "COMPLETED")
+    poll("the run to complete", lambda: stack.api("GET", f"/flow_runs/{run['id']}")["state_type"] == "COMPLETED")
     # The view's report link (a Markdown link, which the UI opens in a new tab): followed here.
     link = page.get_by_role("link", name=f"report-{incident_id.lower()}").first.get_attribute("href")
     assert link == f"{stack.ui_url}/artifacts/key/report-{incident_id.lower()}"
@@ -209,5 +208,5 @@ def test_an_operator_runs_an_outage_from_the_prefect_ui(stack: Stack, page: Any)
     report = report.inner_text()
     page.screenshot(path=str(SHOTS / "9-report.png"), full_page=True)
     assert incident_id in report and "closed" in report
-    tags = httpx.get(f"{stack.api_url}/flow_runs/{run['id']}", timeout=10).json()["tags"]
+    tags = stack.api("GET", f"/flow_runs/{run['id']}")["tags"]
     assert "needs-attention" not in tags and "awaiting-approval" not in tags

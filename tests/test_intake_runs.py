@@ -8,6 +8,7 @@ import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -60,12 +61,19 @@ def group(fingerprint: str, **labels: str) -> dict:
                         "generatorURL": "", "fingerprint": fingerprint}]}
 
 
-def flow_runs_of(incident_id: str) -> list:
+def flow_runs_of(incident_id: str, since: datetime) -> list:
+    """The Prefect runs tagged with this incident and created since the test began: each test has its
+    own records database, so incident numbers repeat across the tests that share a Prefect server."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 
     with get_client(sync_client=True) as client:
-        return client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[incident_id])))
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[incident_id])))
+    return [run for run in runs if run.created is not None and run.created >= since]
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc) - timedelta(seconds=1)  # a margin for clock rounding
 
 
 def test_200_identical_alerts_in_parallel_give_one_incident_and_one_run(tmp_path: Path) -> None:
@@ -73,6 +81,7 @@ def test_200_identical_alerts_in_parallel_give_one_incident_and_one_run(tmp_path
     # rightly opens a new one, and a fast run could close it while the storm still arrives.
     open_ended = write_runbook(tmp_path, "intake-open-ended", [
         {"id": "note", "action": "record", "with": {"message": "started from an alert: {{ incident.summary }}"}}])
+    since = now()
     fingerprint = f"storm-{time.time_ns()}"
     sources, routes = write_config(tmp_path, {"runbook": str(open_ended)})
     with RunningIntake(sources, routes, executor="warm") as intake:
@@ -93,7 +102,7 @@ def test_200_identical_alerts_in_parallel_give_one_incident_and_one_run(tmp_path
     # Claimed once, begun by a slot, and finished when the run returned.
     assert request.status == "finished" and request.finished_at is not None and request.attempts == 1
     assert alert_queries.count_alerts(f"alertmanager/{fingerprint}") == 200
-    runs = flow_runs_of(incident_id)
+    runs = flow_runs_of(incident_id, since)
     assert len(runs) == 1 and runs[0].state.is_completed()
     incident = get_incident(incident_id)
     assert incident.status == "triggered" and incident.run_state == "completed"
@@ -103,6 +112,7 @@ def test_200_identical_alerts_in_parallel_give_one_incident_and_one_run(tmp_path
 
 def test_prefect_down_then_up_starts_the_alert_exactly_once(tmp_path: Path, quick_runbook: Path,
                                                            prefect_server: str) -> None:
+    since = now()
     port = free_port()  # nothing listens here yet: Prefect is "down"
     sources, routes = write_config(tmp_path, {"runbook": str(quick_runbook)})
     with RunningIntake(sources, routes, executor="warm", prefect_api_url=f"http://127.0.0.1:{port}/api",
@@ -131,7 +141,7 @@ def test_prefect_down_then_up_starts_the_alert_exactly_once(tmp_path: Path, quic
             # The forwarder stays open until the session ends: Prefect's process-wide events
             # client keeps a connection through it, and a closed one only logs reconnect errors.
             pass
-    runs = flow_runs_of(incident_id)
+    runs = flow_runs_of(incident_id, since)
     assert [str(r.id) for r in runs] == [started.flow_run_id]
     assert get_incident(incident_id).status == "closed"
 
@@ -163,7 +173,7 @@ def test_alertmanager_webhook_drives_the_system_outage_runbook(tmp_path: Path, s
         # Not a drill: the pages escalate until a person acknowledges (notifications issue).
         wait_for(lambda: any(e.status == "delivered" for e in events(incident_id)), what="the first page")
         acknowledge_incident(incident_id, by="li-wei", via="cli")
-        intake.wait_runs(timeout=120)
+        intake.wait_runs(timeout=300, incident_ids=(incident_id,))
         shown = httpx.get(f"{intake.url}/v1/incidents/{incident_id}", headers=READ_AUTH).json()
     incident = get_incident(incident_id)
     assert incident.status == "closed" and incident.run_state == "completed" and incident.source == "alert"

@@ -8,7 +8,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.records_env import records_database_at
@@ -37,15 +36,15 @@ def poll(what: str, check: Any, timeout: float = 120) -> Any:
 
 
 def flow_run(stack: Stack, flow_run_id: str) -> dict[str, Any]:
-    return httpx.get(f"{stack.api_url}/flow_runs/{flow_run_id}", timeout=10).json()
+    return stack.api("GET", f"/flow_runs/{flow_run_id}")
 
 
 def test_cancel_then_run_again_on_the_same_incident(stack: Stack) -> None:
     from records.incidents import events, get_incident, notifications
 
-    deployment = httpx.get(f"{stack.api_url}/deployments/name/system-outage/system-outage", timeout=10).json()
-    first = httpx.post(f"{stack.api_url}/deployments/{deployment['id']}/create_flow_run", timeout=10,
-                       json={"parameters": {"level": "II"}}).json()
+    deployment = stack.api("GET", "/deployments/name/system-outage/system-outage")
+    first = stack.api("POST", f"/deployments/{deployment['id']}/create_flow_run",
+                      json={"parameters": {"level": "II"}})
     assert "id" in first, (deployment, first)
     # The run pages technical support and waits for an acknowledgement (its escalation policy).
     named = poll("the run to open its incident", lambda: flow_run(stack, first["id"])["name"].startswith("INC-")
