@@ -3,7 +3,7 @@ an operator runs the incident from the Prefect UI with these forms (Deployments 
 Run → Custom run).
 
     incident-acknowledge · incident-resolve · incident-close · incident-note · incident-level ·
-    incident-handover · incident-rerun · incident-cancel-run
+    incident-handover · incident-rerun · incident-resume · incident-cancel-run
 
 Each calls its function in flows.operator_actions, as the CLI and the intake do. "Who" is a list of
 the contacts in the contacts directory (a name that is no contact cannot be chosen, and is refused
@@ -161,6 +161,20 @@ def rerun(incident_id: IncidentId, by: Contact, reason: str = "") -> ActionResul
                                         request_key=_request_key("rerun")))
 
 
+@flow(name="incident-resume", description="Resume an incident's run that crashed, failed or was cancelled: the "
+                                          "same run goes on where it stopped; what it already did stands.")
+def resume(incident_id: IncidentId, by: Contact, reason: str = "") -> ActionResult:  # type: ignore[valid-type]
+    """Resume the run.
+
+    Args:
+        incident_id: The incident, e.g. INC-2026-0001.
+        by: Who resumes it (the contacts directory).
+        reason: Optional: why it can go on now.
+    """
+    return _done(operator_actions.resume(incident_id, by=_who(by), via="ui", reason=reason,
+                                         request_key=_request_key("resume")))
+
+
 @flow(name="incident-cancel-run", description="Cancel the runbook run of an incident. Nobody is paged; the "
                                               "incident stays open and shows as needing attention.")
 def cancel_run(incident_id: IncidentId, by: Contact, reason: str) -> ActionResult:  # type: ignore[valid-type]
@@ -176,4 +190,5 @@ def cancel_run(incident_id: IncidentId, by: Contact, reason: str) -> ActionResul
 
 
 LIFECYCLE_FLOWS = {"acknowledge": acknowledge, "resolve": resolve, "close": close, "note": note,
-                   "level": change_level, "handover": hand_over, "rerun": rerun, "cancel": cancel_run}
+                   "level": change_level, "handover": hand_over, "rerun": rerun, "resume": resume,
+                   "cancel": cancel_run}

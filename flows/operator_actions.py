@@ -1,7 +1,7 @@
 """What an operator can do to an incident by hand: one function per lifecycle action.
 
     acknowledge · resolve · close (with a reason) · note · change the level · hand over command ·
-    run the runbook again · cancel the run
+    run the runbook again · resume a run that died · cancel the run
 
 The three ways in call these and nothing else: the CLI (`firebreak incident <action> INC-… --by …`,
 firebreak/cli/commands/incident.py), the Prefect deployments with forms (flows/lifecycle.py,
@@ -21,7 +21,8 @@ Changing the level re-routes paging by notifications/level_routing.yaml: the rol
 engages that the old one did not are paged at once (the pseudo-step `level_change__<event>`,
 recorded like any page). A run still going reads the new level before its next step. Re-running
 creates a flow run of the runbook's deployment on the incident (the deployments `firebreak up`
-serves); cancelling asks Prefect to cancel the incident's flow run (Cancelling), which the runner
+serves); resuming puts the incident's ended flow run back to Scheduled, so the same run goes on
+where it stopped (its executor or deployment runs it again); cancelling asks Prefect to cancel the incident's flow run (Cancelling), which the runner
 or worker executing it carries out, and the run's end is then recorded by the flow-run hooks.
 """
 from __future__ import annotations
@@ -39,7 +40,7 @@ from notifications.acknowledgement.service import acknowledge_incident
 from notifications.command import commander_of, find_operator
 from notifications.config import load_config
 from notifications.contacts import Contact
-from records import incidents, operator_actions
+from records import incidents, operator_actions, run_outbox
 from records.models import EventPhase, Incident, IncidentStatus, RunState, utcnow
 from reports.live_view import publish_live_view
 from runbooks.schema import Level
@@ -316,6 +317,70 @@ def rerun(incident_id: str, *, by: str, via: str, reason: str | None = None, req
     return _act("rerun", incident_id, by, via, reason or None, request_key, body)
 
 
+def resume(incident_id: str, *, by: str, via: str, reason: str | None = None,
+           request_key: str | None = None) -> ActionResult:
+    """Resume the incident's run that ended without finishing (crashed, failed, cancelled): the same
+    flow run goes on, so what it already did stands (its pages, its side effects, its reads and its
+    approvals) and only the steps it had not finished run; `rerun` instead starts a new run afresh."""
+    reason = _text(reason, "reason")
+
+    def body(incident: Incident, operator: Contact, actor: str) -> tuple[str, dict[str, Any]]:
+        if incident.status == IncidentStatus.closed.value:
+            raise ActionConflict(f"{incident.id} is closed; open a new incident instead")
+        if not incident.flow_run_id:
+            raise ActionConflict(f"{incident.id} has no run to resume")
+        if incident.run_state in (RunState.running.value, RunState.pending.value):
+            raise ActionConflict(f"a run still drives {incident.id} (run {incident.run_state}, flow run "
+                                 f"{incident.flow_run_id}); if its process died, reconcile records that within a "
+                                 "minute and then it can be resumed")
+        if incident.run_state == RunState.completed.value:
+            raise ActionConflict(f"the run of {incident.id} completed: it took every step it could; `rerun` runs "
+                                 "the runbook afresh")
+        how = _resume_in_prefect(incident, f"resumed by {operator.name}" + (f": {reason}" if reason else ""))
+        summary = (f"Run resumed by {operator.name}" + (f": {reason}" if reason else "")
+                   + f" (flow run {incident.flow_run_id}, was {incident.run_state}; {how})")
+        incidents.append_event(incident.id, phase=EventPhase.note, status="resume-requested", actor=actor,
+                               summary=summary, flow_run_id=incident.flow_run_id,
+                               data={"by": operator.id, "via": via, "was": incident.run_state})
+        return summary, {"flow_run_id": incident.flow_run_id, "was": incident.run_state, "runs_on": how}
+
+    return _act("resume", incident_id, by, via, reason or None, request_key, body)
+
+
+def _resume_in_prefect(incident: Incident, message: str) -> str:
+    """Put the ended flow run back to Scheduled (AwaitingRetry, what Prefect's own Retry does) and
+    hand it to whoever runs it: the outbox's executors if it came from there, else its deployment's
+    runner or worker. Returns which."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.responses import SetStateStatus
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import AwaitingRetry
+
+    assert incident.flow_run_id is not None
+    with get_client(sync_client=True) as client:
+        try:
+            flow_run = client.read_flow_run(UUID(incident.flow_run_id))
+        except ObjectNotFound:
+            raise ActionConflict(f"flow run {incident.flow_run_id} is not on this Prefect server; `rerun` "
+                                 "starts a new run") from None
+        if flow_run.state is None or not flow_run.state.is_final():
+            state = flow_run.state.type.value if flow_run.state else "UNKNOWN"
+            raise ActionConflict(f"Prefect still shows flow run {incident.flow_run_id} {state}; reconcile judges "
+                                 "it first (a dead run within a minute)")
+        from_outbox = run_outbox.is_resumable(incident.id, incident.flow_run_id)
+        if not from_outbox and flow_run.deployment_id is None:
+            raise ActionConflict(f"flow run {incident.flow_run_id} was started directly (no deployment, not from "
+                                 "the outbox): nothing here can run it again; `rerun` starts a new run")
+        result: Any = client.set_flow_run_state(flow_run.id, AwaitingRetry(message=message), force=True)
+        if result.status != SetStateStatus.ACCEPT:
+            raise ActionConflict(f"Prefect did not accept resuming flow run {incident.flow_run_id} "
+                                 f"({result.status.value})")
+    # After Prefect shows it Scheduled: an executor claiming the row sooner would find it ended.
+    if from_outbox and run_outbox.requeue_for_resume(incident.id, incident.flow_run_id):
+        return "queued for the run executors"
+    return "its deployment's runner or worker picks it up"
+
+
 def _create_run(incident: Incident, runbook: str, operator: Contact) -> dict[str, Any]:
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
@@ -380,5 +445,5 @@ def _cancel(flow_run_id: str, message: str) -> str:
 #: The actions by the name the surfaces use (CLI subcommand, deployment `incident-<name>`, API path).
 ACTIONS: dict[str, Callable[..., ActionResult]] = {
     "acknowledge": acknowledge, "resolve": resolve, "close": close, "note": note, "level": change_level,
-    "handover": hand_over, "rerun": rerun, "cancel": cancel_run,
+    "handover": hand_over, "rerun": rerun, "resume": resume, "cancel": cancel_run,
 }

@@ -16,7 +16,9 @@ For every incident whose run has not recorded an end, Prefect is asked about its
 If Prefect cannot be reached nothing is judged (PrefectUnreachable): a run's state is Prefect's
 to say, and a heartbeat alone cannot tell a dead run from one that never began.
 
-The outbox row (records.run_outbox) of a run whose end is recorded here is marked finished.
+The outbox row (records.run_outbox) of a run whose end is recorded here is marked finished, and
+its lease on the incident (records.run_locks) released, so an operator can resume it (the same
+flow run goes on: flows.operator_actions.resume) or run the runbook again at once.
 Runs every minute as the `reconcile-incidents` deployment (prefect.yaml; `firebreak up` serves
 it), and at the start of every drill.
 """
@@ -35,7 +37,7 @@ from prefect.states import Crashed
 from firebreak.errors import FirebreakError
 from flows import run_failure
 from flows.heartbeat import HEARTBEAT_SECONDS
-from records import incidents, run_outbox
+from records import incidents, run_locks, run_outbox
 from records.models import RunState, utcnow
 from reports.live_view import publish_live_view
 from reports.publish import publish_report
@@ -123,6 +125,10 @@ def _judge(client: Any, incident: Any, flow_run: Any, stale_after: timedelta) ->
                                 runbook=runbook if isinstance(runbook, str) else None,
                                 actor="firebreak:reconcile")
     incidents.set_run_state(incident.id, state, error=reason, actor="firebreak:reconcile")
+    # The run is over in Prefect's eyes: its lease on the incident goes now, not when it would go
+    # stale, so an operator's rerun starts at once. Were its process only stalled, the released lease
+    # fences it: its next side effect is refused (records.run_locks).
+    run_locks.release(incident.id, incident.flow_run_id)
     publish_report(incident.id, incident.flow_run_id)
     publish_live_view(incident.id)  # the live view shows the run's end and tags it needs-attention
     run_outbox.mark_run_finished(incident.id, incident.flow_run_id)

@@ -88,8 +88,10 @@ class Alarm:
         return f"the responsible roles were paged{earlier} ({self.delivered} page(s) delivered)"
 
 
-def alarm_step_id(flow_run_id: str | None) -> str:
-    return f"{ALARM_STEP_PREFIX}{flow_run_id or 'no-flow-run'}"
+def alarm_step_id(flow_run_id: str | None, resumes: int = 0) -> str:
+    """One alarm per end of a flow run: its retries end it once, but each resume by an operator
+    (flows.operator_actions.resume) gives it a new end to page about."""
+    return f"{ALARM_STEP_PREFIX}{flow_run_id or 'no-flow-run'}" + (f"__resume-{resumes}" if resumes else "")
 
 
 def raise_alarm(incident_id: str, *, outcome: RunState | str, reason: str, flow_run_id: str | None,
@@ -103,6 +105,7 @@ def raise_alarm(incident_id: str, *, outcome: RunState | str, reason: str, flow_
     alive and holding the incident); hooks and reconcile page the first tier only and say so."""
     step_id = alarm_step_id(flow_run_id)
     try:
+        step_id = alarm_step_id(flow_run_id, incidents.resumes_of(incident_id, flow_run_id) if flow_run_id else 0)
         return _raise(incident_id, RunState(outcome).value, reason, flow_run_id, runbook, wait_for_acknowledgement,
                       actor, step_id)
     except Exception as exc:  # noqa: BLE001  never out of a hook or a reconcile: any failure becomes the alarm's recorded error

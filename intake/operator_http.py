@@ -1,6 +1,6 @@
 """`POST /v1/incidents/{incident_id}/{action}`: the lifecycle actions over HTTP, for tools and chat bots.
 
-    action: acknowledge · resolve · close · note · level · handover · rerun · cancel
+    action: acknowledge · resolve · close · note · level · handover · rerun · resume · cancel
 
 A person's write, so it is authenticated with that **operator's own token** (the sources file's
 `operators:`, each naming one contact): `Authorization: Bearer <operator token>`. The token decides
@@ -10,7 +10,7 @@ limited per operator.
 
 Body (JSON): `by` is optional and, when given, must name the token's own contact (else 403); then the
 action's own fields: acknowledge `comment`?; resolve, close, cancel `reason`; note `text`; level
-`level` (I, II, III) and `reason`; handover `to` and `note`?; rerun `reason`?, `runbook`?. An
+`level` (I, II, III) and `reason`; handover `to` and `note`?; rerun `reason`?, `runbook`?; resume `reason`?. An
 `Idempotency-Key` header makes a resent request act once (the first answer comes back, `repeated: true`).
 
 Answers: 200 with what was done (flows.operator_actions.ActionResult); 401 no operator token; 403
@@ -60,6 +60,10 @@ class HandoverBody(_Body):
     note: str | None = Field(default=None, max_length=2000)
 
 
+class OptionalReasonBody(_Body):
+    reason: str | None = Field(default=None, max_length=2000)
+
+
 class RerunBody(_Body):
     reason: str | None = Field(default=None, max_length=2000)
     runbook: str | None = Field(default=None, max_length=100)
@@ -67,7 +71,7 @@ class RerunBody(_Body):
 
 BODIES: dict[str, type[_Body]] = {"acknowledge": AcknowledgeBody, "resolve": ReasonBody, "close": ReasonBody,
                                   "note": NoteBody, "level": LevelBody, "handover": HandoverBody,
-                                  "rerun": RerunBody, "cancel": ReasonBody}
+                                  "rerun": RerunBody, "resume": OptionalReasonBody, "cancel": ReasonBody}
 
 
 def _call(action: str, incident_id: str, body: _Body, contact: str, request_key: str | None) -> dict[str, Any]:

@@ -181,7 +181,7 @@ def attach_run(incident_id: str, flow_run_id: str | None, actor: str = "firebrea
     """Attach a (new) runbook run to an existing incident; the incident keeps its history."""
     with session_scope() as session:
         incident = _locked(session, incident_id)
-        previous = incident.flow_run_id
+        previous, previous_state = incident.flow_run_id, incident.run_state
         incident.flow_run_id = flow_run_id
         incident.run_state = RunState.running.value
         incident.run_error = None
@@ -192,7 +192,10 @@ def attach_run(incident_id: str, flow_run_id: str | None, actor: str = "firebrea
             phase=EventPhase.note,
             status="run-attached",
             actor=actor,
-            summary="Runbook run attached" + (f" (previous run {previous})" if previous and previous != flow_run_id else ""),
+            summary=("Runbook run resumed: the steps this flow run finished before stand, the rest run now"
+                     if previous == flow_run_id and previous_state != RunState.running.value
+                     else "Runbook run attached"
+                     + (f" (previous run {previous})" if previous and previous != flow_run_id else "")),
             flow_run_id=flow_run_id,
         )
         return incident
@@ -342,6 +345,31 @@ def succeeded_outcome(incident_id: str, idempotency_key: str) -> TimelineEvent |
             .order_by(TimelineEvent.seq.desc())
             .limit(1)
         ).first()
+
+
+def succeeded_in_flow_run(incident_id: str, step_id: str, flow_run_id: str) -> TimelineEvent | None:
+    """The recorded success of this step by this very flow run (an earlier attempt of it: a flow
+    retry, or a resume after its process died), reads included."""
+    with session_scope() as session:
+        return session.scalars(
+            select(TimelineEvent)
+            .where(TimelineEvent.incident_id == incident_id,
+                   TimelineEvent.step_id == step_id,
+                   TimelineEvent.flow_run_id == flow_run_id,
+                   TimelineEvent.phase == EventPhase.outcome.value,
+                   TimelineEvent.status == "succeeded")
+            .order_by(TimelineEvent.seq.desc())
+            .limit(1)
+        ).first()
+
+
+def resumes_of(incident_id: str, flow_run_id: str) -> int:
+    """How often an operator resumed this flow run (its `resume-requested` events)."""
+    with session_scope() as session:
+        return session.scalar(
+            select(func.count()).select_from(TimelineEvent)
+            .where(TimelineEvent.incident_id == incident_id, TimelineEvent.flow_run_id == flow_run_id,
+                   TimelineEvent.status == "resume-requested")) or 0
 
 
 def _locked(session: Session, incident_id: str) -> Incident:

@@ -20,7 +20,7 @@ from records.db import session_scope
 from records.models import Base, utcnow
 
 #: The lifecycle actions an operator can take.
-ACTIONS = ("acknowledge", "resolve", "close", "note", "level", "handover", "rerun", "cancel")
+ACTIONS = ("acknowledge", "resolve", "close", "note", "level", "handover", "rerun", "resume", "cancel")
 #: How an operator's action can arrive.
 VIA = ("cli", "ui", "api")
 

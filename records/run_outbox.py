@@ -236,6 +236,24 @@ def mark_run_finished(incident_id: str, flow_run_id: str | None = None, *, url: 
         return bool(won)
 
 
+def requeue_for_resume(incident_id: str, flow_run_id: str, *, url: str | None = None) -> bool:
+    """The incident's run ended (crashed, failed, cancelled) and is to go on in the same flow run:
+    its finished row becomes pending again, for whichever executor claims it first. False if the
+    row is not that run's (another run was asked for since, or the run did not come from the outbox)."""
+    with session_scope(url) as session:
+        return bool(_changed(session.execute(
+            update(RunRequest).where(RunRequest.incident_id == incident_id, RunRequest.flow_run_id == flow_run_id,
+                                     RunRequest.status == "finished")
+            .values(status="pending", claimed_by=None, claimed_at=None, started_at=None, finished_at=None,
+                    next_attempt_at=utcnow(), last_error=None))))
+
+
+def is_resumable(incident_id: str, flow_run_id: str, *, url: str | None = None) -> bool:
+    """Whether requeue_for_resume would find this run's finished row."""
+    row = run_request(incident_id, url=url)
+    return row is not None and row.flow_run_id == flow_run_id and row.status == "finished"
+
+
 def _changed(result: Any) -> int:
     """Rows an UPDATE or DELETE changed."""
     return cast(CursorResult[Any], result).rowcount

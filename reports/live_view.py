@@ -285,7 +285,7 @@ def build(incident_id: str, now: datetime | None = None) -> LiveView:
 
     lines += ["## What you can do", "",
               "Deployments `incident-acknowledge`, `incident-resolve`, `incident-close`, `incident-note`, "
-              "`incident-level`, `incident-handover`, `incident-rerun` and `incident-cancel-run` "
+              "`incident-level`, `incident-handover`, `incident-rerun`, `incident-resume` and `incident-cancel-run` "
               f"(Deployments page → Run → Custom run), or `firebreak incident <action> {incident.id} --by <contact> …`.",
               ""]
     body = "\n".join(lines)

@@ -13,6 +13,10 @@ What "the same" means is the action's reuse policy (`action(..., reuse=…)`):
   page or decision never stands in for this run's.
 - ``never``: every attempt acts; nothing recorded is reused.
 
+Whatever the policy but ``never``, a step that already succeeded in this very flow run (a flow
+retry, or a resume after its process died) is not run again, reads included: its recorded output
+stands, so the steps after it decide as the run first decided.
+
 The run generation is the generation of the incident's run lock this run holds
 (records.run_locks): each new run that takes the lock gets a higher one; a retry or
 resume of the same flow run re-enters with the same one.
@@ -278,6 +282,17 @@ def _execute(action: Action[Any], context: StepContext, arguments: dict[str, Any
 
     key = context.idempotency_key if action.has_side_effect(parsed) else None
     guard = fence(context.incident_id, context.lock_holder, context.run_generation) if context.fenced else None  # type: ignore[arg-type]
+    if context.flow_run_id is not None and action.reuse != "never":
+        # A resumed flow run (its process died; reconcile recorded it; an operator resumed it) or a flow
+        # retry carries on from where it stopped: what this run already did stands, reads included, so
+        # its later steps decide on what the run saw then, not on a world its own steps have changed
+        # (after a fail-over, a fresh health check would skip everything that follows).
+        done = incidents.succeeded_in_flow_run(context.incident_id, context.step_id, context.flow_run_id)
+        if done is not None:
+            _fenced_append(context, guard, common, phase=EventPhase.note, status="reused",
+                           summary=f"{context.step_title}: already done by this run at event #{done.seq}; "
+                                   "not repeated", idempotency_key=key, data={"output": done.data.get("output")})
+            return done.data.get("output")
     if key is not None and action.reuse != "never":
         done = _recorded_success(context, key)
         if done is not None:

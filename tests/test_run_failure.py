@@ -325,6 +325,31 @@ def test_a_crashed_run_found_by_reconcile_is_paged_once_however_often_reconcile_
     assert statuses.index("alarm") < statuses.index("run-crashed")  # paged before the end was recorded
 
 
+def test_each_resume_of_a_run_gives_its_next_end_a_page_of_its_own(tmp_path: Path, notify_config) -> None:
+    """The alarm is keyed by the flow run, so reconcile racing itself pages once; a run an operator
+    resumed (flows.operator_actions.resume) that dies again must page again, not be taken as told."""
+    from flows import run_failure
+    from records import incidents
+    from records.models import EventPhase
+
+    with ScriptedServer(OK) as lead, ScriptedServer(OK) as tech:
+        people(notify_config, lead, tech)
+        incident = incidents.open_incident(runbook_id="system-outage", runbook_version="1.0", title="resumed twice",
+                                           level="II", source="alert", parameters={}, flow_run_id="run-resumed")
+        first = run_failure.raise_alarm(incident.id, outcome="crashed", reason="killed", flow_run_id="run-resumed")
+        again = run_failure.raise_alarm(incident.id, outcome="crashed", reason="killed", flow_run_id="run-resumed")
+        incidents.append_event(incident.id, phase=EventPhase.note, status="resume-requested", actor="cli:li-wei",
+                               summary="Run resumed", flow_run_id="run-resumed")
+        after_resume = run_failure.raise_alarm(incident.id, outcome="crashed", reason="killed again",
+                                               flow_run_id="run-resumed")
+    assert not first.reused and again.reused and not after_resume.reused, (first, again, after_resume)
+    assert first.step_id == "run_failed__run-resumed" and after_resume.step_id == "run_failed__run-resumed__resume-1"
+    received = page_bodies(lead, incident.id) + page_bodies(tech, incident.id)
+    assert first.delivered >= 1 and after_resume.delivered == first.delivered
+    assert len(received) == first.delivered + after_resume.delivered
+    assert sum("killed again" in body["message"] for body in received) == after_resume.delivered
+
+
 def test_an_exception_outside_the_steps_pages_through_the_flow_run_hook(tmp_path: Path, notify_config) -> None:
     from prefect import flow
     from prefect.runtime import flow_run as current_flow_run

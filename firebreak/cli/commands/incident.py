@@ -7,13 +7,14 @@
     firebreak incident level       INC-2026-0001 I --by qian-li --reason "10,000 customers affected"
     firebreak incident handover    INC-2026-0001 --to zhao-gang --by qian-li [--note …]
     firebreak incident rerun       INC-2026-0001 --by li-wei [--reason …]
+    firebreak incident resume      INC-2026-0001 --by li-wei [--reason …]   # a run that crashed goes on
     firebreak incident cancel      INC-2026-0001 --by li-wei --reason "wrong runbook"
     firebreak incident view        INC-2026-0001          # the live view, as Prefect shows it
 
 Every action is flows.operator_actions, as the Prefect forms and the intake API call it. `--by` is a
 contact (id, or name as in the contacts directory); anyone else is refused. The live view in Prefect
-is updated when this checkout's Prefect server (or PREFECT_API_URL) is up; `rerun` and `cancel` need
-it (and `rerun` the deployments `firebreak up` serves).
+is updated when this checkout's Prefect server (or PREFECT_API_URL) is up; `rerun`, `resume` and
+`cancel` need it (and `rerun` the deployments `firebreak up` serves).
 """
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ import argparse
 import os
 from typing import Any
 
-#: Actions that talk to Prefect themselves (re-run creates a flow run, cancel sets its state).
-NEEDS_PREFECT = frozenset({"rerun", "cancel"})
+#: Actions that talk to Prefect themselves (re-run creates a flow run, resume and cancel set its state).
+NEEDS_PREFECT = frozenset({"rerun", "resume", "cancel"})
 
 
 def _prefect(required: bool) -> None:
@@ -56,6 +57,8 @@ def cmd_action(args: argparse.Namespace) -> int:
         result = operator_actions.hand_over(args.incident, to=args.to, note=args.note, **common)
     elif args.action == "rerun":
         result = operator_actions.rerun(args.incident, reason=args.reason, runbook=args.runbook, **common)
+    elif args.action == "resume":
+        result = operator_actions.resume(args.incident, reason=args.reason, **common)
     else:
         result = operator_actions.cancel_run(args.incident, reason=args.reason, **common)
     print(f"{result.incident_id}: {result.summary}")
@@ -78,7 +81,7 @@ def cmd_view(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parent = subparsers.add_parser("incident", help="run an incident by hand: acknowledge, resolve, close, note, "
-                                                   "level, handover, rerun, cancel, view")
+                                                   "level, handover, rerun, resume, cancel, view")
     actions = parent.add_subparsers(dest="action", required=True)
 
     def action(name: str, help_text: str, *, aliases: tuple[str, ...] = ()) -> argparse.ArgumentParser:
@@ -106,6 +109,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = action("rerun", "run the incident's runbook again on it (from its deployment)")
     p.add_argument("--reason", help="optional: why")
     p.add_argument("--runbook", help="another runbook id to run on the incident (default: its own)")
+    p = action("resume", "resume the incident's run that crashed, failed or was cancelled: the same run goes on, "
+                         "what it did stands")
+    p.add_argument("--reason", help="optional: why")
     p = action("cancel", "cancel the incident's runbook run (pages nobody)")
     p.add_argument("--reason", required=True, help="why it must stop")
 
