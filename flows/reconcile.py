@@ -7,11 +7,14 @@ For every incident whose run has not recorded an end, Prefect is asked about its
   move to Running is newer than STALE_AFTER: the process running it died. Record it crashed,
   tell Prefect the same, and page the incident's responsible roles (flows.run_failure), once
   per run end however often reconcile runs.
+- Prefect shows it Paused (an approval gate) and the heartbeat this run beat while it waited is
+  older than STALE_AFTER: the process waiting at the gate died, and a decision would reach nobody.
+  The same: crashed, told, paged. (A pause with no heartbeat of its run is left alone.)
 - The incident recorded the run's end but Prefect still reports it Running without a heartbeat
   (the process died just after): Prefect is told it crashed; the recorded end stands.
 - Anything else is waiting, not dead, and is left alone: a run still queued in the outbox (no
-  flow run yet), Scheduled (a busy worker), Pending (created, not begun), Paused (an approval),
-  Cancelling, or a flow run this Prefect server does not know.
+  flow run yet), Scheduled (a busy worker), Pending (created, not begun), Paused with its process
+  alive, Cancelling, or a flow run this Prefect server does not know.
 
 If Prefect cannot be reached nothing is judged (PrefectUnreachable): a run's state is Prefect's
 to say, and a heartbeat alone cannot tell a dead run from one that never began.
@@ -102,19 +105,26 @@ def _judge(client: Any, incident: Any, flow_run: Any, stale_after: timedelta) ->
     if kind in _FINAL:
         state = _FINAL[kind]
         reason = f"Prefect reports the run {prefect_state.name}: {prefect_state.message or ''}".strip()
-    elif kind == "RUNNING":
-        # The newest sign of life: the incident's heartbeat, or the moment the run began (a run
-        # that just began may not have beaten yet).
+    elif kind in ("RUNNING", "PAUSED"):
+        # The newest sign of life: the incident's heartbeat, or the moment the run began or paused
+        # (a run that just began may not have beaten yet).
         signs = [t for t in (incident.heartbeat_at, prefect_state.timestamp) if t is not None]
         last_sign = max(signs)
         if utcnow() - last_sign <= stale_after:
             return None
+        if kind == "PAUSED" and (incident.heartbeat_at is None or flow_run.start_time is None
+                                 or incident.heartbeat_at < flow_run.start_time):
+            return None  # no heartbeat of this run to go by: a pause says nothing of its process
         state = RunState.crashed
-        reason = (f"no heartbeat since {last_sign:%Y-%m-%d %H:%M:%S}Z while Prefect reports the run Running; "
-                  "the process running this runbook stopped without reporting")
+        if kind == "RUNNING":
+            reason = (f"no heartbeat since {last_sign:%Y-%m-%d %H:%M:%S}Z while Prefect reports the run Running; "
+                      "the process running this runbook stopped without reporting")
+        else:  # the engine's process waits at its gate, beating its heartbeat, until a decision comes
+            reason = (f"no heartbeat since {last_sign:%Y-%m-%d %H:%M:%S}Z while Prefect shows the run Paused at "
+                      "an approval gate; the process waiting there stopped, so a decision would reach nobody")
         from prefect.client.schemas.responses import SetStateStatus
 
-        told = client.set_flow_run_state(incident.flow_run_id, Crashed(message=reason))
+        told = client.set_flow_run_state(incident.flow_run_id, Crashed(message=reason), force=kind == "PAUSED")
         if told.status != SetStateStatus.ACCEPT:
             return None  # it moved on meanwhile (ended, paused …): judged again next time
     else:

@@ -20,7 +20,7 @@ from notifications.acknowledgement.service import acknowledge_incident
 from records import alert_ingest, alert_queries, run_outbox
 from records.alert_ingest import Alert
 from records.db import session_scope
-from records.incidents import events, get_incident
+from records.incidents import events, get_incident, notifications
 from tests.intake_harness import READ_AUTH, TOKENS, RunningIntake, TcpForwarder, free_port, write_config
 from tests.polling import wait_for
 from tests.postgres import temporary_database
@@ -171,7 +171,10 @@ def test_alertmanager_webhook_drives_the_system_outage_runbook(tmp_path: Path, s
         incident_id = response.json()["alerts"][0]["incident_id"]
         wait_for(lambda: run_outbox.run_request(incident_id).started_at is not None, what="the run to start")
         # Not a drill: the pages escalate until a person acknowledges (notifications issue).
-        wait_for(lambda: any(e.status == "delivered" for e in events(incident_id)), what="the first page")
+        # Technical support's own page (acknowledgement is per page: one given before it is sent does
+        # not stop its escalation, and the run would wait for it).
+        wait_for(lambda: any(n.step_id == "page_technical_support" and n.status == "delivered"
+                             for n in notifications(incident_id)), what="technical support's page")
         acknowledge_incident(incident_id, by="li-wei", via="cli")
         intake.wait_runs(timeout=300, incident_ids=(incident_id,))
         shown = httpx.get(f"{intake.url}/v1/incidents/{incident_id}", headers=READ_AUTH).json()

@@ -127,7 +127,9 @@ def test_the_forms_offer_contacts_and_have_no_null_toggles() -> None:
 
     declared = [d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
                 if d["name"].startswith("incident-")]
-    assert len(declared) == 8
+    from flows.lifecycle import LIFECYCLE_FLOWS
+
+    assert len(declared) == len(LIFECYCLE_FLOWS) == 9  # one deployment per action
     for entry in declared:
         deployment = RunnerDeployment.from_entrypoint(entrypoint=str(REPO / entry["entrypoint"]), name=entry["name"])
         schema = deployment._parameter_openapi_schema.model_dump_for_openapi()
