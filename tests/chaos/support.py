@@ -29,7 +29,8 @@ TOKEN = "chaos-token"
 class IntakeServe:
     """`firebreak serve` (embedded warm executor by default) with its own FIREBREAK_HOME."""
 
-    def __init__(self, home: Path, route: dict[str, Any], *, prefect_api_url: str, env: dict[str, str] | None = None):
+    def __init__(self, home: Path, route: dict[str, Any], *, prefect_api_url: str, env: dict[str, str] | None = None,
+                 records_url: str | None = None):
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
         sources, routes = home / "sources.yaml", home / "routes.yaml"
@@ -40,12 +41,14 @@ class IntakeServe:
         routes.write_text(yaml.safe_dump({"route": route}))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.records_url = f"sqlite:///{home / 'firebreak.db'}"
+        self.records_url = records_url or f"sqlite:///{home / 'firebreak.db'}"
         self.env = {**os.environ, "FIREBREAK_HOME": str(home), "FIREBREAK_CHAOS_TOKEN": TOKEN,
                     "FIREBREAK_INTAKE_SOURCES_FILE": str(sources), "FIREBREAK_INTAKE_ROUTES_FILE": str(routes),
                     "FIREBREAK_INTAKE_PORT": str(self.port), "PREFECT_API_URL": prefect_api_url,
                     "PREFECT_LOGGING_LEVEL": "WARNING", **(env or {})}
         self.env.pop("FIREBREAK_DATABASE_URL", None)
+        if records_url:
+            self.env["FIREBREAK_DATABASE_URL"] = records_url
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
