@@ -29,8 +29,9 @@ test: setup
 	@$(BIN)/coverage combine -q
 	@$(BIN)/coverage report --skip-covered --sort=cover | tail -n 15
 
-# Chaos tests (tests/chaos/): the intake SIGKILLed during a 2,000-alert burst, Prefect stopped for 60 s
-# while alerts arrive. Not part of `make test` (pytest's default selection is -m 'not chaos'); a few minutes.
+# Chaos tests (tests/chaos/): the intake SIGKILLed during a 2,000-alert burst; Prefect, then the records
+# database, stopped while alerts arrive; a worker SIGKILLed at ten random steps, then its runs resumed; an
+# unreachable outage drilled. Not part of `make test` (pytest's default selection is -m 'not chaos'); minutes.
 chaos: setup
 	$(BIN)/python -m pytest -m chaos -s tests/chaos
 
