@@ -21,6 +21,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextvars
 import threading
+import time
 import typing
 import uuid
 from collections.abc import Callable
@@ -60,6 +61,10 @@ class RunLeaseLost(RunbookFailed):
 
 #: How often the scheduler looks at the lease while it waits for steps to finish.
 LEASE_POLL_SECONDS = 0.5
+#: How often a run asks Prefect whether it was cancelled. A runner or worker that started the run's
+#: process stops it itself; a run executed in-process (the intake's warm executor, a drill) has only
+#: this to notice `firebreak incident cancel` or the UI's Cancel.
+CANCEL_POLL_SECONDS = 2.0
 #: How long after a step's own deadline Prefect's task timeout cancels it (see _start).
 PREFECT_TIMEOUT_MARGIN_SECONDS = 5.0
 #: How long a run that lost its lease waits for its withdrawn gates to let go before it ends anyway.
@@ -100,6 +105,9 @@ class _Run:
     #: Why the run is stopping (a step aborted it, it lost its lease, it was cancelled): nothing new
     #: starts, waiting gates are withdrawn, unstarted steps are skipped (tasks.run_stop).
     stopping: str | None = None
+    #: When to ask Prefect next whether the run was cancelled (_watch_for_cancellation); not at once,
+    #: so the first steps (the first page) start without waiting for it.
+    next_cancel_check: float = field(default_factory=lambda: time.monotonic() + CANCEL_POLL_SECONDS)
     #: Escalations of failed steps submitted but not yet tracked by the scheduler (see _escalate).
     escalations: list[tuple[Step, PrefectFuture[Any]]] = field(default_factory=list)
 
@@ -284,8 +292,9 @@ def _schedule(run: _Run, title: str, summary: str | None) -> None:
         if run.lease_lost():
             _withdraw_gates(run, running, f"it lost its incident's run lock ({run.lease_lost()})")
             return  # start nothing more; the caller records why and ends the run
+        _watch_for_cancellation(run)
         if run.aborted_by or run.stopping or run_stop.reason(run.flow_run_id):
-            _stop(run, remaining)  # a step aborted the run, or a gate saw it cancelled
+            _stop(run, remaining)  # a step aborted the run, or it was cancelled
         # A step that is skipped or fails before submission finishes at once and
         # may make others ready, so keep starting until nothing more is ready.
         started = True
@@ -324,6 +333,24 @@ def _schedule(run: _Run, title: str, summary: str | None) -> None:
                 _finish_in_flow(run, step, done)
             else:
                 _finish(run, step, task_future)
+
+
+def _watch_for_cancellation(run: _Run) -> None:
+    """Every CANCEL_POLL_SECONDS: if Prefect shows this run Cancelling (or Cancelled), ask its steps
+    to stop (tasks.run_stop); the run then withdraws its gates, starts nothing more and ends Cancelled."""
+    if run.flow_run_id is None or run.stopping or time.monotonic() < run.next_cancel_check:
+        return
+    run.next_cancel_check = time.monotonic() + CANCEL_POLL_SECONDS
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(uuid.UUID(run.flow_run_id)).state
+    except Exception as exc:  # noqa: BLE001  Prefect away for a moment: the run goes on, asked again later
+        get_run_logger().debug("could not read the run's state: %s", exc)
+        return
+    if state is not None and (state.is_cancelling() or state.is_cancelled()):
+        run_stop.request(run.flow_run_id, "cancelled" + (f": {state.message}" if state.message else ""))
 
 
 def _stop(run: _Run, remaining: list[Step]) -> None:

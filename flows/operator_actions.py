@@ -23,7 +23,8 @@ recorded like any page). A run still going reads the new level before its next s
 creates a flow run of the runbook's deployment on the incident (the deployments `firebreak up`
 serves); resuming puts the incident's ended flow run back to Scheduled, so the same run goes on
 where it stopped (its executor or deployment runs it again); cancelling asks Prefect to cancel the incident's flow run (Cancelling), which the runner
-or worker executing it carries out, and the run's end is then recorded by the flow-run hooks.
+or worker executing it carries out (a run executed in-process notices it itself: flows.engine),
+and the run's end is then recorded by the flow-run hooks.
 """
 from __future__ import annotations
 

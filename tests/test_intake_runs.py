@@ -249,3 +249,35 @@ def test_monitor_resolve_finishes_recovery_verification_early(tmp_path: Path) ->
     outcome = next(e for e in events(incident_id) if e.step_id == "verify" and e.phase == "outcome")
     assert outcome.status == "succeeded" and outcome.data["output"]["resolved_by_monitor"] is True
     assert get_incident(incident_id).status == "closed"
+
+
+def test_cancel_stops_a_run_the_warm_executor_runs_in_process(tmp_path: Path) -> None:
+    """`firebreak incident cancel` asks Prefect to cancel (Cancelling); no runner owns an in-process
+    run's process to stop it, so the run notices by itself (flows.engine, every 2 s): its waiting
+    step gives up, nothing more starts, and it ends Cancelled, paging nobody."""
+    from prefect.client.orchestration import get_client
+
+    from flows import operator_actions
+
+    runbook = write_runbook(tmp_path, "intake-cancelled", [
+        {"id": "note", "action": "record", "with": {"message": "started"}},
+        {"id": "hold", "action": "wait", "needs": ["note"], "with": {"seconds": 600}, "timeout": 900},
+        {"id": "after", "action": "record", "needs": ["hold"], "with": {"message": "never"}}])
+    sources, routes = write_config(tmp_path, {"runbook": str(runbook)})
+    with RunningIntake(sources, routes, executor="warm") as intake:
+        response = httpx.post(f"{intake.url}/v1/alerts/alertmanager", headers=AM_AUTH,
+                              json=group(f"cancel-{time.time_ns()}"))
+        incident_id = response.json()["alerts"][0]["incident_id"]
+        wait_for(lambda: any(e.step_id == "hold" and e.phase == "intent" for e in events(incident_id)),
+                 what="the long wait to begin")
+        cancelled = operator_actions.cancel_run(incident_id, by="li-wei", via="cli", reason="wrong runbook")
+        assert cancelled.details["prefect_state"] == "RUNNING"
+        intake.wait_runs(timeout=120, incident_ids=(incident_id,))  # a hang guard: the wait was 600 s
+    incident = get_incident(incident_id)
+    assert incident.run_state == "cancelled" and incident.needs_attention and incident.status == "triggered"
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(incident.flow_run_id).state.type.value == "CANCELLED"
+    timeline = events(incident_id)
+    assert [e.status for e in timeline if e.step_id == "after"] == ["skipped"]
+    assert any(e.status == "run-stopping" and "wrong runbook" in e.summary for e in timeline)
+    assert not any(e.status == "alarm" for e in timeline)  # a cancellation pages nobody
