@@ -125,7 +125,10 @@ def _check_reconcile(trial: Trial, incident_id: str) -> None:
               if n.step_id.startswith(ALARM_STEP_PREFIX) and n.status == "delivered"]
     trial.alarm_pages = len(alarms)
     if incident.run_state == "crashed":
-        assert incident.needs_attention or incident.status == "closed", incident
+        # Open and shown as needing attention; once the service is back (resolved) only the closing
+        # steps are left, which the records do not count as needing attention (records.incidents).
+        assert incident.needs_attention or incident.status in ("resolved", "closed"), (incident.status,
+                                                                                       incident.run_state)
         # Once per contact: the alarm's pages are keyed by the run, so a second reconcile reuses them.
         contacts = Counter(n.contact for n in alarms)
         assert alarms and set(contacts.values()) == {1}, contacts

@@ -10,7 +10,10 @@ ends silently. Prints what it measures.
 """
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -18,11 +21,13 @@ import pytest
 from sqlalchemy import func, select
 
 from flows.reconcile import reconcile_runs
+from flows.run_failure import ALARM_STEP_PREFIX
 from records import run_outbox
 from records.alert_ingest import Alert
 from records.db import session_scope
-from records.incidents import events, get_incident
+from records.incidents import events, get_incident, notifications
 from records.models import Incident
+from simulator import start_simulator
 from tests.chaos.support import IntakeServe, alert_request, post_all
 from tests.private_postgres import private_cluster
 from tests.records_env import records_database_at
@@ -46,7 +51,8 @@ def test_the_records_store_down_answers_503_and_nothing_refused_is_stored(tmp_pa
                 for seq in [*BEFORE, *DURING]}
     # Commits durable before they return (the private clusters' default is off, for speed): with it
     # off, an immediate stop loses the last commits, which a real server's settings would not.
-    with private_cluster(max_connections=60, settings={"synchronous_commit": "on"}) as cluster:
+    with ExitStack() as stack:
+        cluster = stack.enter_context(private_cluster(max_connections=60, settings={"synchronous_commit": "on"}))
         cluster.create_database("records")
         records = cluster.url("records")
         with records_database_at(records):
@@ -54,8 +60,12 @@ def test_the_records_store_down_answers_503_and_nothing_refused_is_stored(tmp_pa
 
             migrate(records)
             number_incidents_apart(records)
+        # The contacts' pages go to a simulator's inbox (the demo contacts' channels), from the intake's
+        # runs and from reconcile here alike.
+        inbox = stack.enter_context(start_simulator(fault="none"))
+        stack.enter_context(environment(FIREBREAK_INBOX=inbox.inbox_address))
         intake = IntakeServe(tmp_path / "home", {"runbook": str(runbook)}, prefect_api_url=prefect_server,
-                             records_url=records)
+                             records_url=records, env={"FIREBREAK_INBOX": inbox.inbox_address})
         intake.start()
         try:
             before = post_all(intake.port, {s: requests[s] for s in BEFORE}, connections=8)
@@ -90,7 +100,9 @@ def test_the_records_store_down_answers_503_and_nothing_refused_is_stored(tmp_pa
                 judged = {r.incident_id: r.run_state.value for r in reconcile_runs()}
                 stored = _stored_counts()
                 begun = runs_begun(incident_ids)
-                ends = {i: (get_incident(i).run_state, [e.status for e in events(i)].count("alarm"))
+                ends = {i: (get_incident(i).run_state, [e.status for e in events(i)].count("alarm"),
+                            sum(n.step_id.startswith(ALARM_STEP_PREFIX) and n.status == "delivered"
+                                for n in notifications(i)))
                         for i in incident_ids}
         finally:
             intake.stop()
@@ -108,9 +120,23 @@ def test_the_records_store_down_answers_503_and_nothing_refused_is_stored(tmp_pa
     assert len(incident_ids) == 40
     assert set(begun.values()) <= {0, 1}  # never twice (0: cut short before its first record)
     # No incident ends silently: each run completed, or its failure is recorded and was paged once.
-    assert all(state == "completed" and alarms == 0 or state in ("failed", "crashed") and alarms == 1
-               for state, alarms in ends.values()), ends
-    assert {i for i, (state, _) in ends.items() if state != "completed"} == set(judged)
+    assert all(state == "completed" and alarms == pages == 0 or state in ("failed", "crashed") and alarms == 1
+               and pages >= 1 for state, alarms, pages in ends.values()), ends
+    assert {i for i, (state, _, _) in ends.items() if state != "completed"} == set(judged)
+
+
+@contextmanager
+def environment(**values: str) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _stored_counts() -> dict[int, int]:

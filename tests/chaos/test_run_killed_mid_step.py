@@ -1,4 +1,4 @@
-"""Chaos (ii): `kill -9` the worker running a system-outage run at a random step, in seeded trials.
+"""Chaos (v): `kill -9` the worker running a system-outage run at a random step, in seeded trials.
 
 Each trial is a real outage run (the simulator's service down, real pages through its inbox, a
 stand-in responder clicking the signed acknowledgement links), asked for through the outbox as the
@@ -44,7 +44,7 @@ def test_kill_9_the_worker_at_a_random_step_then_reconcile_and_resume(tmp_path: 
     for trial in trials:
         run_trial(trial, tmp_path / f"trial-{trial.seed}", prefect_server)
 
-    print(f"\nchaos (ii): {len(trials)} system-outage runs, each in a `firebreak worker` killed (SIGKILL) at a "
+    print(f"\nchaos (v): {len(trials)} system-outage runs, each in a `firebreak worker` killed (SIGKILL) at a "
           f"seeded random step (seed {SEED}), reconciled, and resumed by an operator")
     for t in trials:
         where = f"after {t.step} {t.phase} +{t.delay * 1000:.0f}ms"
