@@ -8,7 +8,7 @@ Field names and shapes follow each format's published documentation:
   developer.pagerduty.com/docs/events-api-v2/overview/, and the OpenAPI file PagerDuty publishes,
   github.com/PagerDuty/api-schema reference/events-v2/openapiv3.json);
 - our generic format, documented here and in the OpenAPI page.
-The documented examples are posted as they are in tests/test_intake_formats.py
+The documented examples are posted as they are in tests/intake/test_intake_formats.py
 (fixtures in tests/fixtures/intake/). Unknown extra fields are accepted (monitors add
 fields over time); the documented ones are typed and checked.
 """

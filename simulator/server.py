@@ -26,7 +26,7 @@ class SimulatorServer(ThreadingHTTPServer):
     allow_reuse_address = True
     # socketserver's default listen backlog is 5: a burst of parallel clients (50 threads posting
     # notices, a drill's fan-out of pages) overflowed it, and the kernel dropped or delayed SYNs, so
-    # some requests failed with connection errors (tests/test_simulator.py's parallel-posts test
+    # some requests failed with connection errors (tests/simulator/test_simulator.py's parallel-posts test
     # failed 2 runs in 6). Real services accept far deeper queues.
     request_queue_size = 512
 

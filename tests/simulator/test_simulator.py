@@ -20,7 +20,7 @@ from simulator.scenarios import LOAD_THRESHOLD
 from simulator.state import ContactCentre
 from tests.polling import wait_for
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RECOVERY = 0.3  # seconds: keeps the congestion tests fast
 
 

@@ -39,7 +39,7 @@ def alembic(tmp_path: Path, url: str, *arguments: str) -> subprocess.CompletedPr
     ini.write_text(f"[alembic]\nscript_location = {MIGRATIONS_DIR}\n")
     environment = {**os.environ, "FIREBREAK_DATABASE_URL": url}
     return subprocess.run([sys.executable, "-m", "alembic", "-c", str(ini), *arguments], env=environment,
-                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=120)
+                          cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120)
 
 
 def test_upgraded_database_matches_the_models(empty_database: str, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from records.incidents import events, get_incident
 from reports.live_view import AWAITING_APPROVAL, NEEDS_ATTENTION, artifact_key
 from tests.polling import wait_for
 from tests.runbook_helpers import run, write_runbook
-from tests.test_approval import Background, gated, resume
+from tests.tasks.test_approval import Background, gated, resume
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -66,7 +66,7 @@ def test_a_gate_shows_and_tags_the_run_until_it_is_decided(tmp_path: Path) -> No
 
 
 def test_a_whole_drill_is_a_few_versions_ending_in_the_closed_incident(simulator: Any) -> None:
-    from tests.test_seed_runbooks import run_seed
+    from tests.runbooks.test_seed_runbooks import run_seed
 
     state, incident_id = run_seed("system-outage", simulator, "down")
     assert state.is_completed()

@@ -33,7 +33,7 @@ AM_AUTH = {"Authorization": f"Bearer {TOKENS['FIREBREAK_TEST_AM_TOKEN']}"}
 JSON = {"Content-Type": "application/json"}  # for bodies posted as bytes (httpx's json= sets it itself)
 GRAFANA_AUTH = {"Authorization": f"Bearer {TOKENS['FIREBREAK_TEST_GRAFANA_TOKEN']}"}
 PD_KEY = TOKENS["FIREBREAK_TEST_PD_KEY"]
-DOCUMENTED = Path(__file__).parent / "fixtures" / "intake"
+DOCUMENTED = Path(__file__).parents[1] / "fixtures" / "intake"
 
 ROUTE = {
     "runbook": None,

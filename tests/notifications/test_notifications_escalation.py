@@ -207,7 +207,7 @@ def test_a_monitor_resolve_through_the_intake_stops_the_escalation(tmp_path: Pat
     resolve, because escalation only looked for acknowledgements. A resolve received after the page was sent
     stops it before the next tier, and the timeline says so."""
     from tests.intake_harness import TOKENS, RunningIntake, write_config
-    from tests.test_intake_runs import group
+    from tests.intake.test_intake_runs import group
 
     for name, value in TOKENS.items():
         monkeypatch.setenv(name, value)

@@ -12,7 +12,7 @@ server) on SQLite and, where the machine has it, PostgreSQL:
    timestamp alone refuses it (so it can never verify again after pruning);
 8. the same signature at two replicas at once: one 202, the other 401, never a 500.
 
-The fuzzing of the same surface is tests/test_intake_fuzz.py.
+The fuzzing of the same surface is tests/intake/test_intake_fuzz.py.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ from tests.polling import wait_for
 from tests.postgres import temporary_database
 from tests.records_env import records_database_at
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 AM_AUTH = {"Authorization": f"Bearer {TOKENS['FIREBREAK_TEST_AM_TOKEN']}"}
 GRAFANA_AUTH = {"Authorization": f"Bearer {TOKENS['FIREBREAK_TEST_GRAFANA_TOKEN']}"}
 JSON = {"Content-Type": "application/json"}

@@ -25,7 +25,7 @@ from records import audit, incidents
 from records.db import get_engine
 from records.models import EventPhase
 from reports.publish import publish_report
-from tests.test_audit import _incident_with_events, _insert_sql, _row
+from tests.records.test_audit import _incident_with_events, _insert_sql, _row
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

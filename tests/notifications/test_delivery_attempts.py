@@ -24,7 +24,7 @@ from reports.render import load_record, render
 from tests.http_receivers import ScriptedServer
 from tests.notifications_support import contact
 from tests.runbook_helpers import run, write_runbook
-from tests.test_notifications_delivery import WHAT, page_step
+from tests.notifications.test_notifications_delivery import WHAT, page_step
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -15,7 +15,7 @@ import pytest
 
 from firebreak.errors import ConfigInvalid, Conflict, NotFound, StepFailed
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 #: Nothing listens here: a command that reached for Prefect would fail differently.
 NO_PREFECT = "http://127.0.0.1:9/api"
 

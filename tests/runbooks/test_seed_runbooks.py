@@ -13,7 +13,7 @@ import pytest
 
 from records.incidents import events, get_incident, list_incidents, notifications
 from tests.polling import wait_for
-from tests.test_approval import resume
+from tests.tasks.test_approval import resume
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

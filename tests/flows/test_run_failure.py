@@ -25,12 +25,12 @@ from tests.http_receivers import ScriptedServer
 from tests.notifications_support import closed_port, contact
 from tests.polling import wait_for
 from tests.runbook_helpers import write_runbook
-from tests.test_seed_runbooks import QUICK, outcomes
+from tests.runbooks.test_seed_runbooks import QUICK, outcomes
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 OK = [(200, {"ok": True})]
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def page_bodies(receiver: ScriptedServer, incident_id: str) -> list[dict]:
@@ -113,7 +113,7 @@ def test_unreachable_outage_pages_support_and_the_level_and_leaves_the_incident_
 
 def test_down_and_unreachable_read_the_health_check_the_same_way_when_it_answers() -> None:
     """The reworked templates still read an answering service's health (the `down` drill is
-    asserted whole in tests/test_seed_runbooks.py)."""
+    asserted whole in tests/runbooks/test_seed_runbooks.py)."""
     from runbooks.templating import render_value
     from tasks.catalog import load_runbook
 

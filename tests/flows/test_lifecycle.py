@@ -21,7 +21,7 @@ from tests.runbook_helpers import run, write_runbook
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def open_incident(tmp_path: Path, name: str = "ops-manual") -> str:
@@ -41,7 +41,7 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def latest_view(incident_id: str) -> str:
-    from tests.test_live_view import latest
+    from tests.reports.test_live_view import latest
 
     return latest(incident_id)
 

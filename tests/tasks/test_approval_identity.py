@@ -13,7 +13,7 @@ import pytest
 from records.incidents import events
 from tests.polling import wait_for
 from tests.runbook_helpers import step_events, write_runbook
-from tests.test_approval import Background, gated, resume
+from tests.tasks.test_approval import Background, gated, resume
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -47,7 +47,7 @@ def test_the_saved_form_offers_the_contacts_approvers_first(tmp_path: Path) -> N
     schema = saved_schema(flow_run_id)
     approver = schema["properties"]["approver"]
     contacts, anyone = approver["anyOf"]
-    # A string enum: the Prefect UI shows it as a select (tests/test_browser.py picks from it).
+    # A string enum: the Prefect UI shows it as a select (tests/firebreak/test_browser.py picks from it).
     assert contacts["type"] == "string" and contacts["title"] == "a contact"
     assert contacts["enum"][0] == "周敏 Zhou Min (zhou-min)"  # the gate's approver (marketing) first
     assert "赵刚 Zhao Gang (zhao-gang)" in contacts["enum"] and "钱丽 Qian Li (qian-li)" in contacts["enum"]

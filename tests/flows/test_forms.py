@@ -16,7 +16,7 @@ import yaml
 from records.incidents import events, get_incident, notifications
 from tests.polling import wait_for
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DECLARED = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
 #: The forms of the flows this issue is about: the runbooks, the generic engine and the lifecycle actions.
 FORMS = [d for d in DECLARED if d["entrypoint"].split(":")[0] in

@@ -30,7 +30,7 @@ from tests.polling import wait_for
 from tests.postgres import temporary_database
 from tests.records_env import records_database_at
 from tests.runbook_helpers import run, step_events, write_runbook
-from tests.test_approval import Background, gated, resume
+from tests.tasks.test_approval import Background, gated, resume
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

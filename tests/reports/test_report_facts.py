@@ -22,7 +22,7 @@ from records.models import EventPhase, IncidentStatus, Notification, RunState
 from reports import render
 from reports.incident_record import load_record
 from runbooks.commitments import CATALOGUE
-from tests.test_reports import acknowledge_at
+from tests.reports.test_reports import acknowledge_at
 
 ACTOR = "runbook:system-outage"
 

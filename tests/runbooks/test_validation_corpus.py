@@ -21,7 +21,7 @@ import pytest
 
 from tasks.catalog import validate_file
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CORPUS_DIR = Path("tests") / "runbooks_broken"  # relative to REPO, as the CLI displays it
 GOOD_DIR = Path("runbooks")
 GOOD_RUNBOOKS = ("network-congestion.yaml", "staffing-shortage.yaml", "system-outage.yaml")
