@@ -15,6 +15,7 @@ import yaml
 
 from intake.app import create_app, load_intake
 from intake.settings import IntakeSettings
+from records.incidents import events
 from tests.records_env import records_database_at
 
 TOKENS = {
@@ -111,7 +112,6 @@ class RunningIntake:
         not a timing check. On timeout, the failure shows the named incidents' latest events."""
         from concurrent.futures import TimeoutError as FutureTimeout
 
-        from records.incidents import events
 
         deadline = time.monotonic() + timeout
         for flow_run_id, future in list(self.intake.dispatcher.runs.items()):
@@ -165,3 +165,12 @@ class TcpForwarder:
         self.stopped.set()
         self.listener.close()
         self.thread.join(timeout=5)
+
+
+def group(fingerprint: str, **labels: str) -> dict:
+    return {"version": "4", "status": "firing", "receiver": "firebreak", "groupKey": "{}:{}", "truncatedAlerts": 0,
+            "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am:9093",
+            "alerts": [{"status": "firing", "labels": {"alertname": "ServiceDown", **labels},
+                        "annotations": {"summary": f"service down ({fingerprint})"},
+                        "startsAt": "2026-11-23T09:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                        "generatorURL": "", "fingerprint": fingerprint}]}

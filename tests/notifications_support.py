@@ -121,3 +121,13 @@ def body_parts(message: Message) -> dict[str, str]:
         if not part.is_multipart():
             parts[part.get_content_type()] = part.get_payload(decode=True).decode(part.get_content_charset() or "utf-8")
     return parts
+
+
+def page_step(step_id: str = "page", to: list[str] | None = None, **extra) -> dict:
+    return {"id": step_id, "title": "Page technical support", "action": "notify",
+            "with": {"to": to or ["technical_support"], "event": "triggered",
+                     "title": "Chat <script>alert(1)</script> down", "message": "Online chat fails: {{ params.what }}"},
+            **extra}
+
+
+WHAT = {"what": {"type": "string", "description": "alert text", "default": "<b>HTTP 503</b> {{ 7 * 7 }}"}}

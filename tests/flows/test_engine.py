@@ -162,9 +162,9 @@ def test_an_escalating_failure_never_holds_up_an_independent_branch(tmp_path: Pa
     import threading
 
     from records.incidents import list_incidents
+    from tests.gated_runs import Background
     from tests.notifications_support import closed_port, contact
     from tests.polling import wait_for
-    from tests.tasks.test_approval import Background
 
     held = threading.Event()
     with ScriptedServer([(200, {"ok": True})], hold=held) as lead, ScriptedServer([(200, {"ok": True})]) as tech:

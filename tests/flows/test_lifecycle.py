@@ -41,7 +41,7 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def latest_view(incident_id: str) -> str:
-    from tests.reports.test_live_view import latest
+    from tests.report_support import latest
 
     return latest(incident_id)
 

@@ -25,7 +25,7 @@ from tests.http_receivers import ScriptedServer
 from tests.notifications_support import closed_port, contact
 from tests.polling import wait_for
 from tests.runbook_helpers import write_runbook
-from tests.runbooks.test_seed_runbooks import QUICK, outcomes
+from tests.seed_runs import QUICK, outcomes
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

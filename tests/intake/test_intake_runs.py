@@ -21,7 +21,7 @@ from records import alert_ingest, alert_queries, run_outbox
 from records.alert_ingest import Alert
 from records.db import session_scope
 from records.incidents import events, get_incident, notifications
-from tests.intake_harness import READ_AUTH, TOKENS, RunningIntake, TcpForwarder, free_port, write_config
+from tests.intake_harness import READ_AUTH, TOKENS, RunningIntake, TcpForwarder, free_port, group, write_config
 from tests.polling import wait_for
 from tests.postgres import temporary_database
 from tests.records_env import records_database_at
@@ -52,13 +52,6 @@ def quick_runbook(tmp_path: Path) -> Path:
     ])
 
 
-def group(fingerprint: str, **labels: str) -> dict:
-    return {"version": "4", "status": "firing", "receiver": "firebreak", "groupKey": "{}:{}", "truncatedAlerts": 0,
-            "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am:9093",
-            "alerts": [{"status": "firing", "labels": {"alertname": "ServiceDown", **labels},
-                        "annotations": {"summary": f"service down ({fingerprint})"},
-                        "startsAt": "2026-11-23T09:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
-                        "generatorURL": "", "fingerprint": fingerprint}]}
 
 
 def flow_runs_of(incident_id: str, since: datetime) -> list:

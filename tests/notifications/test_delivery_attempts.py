@@ -22,9 +22,8 @@ from records.deliveries import attempts_of
 from records.incidents import notifications
 from reports.render import load_record, render
 from tests.http_receivers import ScriptedServer
-from tests.notifications_support import contact
+from tests.notifications_support import WHAT, contact, page_step
 from tests.runbook_helpers import run, write_runbook
-from tests.notifications.test_notifications_delivery import WHAT, page_step
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -15,7 +15,7 @@ import tasks.notify as notify_task
 from firebreak.settings import get_settings
 from records.incidents import events, get_incident, notifications
 from tests.http_receivers import ScriptedServer
-from tests.notifications_support import SmtpServer, body_parts, closed_port, contact
+from tests.notifications_support import WHAT, SmtpServer, body_parts, closed_port, contact, page_step
 from tests.runbook_helpers import run, step_events, write_runbook
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -23,14 +23,8 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 OK = [(200, {"ok": True})]
 
 
-def page_step(step_id: str = "page", to: list[str] | None = None, **extra) -> dict:
-    return {"id": step_id, "title": "Page technical support", "action": "notify",
-            "with": {"to": to or ["technical_support"], "event": "triggered",
-                     "title": "Chat <script>alert(1)</script> down", "message": "Online chat fails: {{ params.what }}"},
-            **extra}
 
 
-WHAT = {"what": {"type": "string", "description": "alert text", "default": "<b>HTTP 503</b> {{ 7 * 7 }}"}}
 
 
 def test_json_and_mailto_deliveries_carry_the_facts(tmp_path: Path, notify_config) -> None:

@@ -206,8 +206,7 @@ def test_a_monitor_resolve_through_the_intake_stops_the_escalation(tmp_path: Pat
     """Issue 9 #10: with Prometheus → Alertmanager → intake, the duty manager was paged 4 min 52 s after the
     resolve, because escalation only looked for acknowledgements. A resolve received after the page was sent
     stops it before the next tier, and the timeline says so."""
-    from tests.intake_harness import TOKENS, RunningIntake, write_config
-    from tests.intake.test_intake_runs import group
+    from tests.intake_harness import TOKENS, RunningIntake, group, write_config
 
     for name, value in TOKENS.items():
         monkeypatch.setenv(name, value)

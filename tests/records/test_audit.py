@@ -6,10 +6,8 @@ them. `audit.verify` must still name the first broken event and what happened.
 """
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-from datetime import datetime, timezone
 
 import pytest
 from sqlalchemy import text
@@ -18,15 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from records import audit, incidents
 from records.db import get_engine
 from records.models import EventPhase
-
-
-def _incident_with_events(count: int = 8) -> str:
-    incident = incidents.open_incident(runbook_id="system-outage", runbook_version="1.0", title="Chat down",
-                                       level="II", source="drill", parameters={"service_url": "http://x"})
-    for n in range(2, count + 1):
-        incidents.append_event(incident.id, phase=EventPhase.note, status="info", actor="tester",
-                               summary=f"event {n}", step_id="step", data={"n": n, "text": "中文 <b>", "f": 0.1})
-    return incident.id
+from tests.audit_support import event_row, incident_with_events, insert_sql
 
 
 def _drop_triggers(conn) -> None:
@@ -44,31 +34,12 @@ def _tamper(*statements: tuple[str, dict]) -> None:
             conn.execute(text(sql), params)
 
 
-def _row(incident_id: str, seq: int) -> dict:
-    """A row as raw SQL reads it, with `at` and `data` typed the way the chain hashes them."""
-    with get_engine().connect() as conn:
-        row = dict(conn.execute(text("SELECT * FROM timeline_events WHERE incident_id = :i AND seq = :s"),
-                                {"i": incident_id, "s": seq}).mappings().one())
-    if isinstance(row["at"], str):  # SQLite keeps naive UTC text
-        row["at"] = datetime.fromisoformat(row["at"]).replace(tzinfo=timezone.utc)
-    if isinstance(row["data"], str):
-        row["data"] = json.loads(row["data"])
-    return row
 
 
-def _insert_sql(row: dict) -> tuple[str, dict]:
-    """Raw INSERT of a forged row, bound the way each backend stores it."""
-    params = dict(row)
-    params["data"] = json.dumps(row["data"])
-    postgres = get_engine().dialect.name == "postgresql"
-    if not postgres:
-        params["at"] = row["at"].astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
-    values = ", ".join("CAST(:data AS JSON)" if k == "data" and postgres else f":{k}" for k in params)
-    return f"INSERT INTO timeline_events ({', '.join(params)}) VALUES ({values})", params
 
 
 def test_intact_chain_verifies_and_links_every_event(backend: str) -> None:
-    incident_id = _incident_with_events()
+    incident_id = incident_with_events()
     result = audit.verify(incident_id)
     assert result.intact and result.events == 8 and result.head_seq == 8
     timeline = incidents.events(incident_id)
@@ -78,7 +49,7 @@ def test_intact_chain_verifies_and_links_every_event(backend: str) -> None:
 
 
 def test_triggers_refuse_update_and_delete(backend: str) -> None:
-    incident_id = _incident_with_events(3)
+    incident_id = incident_with_events(3)
     for sql in ("UPDATE timeline_events SET summary = 'rewritten' WHERE incident_id = :i",
                 "DELETE FROM timeline_events WHERE incident_id = :i"):
         with pytest.raises(DBAPIError, match="append-only"):
@@ -92,7 +63,7 @@ def test_triggers_refuse_update_and_delete(backend: str) -> None:
 
 
 def test_changed_field_is_detected(backend: str) -> None:
-    incident_id = _incident_with_events()
+    incident_id = incident_with_events()
     _tamper(("UPDATE timeline_events SET summary = 'nothing happened' WHERE incident_id = :i AND seq = 5",
              {"i": incident_id}))
     result = audit.verify(incident_id)
@@ -101,8 +72,8 @@ def test_changed_field_is_detected(backend: str) -> None:
 
 
 def test_changed_and_rehashed_event_is_detected(backend: str) -> None:
-    incident_id = _incident_with_events()
-    row = _row(incident_id, 4)
+    incident_id = incident_with_events()
+    row = event_row(incident_id, 4)
     row["actor"] = "someone-else"
     forged = audit.chain_hash(row["prev_hash"], row)
     _tamper(("UPDATE timeline_events SET actor = 'someone-else', hash = :h WHERE incident_id = :i AND seq = 4",
@@ -112,14 +83,14 @@ def test_changed_and_rehashed_event_is_detected(backend: str) -> None:
 
 
 def test_deleted_event_is_detected(backend: str) -> None:
-    incident_id = _incident_with_events()
+    incident_id = incident_with_events()
     _tamper(("DELETE FROM timeline_events WHERE incident_id = :i AND seq = 3", {"i": incident_id}))
     broken = audit.verify(incident_id).broken
     assert (broken.problem, broken.seq) == ("deleted", 3)
 
 
 def test_deleted_and_renumbered_event_is_detected(backend: str) -> None:
-    incident_id = _incident_with_events()
+    incident_id = incident_with_events()
     statements = [("DELETE FROM timeline_events WHERE incident_id = :i AND seq = 3", {"i": incident_id})]
     statements += [("UPDATE timeline_events SET seq = seq - 1 WHERE incident_id = :i AND seq = :s",
                     {"i": incident_id, "s": s}) for s in range(4, 9)]
@@ -129,33 +100,33 @@ def test_deleted_and_renumbered_event_is_detected(backend: str) -> None:
 
 
 def test_deleted_tail_is_detected_by_the_signed_heads(backend: str) -> None:
-    incident_id = _incident_with_events()
+    incident_id = incident_with_events()
     _tamper(("DELETE FROM timeline_events WHERE incident_id = :i AND seq >= 7", {"i": incident_id}))
     broken = audit.verify(incident_id).broken
     assert (broken.problem, broken.seq) == ("truncated", 7)
 
 
 def test_inserted_event_is_detected_even_with_a_valid_hash(backend: str) -> None:
-    incident_id = _incident_with_events()
-    forged = _row(incident_id, 5)  # shape of a real row
+    incident_id = incident_with_events()
+    forged = event_row(incident_id, 5)  # shape of a real row
     forged.pop("id")
     forged.update(summary="Approved by the commander", actor="zhao-gang", seq=5, data={})
-    forged["prev_hash"] = _row(incident_id, 4)["hash"]
+    forged["prev_hash"] = event_row(incident_id, 4)["hash"]
     forged["hash"] = audit.chain_hash(forged["prev_hash"], forged)
     shift = [("UPDATE timeline_events SET seq = seq + 1 WHERE incident_id = :i AND seq = :s",
               {"i": incident_id, "s": s}) for s in range(8, 4, -1)]
-    _tamper(*shift, _insert_sql(forged))
+    _tamper(*shift, insert_sql(forged))
     broken = audit.verify(incident_id).broken
     assert (broken.problem, broken.seq) == ("inserted", 5)
 
 
 def test_event_appended_behind_the_services_back_is_detected(backend: str) -> None:
-    incident_id = _incident_with_events()
-    forged = _row(incident_id, 8)
+    incident_id = incident_with_events()
+    forged = event_row(incident_id, 8)
     forged.pop("id")
     forged.update(seq=9, summary="Resolved", prev_hash=forged["hash"])
     forged["hash"] = audit.chain_hash(forged["prev_hash"], forged)
-    sql, params = _insert_sql(forged)
+    sql, params = insert_sql(forged)
     with get_engine().begin() as conn:  # no trigger stops an INSERT; the recorded head does
         conn.execute(text(sql), params)
     broken = audit.verify(incident_id).broken
@@ -163,7 +134,7 @@ def test_event_appended_behind_the_services_back_is_detected(backend: str) -> No
 
 
 def test_swapped_events_are_detected(backend: str) -> None:
-    incident_id = _incident_with_events()
+    incident_id = incident_with_events()
     params = {"i": incident_id}
     _tamper(("UPDATE timeline_events SET seq = -1 WHERE incident_id = :i AND seq = 3", params),
             ("UPDATE timeline_events SET seq = 3 WHERE incident_id = :i AND seq = 6", params),
@@ -174,8 +145,8 @@ def test_swapped_events_are_detected(backend: str) -> None:
 
 def test_swapped_contents_with_rehashing_is_detected(backend: str) -> None:
     """Swap two events' summaries and recompute both hashes: the links give it away."""
-    incident_id = _incident_with_events()
-    third, sixth = _row(incident_id, 3), _row(incident_id, 6)
+    incident_id = incident_with_events()
+    third, sixth = event_row(incident_id, 3), event_row(incident_id, 6)
     third_new = {**third, "summary": sixth["summary"]}
     sixth_new = {**sixth, "summary": third["summary"]}
     _tamper(("UPDATE timeline_events SET summary = :s, hash = :h WHERE id = :id",
@@ -187,7 +158,7 @@ def test_swapped_contents_with_rehashing_is_detected(backend: str) -> None:
 
 
 def test_cli_verify_exit_codes_and_head(backend: str) -> None:
-    incident_id = _incident_with_events(4)
+    incident_id = incident_with_events(4)
     # Never published, so never anchored outside the records: no tampering, but not proven either (3).
     ok = subprocess.run([sys.executable, "-m", "firebreak", "audit", "verify", incident_id],
                         capture_output=True, text=True)
@@ -238,7 +209,7 @@ def test_the_audit_key_is_kept_outside_the_records(backend: str) -> None:
     from firebreak.settings import reload_settings
     from records.audit_key import key_path
 
-    incident_id = _incident_with_events(3)
+    incident_id = incident_with_events(3)
     path = key_path()  # generated once, like the ack secret
     assert path.exists() and stat.S_IMODE(path.stat().st_mode) == 0o600
     secret = path.read_text().strip()
@@ -253,7 +224,7 @@ def test_the_audit_key_is_kept_outside_the_records(backend: str) -> None:
     try:
         broken = audit.verify(incident_id).broken  # signed under the file's key
         assert broken.problem == "signature-invalid" and "another key" in broken.detail
-        later = _incident_with_events(2)
+        later = incident_with_events(2)
         assert audit.verify(later).intact
     finally:
         del os.environ["FIREBREAK_AUDIT_KEY"]

@@ -25,7 +25,7 @@ from records import audit, incidents
 from records.db import get_engine
 from records.models import EventPhase
 from reports.publish import publish_report
-from tests.records.test_audit import _incident_with_events, _insert_sql, _row
+from tests.audit_support import event_row, incident_with_events, insert_sql
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -47,7 +47,7 @@ def _verify(*args: str) -> tuple[int, str]:
 
 def _published(count: int = 8) -> str:
     """An incident whose head was published, as a run's end publishes it."""
-    incident_id = _incident_with_events(count)
+    incident_id = incident_with_events(count)
     publish_report(incident_id, None, artifact=False)
     return incident_id
 
@@ -119,17 +119,17 @@ def test_edited_event(backend: str) -> None:
 
 def test_inserted_event(backend: str) -> None:
     incident_id = _published()
-    forged = _row(incident_id, 5)
+    forged = event_row(incident_id, 5)
     forged.pop("id")
     forged.update(summary="Approved by the commander", actor="zhao-gang", seq=5, data={})
-    forged["prev_hash"] = _row(incident_id, 4)["hash"]
+    forged["prev_hash"] = event_row(incident_id, 4)["hash"]
     forged["hash"] = audit.chain_hash(forged["prev_hash"], forged)
 
     def change(conn) -> None:
         for seq in range(8, 4, -1):
             conn.execute(text("UPDATE timeline_events SET seq = seq + 1 WHERE incident_id = :i AND seq = :s"),
                          {"i": incident_id, "s": seq})
-        conn.execute(text(_insert_sql(forged)[0]), _insert_sql(forged)[1])
+        conn.execute(text(insert_sql(forged)[0]), insert_sql(forged)[1])
 
     _tamper(change)
     code, output = _verify(incident_id)
@@ -160,7 +160,7 @@ def test_reordered_events(backend: str) -> None:
 def test_tail_truncated_and_head_moved_back(backend: str) -> None:
     """Issue 10: deleting the last 3 events and moving the stored head back verified as intact."""
     incident_id = _published()
-    fifth = _row(incident_id, 5)
+    fifth = event_row(incident_id, 5)
 
     def change(conn) -> None:
         conn.execute(text("DELETE FROM timeline_events WHERE incident_id = :i AND seq > 5"), {"i": incident_id})
@@ -175,7 +175,7 @@ def test_tail_truncated_and_head_moved_back(backend: str) -> None:
 def test_whole_chain_rewritten_with_recomputed_hashes(backend: str) -> None:
     """Issue 10: rewriting the whole chain with recomputed hashes (and the head) verified as intact."""
     incident_id = _published()
-    rows = [_row(incident_id, seq) for seq in range(1, 9)]
+    rows = [event_row(incident_id, seq) for seq in range(1, 9)]
     rows[0]["actor"] = "someone-else"  # who opened the incident
     previous = audit.GENESIS
     for row in rows:
@@ -194,8 +194,8 @@ def test_whole_chain_rewritten_with_recomputed_hashes(backend: str) -> None:
 
 
 def test_whole_chain_rewritten_leaving_the_heads_alone(backend: str) -> None:
-    incident_id = _incident_with_events()  # not even published: the signed heads alone catch it
-    rows = [_row(incident_id, seq) for seq in range(1, 9)]
+    incident_id = incident_with_events()  # not even published: the signed heads alone catch it
+    rows = [event_row(incident_id, seq) for seq in range(1, 9)]
     rows[0]["summary"] = "Incident opened by mistake"
     previous = audit.GENESIS
     for row in rows:
@@ -297,7 +297,7 @@ def test_unreachable_prefect_leaves_the_head_not_anchored(backend: str) -> None:
 
     from tests.notifications_support import closed_port
 
-    incident_id = _incident_with_events(4)
+    incident_id = incident_with_events(4)
     with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{closed_port()}/api"}):
         publish_report(incident_id, None, artifact=False)  # the run goes on; the failure is recorded
     code, output = _verify(incident_id)

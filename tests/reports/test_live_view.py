@@ -11,26 +11,14 @@ import pytest
 
 from records.incidents import events, get_incident
 from reports.live_view import AWAITING_APPROVAL, NEEDS_ATTENTION, artifact_key
+from tests.gated_runs import Background, gated, resume
 from tests.polling import wait_for
+from tests.report_support import artifact_versions, latest
 from tests.runbook_helpers import run, write_runbook
-from tests.tasks.test_approval import Background, gated, resume
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
-def artifact_versions(incident_id: str) -> list[Any]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-    from prefect.client.schemas.sorting import ArtifactSort
-
-    with get_client(sync_client=True) as client:
-        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifact_key(incident_id)])),
-                                     sort=ArtifactSort.CREATED_DESC)
-
-
-def latest(incident_id: str) -> str:
-    versions = artifact_versions(incident_id)
-    return versions[0].data if versions else ""
 
 
 def run_tags(flow_run_id: str) -> set[str]:
@@ -66,7 +54,7 @@ def test_a_gate_shows_and_tags_the_run_until_it_is_decided(tmp_path: Path) -> No
 
 
 def test_a_whole_drill_is_a_few_versions_ending_in_the_closed_incident(simulator: Any) -> None:
-    from tests.runbooks.test_seed_runbooks import run_seed
+    from tests.seed_runs import run_seed
 
     state, incident_id = run_seed("system-outage", simulator, "down")
     assert state.is_completed()

@@ -15,7 +15,6 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from records import audit, incidents
-from records.acknowledgements import record_acknowledgement
 from records.db import session_scope
 from records.models import EventPhase, IncidentStatus, Notification, RunState
 from reports import commitments, render
@@ -24,6 +23,7 @@ from reports.incident_record import export_document, load_record
 from reports.metrics import Fact
 from runbooks.commitments import CATALOGUE
 from runbooks.schema import CommitmentRef
+from tests.report_support import acknowledge_at
 
 XSS = "<script>alert('x')</script><img src=x onerror=alert(1)>"
 TEMPLATE = "{{ 'ab' * 3 }}{% for x in range(2) %}loop{% endfor %}"
@@ -31,17 +31,6 @@ MARKDOWN = "[click](javascript:alert(1)) | cell | **bold** `code`"
 PAYLOAD = f"{XSS} {TEMPLATE} {MARKDOWN}"
 
 
-def acknowledge_at(incident_id: str, contact: str, by: str, via: str, at: datetime) -> None:
-    """An acknowledgement at a fixed moment, stored as notifications.acknowledgement.service stores one
-    (the service itself stamps the current time): the row, and the status change by `via:by`."""
-    stored = record_acknowledgement(incident_id, by=by, via=via, contact_id=contact, comment=None, at=at)
-    if stored.effective and stored.incident_status == "triggered":
-        incidents.transition(incident_id, IncidentStatus.acknowledged, actor=f"{via}:{by}",
-                             reason=f"acknowledged by {by} via {via}", at=at)
-    else:
-        incidents.append_event(incident_id, phase=EventPhase.note, actor=f"{via}:{by}", at=at,
-                               status="acknowledged" if stored.effective else "ack-repeated",
-                               summary=f"Acknowledged by {by} via {via}", data={"by": by, "via": via})
 
 
 def _check(commitment: str, ref: CommitmentRef | None = None, *, level: str = "II", detected: datetime,

@@ -29,8 +29,7 @@ from reports.incident_record import load_record
 from reports.render import report_path
 from tasks.catalog import load_runbook
 from tests.intake_harness import READ_AUTH, RunningIntake, write_config
-from tests.reports.test_report_facts import Outage
-from tests.reports.test_reports import acknowledge_at
+from tests.report_support import Outage, acknowledge_at
 
 #: One records backend is enough here: the PDF is made from the same view either way.
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)

@@ -15,7 +15,7 @@ from reports.publish import artifact_key
 from reports.render import report_path
 from tasks.catalog import load_runbook
 from tests.runbook_helpers import run, write_runbook
-from tests.runbooks.test_seed_runbooks import run_seed
+from tests.seed_runs import run_seed
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

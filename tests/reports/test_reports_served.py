@@ -14,7 +14,7 @@ import pytest
 from records.incidents import get_incident, notifications
 from tasks.catalog import load_runbook
 from tests.intake_harness import READ_AUTH, TOKENS, RunningIntake, write_config
-from tests.runbooks.test_seed_runbooks import run_seed
+from tests.seed_runs import run_seed
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -12,34 +12,16 @@ import httpx
 import pytest
 
 from records.incidents import events, get_incident, list_incidents, notifications
+from tests.gated_runs import resume
 from tests.polling import wait_for
-from tests.tasks.test_approval import resume
+from tests.seed_runs import QUICK, outcomes, run_seed
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
-QUICK = {"check_interval_seconds": 0.2, "recovery_deadline_seconds": 30}
 
 
-def run_seed(name: str, simulator, fault: str, **kwargs):
-    from flows.seed_runbooks import ENTRY_FLOWS
-    from notifications.drill_responder import AckServer, DrillResponder
-
-    httpx.post(f"{simulator.url}/faults", json={"fault": fault}).raise_for_status()
-    # The first pages escalate until acknowledged: a stand-in on-call person clicks the signed link.
-    with AckServer(), DrillResponder(simulator.url):
-        state = ENTRY_FLOWS[name](parameters={"service_url": simulator.url, **QUICK}, drill=True, source="drill",
-                                  return_state=True, **kwargs)
-    summary = state.result()
-    return state, summary.incident_id
 
 
-def outcomes(incident_id: str) -> dict[str, str]:
-    """Final recorded state of each step: succeeded, failed, skipped or reused."""
-    final: dict[str, str] = {}
-    for event in events(incident_id):
-        if event.step_id and (event.phase == "outcome" or event.status in ("skipped", "reused")):
-            final[event.step_id] = event.status
-    return final
 
 
 def assert_every_attempt_recorded(incident_id: str) -> None:

@@ -15,68 +15,17 @@ from typing import Any
 import pytest
 
 from records.incidents import events, get_incident, list_incidents
+from tests.gated_runs import Background, gated, resume
 from tests.polling import wait_for
 from tests.runbook_helpers import step_events, write_runbook
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
-def gated(tmp_path: Path, name: str, **gate: Any) -> Path:
-    return write_runbook(tmp_path, name, [
-        {"id": "approve_failover", "title": "Approve the fail-over", "action": "approval",
-         "with": {"action": "fail over chat to the standby", "reason": "primary is down for 10 minutes", **gate},
-         "on_failure": gate.pop("on_failure", "continue") if "on_failure" in gate else "continue"},
-        {"id": "fail_over", "action": "record", "needs": ["approve_failover"],
-         "when": "steps.approve_failover.status == 'succeeded'", "with": {"message": "failed over"}},
-    ])
 
 
-def resume(flow_run_id: str, run_input: dict[str, Any]) -> None:
-    """resume_flow_run, as the UI form does; the run saves its input form just after it enters
-    Paused, so a resume in that instant is told "schema not found" and is tried again."""
-    from prefect.flow_runs import resume_flow_run
-
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            return resume_flow_run(flow_run_id, run_input=run_input)
-        except RuntimeError as exc:
-            if "schema not found" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
-class Background:
-    """Run a runbook in a thread (a flow run in this process) and find its incident once it pauses."""
-
-    def __init__(self, path: Path, **kwargs: Any):
-        from flows.engine import run_runbook
-
-        self.path = path
-        self.state: Any = None
-        self.thread = threading.Thread(target=self._run, args=(run_runbook, kwargs), daemon=True)
-        self.thread.start()
-
-    def _run(self, run_runbook: Any, kwargs: dict[str, Any]) -> None:
-        self.state = run_runbook(runbook=str(self.path), return_state=True, **kwargs)
-
-    def paused_incident(self, timeout: float = 60) -> tuple[str, str]:
-        from prefect.client.orchestration import get_client
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            incident = next((i for i in list_incidents(50) if i.runbook_id == self.path.stem), None)
-            if incident and incident.flow_run_id:
-                with get_client(sync_client=True) as client:
-                    if client.read_flow_run(incident.flow_run_id).state.is_paused():
-                        return incident.id, incident.flow_run_id
-            time.sleep(0.1)
-        raise AssertionError("the run never paused")
-
-    def finish(self, timeout: float = 60) -> Any:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the run did not finish"
-        return self.state
 
 
 def test_approved_through_the_api(tmp_path: Path) -> None:

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from records.incidents import events
+from tests.gated_runs import Background, gated, resume
 from tests.polling import wait_for
 from tests.runbook_helpers import step_events, write_runbook
-from tests.tasks.test_approval import Background, gated, resume
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -24,13 +24,13 @@ import pytest
 
 from records import incidents, run_locks
 from records.incidents import events, get_incident, list_incidents
+from tests.gated_runs import Background, gated, resume
 from tests.http_receivers import ScriptedServer
 from tests.notifications_support import closed_port, contact
 from tests.polling import wait_for
 from tests.postgres import temporary_database
 from tests.records_env import records_database_at
 from tests.runbook_helpers import run, step_events, write_runbook
-from tests.tasks.test_approval import Background, gated, resume
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
