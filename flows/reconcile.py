@@ -78,8 +78,11 @@ def reconcile_runs(stale_after: timedelta = STALE_AFTER) -> list[Reconciled]:
                     continue  # still queued in the outbox: no run to judge yet
                 try:
                     flow_run = client.read_flow_run(UUID(incident.flow_run_id))
-                except ObjectNotFound:
-                    continue  # unknown to this Prefect server: it cannot say the run is Running
+                except (ObjectNotFound, ValueError):
+                    # Unknown to this Prefect server (or not a Prefect run id at all: a record written by
+                    # hand or by another tool): it cannot say the run is Running; one such incident
+                    # never stops the others being judged.
+                    continue
                 judged = _judge(client, incident, flow_run, stale_after)
                 if judged is not None:
                     done.append(judged)

@@ -85,7 +85,7 @@ def _entry_function(entrypoint: str) -> Any:
 
 
 def test_every_declared_deployment_is_registered_as_declared(deployed: dict[str, Any]) -> None:
-    assert len(DECLARED) == 16 and {entry["name"] for entry in DECLARED} <= deployed.keys()
+    assert len(DECLARED) == 17 and {entry["name"] for entry in DECLARED} <= deployed.keys()
     # Reconcile every minute (flows/reconcile.py); the other deployments run when someone starts them.
     (every,) = deployed["reconcile-incidents"].schedules
     assert every.active and every.schedule.interval.total_seconds() == 60

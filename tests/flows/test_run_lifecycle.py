@@ -141,6 +141,21 @@ def test_reconcile_leaves_waiting_runs_alone_and_crashes_only_a_running_run_whos
     print(f"\nreconcile: 1 dead Running run crashed; left alone: queued, Pending, Scheduled, Paused ({len(waiting)})")
 
 
+def test_a_run_id_that_is_no_prefect_run_is_left_alone_and_the_others_are_still_judged(
+        tmp_path: Path, own_records: str, prefect_server: str) -> None:
+    """A record written by hand or by another tool may name a run Prefect cannot know (not even a UUID):
+    reconcile leaves it as it is and judges the rest, rather than failing on it every minute."""
+    strange = incidents.open_incident(runbook_id="system-outage", runbook_version="1.0", title="hand-made",
+                                      level="II", source="alert", parameters={}, flow_run_id="imported-run-7")
+    (dead,) = ask_for_runs(write_runbook(tmp_path, "lifecycle-quick", quick_steps()), 1, prefix=f"dead-{tmp_path.name}")
+    run_outbox.register_worker("ghost", host="test", pid=0, slots=1)
+    (row,) = run_outbox.claim_run_requests("ghost", limit=1, stale_after=3600)
+    _running(row)  # Running in Prefect, nobody beating its heartbeat
+    done = reconcile_runs(stale_after=timedelta(seconds=0))
+    assert [r.incident_id for r in done] == [dead]
+    assert get_incident(strange.id).run_state == "running" and len(events(strange.id)) == 1
+
+
 def test_with_prefect_unreachable_reconcile_judges_nothing_and_says_so(
         tmp_path: Path, own_records: str, prefect_server: str) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
