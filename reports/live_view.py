@@ -89,14 +89,6 @@ def _clock(at: datetime | None, zone: ZoneInfo) -> str:
     return f"{at:%H:%M:%S}Z ({at.astimezone(zone):%H:%M} {zone.key.split('/')[-1].replace('_', ' ')})"
 
 
-def _short(channel: str, limit: int = 32) -> str:
-    """A (redacted) channel URL short enough for a table cell: its scheme and its last part."""
-    if len(channel) <= limit or "://" not in channel:
-        return channel
-    scheme, rest = channel.split("://", 1)
-    return f"{scheme}://…/{rest.rstrip('/').rsplit('/', 1)[-1][:limit]}"
-
-
 def _directory() -> Any:
     try:
         from notifications.contacts import load_directory
@@ -241,14 +233,16 @@ def build(incident_id: str, now: datetime | None = None) -> LiveView:
             if kept is None or row.status == "delivered" or kept.status != "delivered":
                 by_page[key] = row
         shown = list(by_page.values())[-PAGES_SHOWN:]
-        lines += ["| who | role | channel | page | status | acknowledged |", "|---|---|---|---|---|---|"]
+        # Three columns: the Prefect UI cuts a wider table off at the right of its artifact view (the
+        # status column was hidden at 1400 px). The channel of each page is in the report and the timeline.
+        lines += ["| who (role) | page | status |", "|---|---|---|"]
         for row in shown:
             tier = f"tier {row.tier}" + (f" · round {row.cycle + 1}" if row.cycle else "")
             step = (row.step_id or "").split("__")[0]
-            acked = (f"{md(row.acknowledged_by or 'yes')} {_clock(row.acknowledged_at, zone)}"
-                     if row.acknowledged_at else "—")
-            lines.append(f"| {md(name(row.contact))} | {md(row.role or '')} | {md(_short(row.channel))} | "
-                         f"{md(step)} · {tier} | {md(row.status)} | {acked} |")
+            acked = (f"; acknowledged by {md(row.acknowledged_by or 'them')} {_clock(row.acknowledged_at, zone)}"
+                     if row.acknowledged_at else "")
+            role = f" ({md(row.role)})" if row.role else ""
+            lines.append(f"| {md(name(row.contact))}{role} | {md(step)} · {tier} | {md(row.status)}{acked} |")
         if len(by_page) > PAGES_SHOWN:
             lines.append(f"\n({len(by_page) - PAGES_SHOWN} earlier pages not shown; `firebreak timeline "
                          f"{incident.id}` lists all)")

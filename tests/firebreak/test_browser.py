@@ -68,12 +68,21 @@ def field(page: Any, label: str) -> Any:
 
 
 def choose(page: Any, label: str, option: str) -> None:
-    """Pick `option` from a form's list (the select opens from the keyboard)."""
-    control = field(page, label).locator("button.p-select-button__control").first
-    control.focus()
-    page.keyboard.press("ArrowDown")
-    page.get_by_role("option", name=option, exact=True).click()
-    assert field(page, label).locator(".p-select-button__value").first.inner_text() == option
+    """Pick `option` from a form's list (the select opens from the keyboard), and see it chosen. The form
+    re-renders while it loads its schema; a pick made just then is lost (seen in CI, and here with the
+    field still showing its default), and a person picks again: so does this, up to three times."""
+    value = field(page, label).locator(".p-select-button__value").first
+    for _ in range(3):
+        control = field(page, label).locator("button.p-select-button__control").first
+        control.focus()
+        page.keyboard.press("ArrowDown")
+        page.get_by_role("option", name=option, exact=True).click()
+        try:
+            sync_api.expect(value).to_have_text(option, timeout=5_000)  # waits for the re-render
+            return
+        except AssertionError:
+            page.keyboard.press("Escape")  # close the list if it is still open
+    raise AssertionError(f"{label}: {option!r} was picked three times but the form shows {value.inner_text()!r}")
 
 
 def type_into(page: Any, label: str, text: str) -> None:
