@@ -39,7 +39,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
-from contextlib import AbstractContextManager, ExitStack, nullcontext
+from contextlib import AbstractContextManager, ExitStack
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -222,7 +222,7 @@ class RunDispatcher:
     def _slot(self) -> None:
         """A slot thread: keeps one Prefect client for its life (a new client costs ~50 ms of CPU,
         more than creating a run does) and serves one claimed row at a time."""
-        _enter_client_context(self._settings)
+        contexts = _enter_client_context(self._settings)  # noqa: F841  held for the thread's life (see there)
         while True:
             with self._lock:
                 self._idle += 1
@@ -377,15 +377,24 @@ class RunDispatcher:
         return flow_run, flow_run.state.type.value if flow_run.state else "SCHEDULED", False
 
     def _settings(self, *, client_retries: int | None = None) -> AbstractContextManager[Any]:
-        from prefect.settings import PREFECT_API_URL, PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+        from prefect.settings import (
+            PREFECT_API_URL,
+            PREFECT_CLIENT_MAX_RETRIES,
+            PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+            temporary_settings,
+        )
 
-        updates: dict[Any, Any] = {}
+        # Prefect's own flow-run heartbeats (an event every 180 s, for its zombie-run automations) are off
+        # for the runs executed here: Firebreak's heartbeat (flows.heartbeat) and reconcile judge a dead run,
+        # and Prefect's end of run waited up to a second for its heartbeat thread, holding the slot
+        # (measured with cProfile: 0.4 s a run on average, while a burst waited for slots).
+        updates: dict[Any, Any] = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
         if self.prefect_api_url:
             updates[PREFECT_API_URL] = self.prefect_api_url
         if client_retries is not None:
             updates[PREFECT_CLIENT_MAX_RETRIES] = client_retries
         # A context variable: it applies to this thread only, not to the whole process.
-        return temporary_settings(updates=updates) if updates else nullcontext()
+        return temporary_settings(updates=updates)
 
     def _create_flow_run(self, row: run_outbox.RunRequest) -> Any:
         from prefect.client.orchestration import get_client
@@ -468,15 +477,21 @@ def _create_pending_run(client: Any, flow: Any, flow_id: Any, row: run_outbox.Ru
     return FlowRun.model_validate(response.json())
 
 
-def _enter_client_context(settings: Callable[[], AbstractContextManager[Any]]) -> None:
-    """Enter (and never leave) the API settings and a Prefect client context in this thread, so
-    every flow run and API call made from it reuses one client. If Prefect cannot be reached
-    now, the thread goes on without: each run then makes its own client, as Prefect does."""
-    settings().__enter__()
+def _enter_client_context(settings: Callable[[], AbstractContextManager[Any]]) -> ExitStack:
+    """Enter the API settings and a Prefect client context in this thread, so every flow run and API
+    call made from it reuses one client. If Prefect cannot be reached now, the thread goes on without:
+    each run then makes its own client, as Prefect does.
+
+    The caller keeps what this returns for the thread's life. The settings are a generator-based
+    context manager: dropped, it is collected and its `finally` leaves the settings at once (so the
+    slot's runs went on with the process's settings: Prefect's heartbeat thread, and its API URL)."""
+    contexts = ExitStack()
+    contexts.enter_context(settings())
     try:
         from prefect.context import SyncClientContext
 
-        SyncClientContext.get_or_create().__enter__()
+        contexts.enter_context(SyncClientContext.get_or_create())
     except Exception as exc:  # noqa: BLE001  optional reuse: without it each run makes its own client, as Prefect does
         log.info("no lasting Prefect client for %s: %s: %s", threading.current_thread().name,
                  type(exc).__name__, exc)
+    return contexts

