@@ -3,7 +3,6 @@ reconciled and resumed, with what it did checked: for the chaos trials (tests/ch
 resume tests. See tests/chaos/test_run_killed_mid_step.py for what is checked and why."""
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from notifications.drill_responder import AckServer, DrillResponder
 from records import alert_ingest
 from records.incidents import events, get_incident, notifications
 from simulator import start_simulator
+from tests.environment import environment
 from tests.polling import wait_for
 from tests.records_env import records_database_at
 from tests.run_workers import WorkerProcess, number_incidents_apart
@@ -54,10 +54,9 @@ def run_trial(trial: Trial, home: Path, prefect_api_url: str) -> None:
     simulator = start_simulator(fault="down", recovery_seconds=0.5)
     parameters = {"service_url": simulator.url, "check_interval_seconds": 0.2, "healthy_checks": 2,
                   "recovery_deadline_seconds": 60}
-    saved_inbox = os.environ.get("FIREBREAK_INBOX")
-    os.environ["FIREBREAK_INBOX"] = simulator.inbox_address
     try:
-        with records_database_at(records), AckServer(), DrillResponder(simulator.inbox_url, delay=0.05):
+        with (environment(FIREBREAK_INBOX=simulator.inbox_address), records_database_at(records), AckServer(),
+              DrillResponder(simulator.inbox_url, delay=0.05)):
             number_incidents_apart(records)
             incident_id = _ask_for_the_run(parameters)
             trial.incident_id = incident_id
@@ -90,10 +89,6 @@ def run_trial(trial: Trial, home: Path, prefect_api_url: str) -> None:
             _check_no_repeats(trial, incident_id, simulator.url, simulator.inbox_url)
     finally:
         simulator.stop()
-        if saved_inbox is None:
-            os.environ.pop("FIREBREAK_INBOX", None)
-        else:
-            os.environ["FIREBREAK_INBOX"] = saved_inbox
 
 
 def _ask_for_the_run(parameters: dict[str, object]) -> str:

@@ -10,10 +10,8 @@ ends silently. Prints what it measures.
 """
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -29,6 +27,7 @@ from records.incidents import events, get_incident, notifications
 from records.models import Incident
 from simulator import start_simulator
 from tests.chaos.support import IntakeServe, alert_request, post_all
+from tests.environment import environment
 from tests.private_postgres import private_cluster
 from tests.records_env import records_database_at
 from tests.run_workers import number_incidents_apart, runs_begun
@@ -123,20 +122,6 @@ def test_the_records_store_down_answers_503_and_nothing_refused_is_stored(tmp_pa
     assert all(state == "completed" and alarms == pages == 0 or state in ("failed", "crashed") and alarms == 1
                and pages >= 1 for state, alarms, pages in ends.values()), ends
     assert {i for i, (state, _, _) in ends.items() if state != "completed"} == set(judged)
-
-
-@contextmanager
-def environment(**values: str) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _stored_counts() -> dict[int, int]:

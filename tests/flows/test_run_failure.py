@@ -12,8 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import httpx
 import pytest
 
 from records.incidents import events, get_incident, list_incidents, notifications
+from tests.environment import environment
 from tests.http_receivers import ScriptedServer
 from tests.notifications_support import closed_port, contact
 from tests.polling import wait_for
@@ -48,18 +48,9 @@ def alarm_pages(incident_id: str) -> list:
     return [n for n in notifications(incident_id) if n.step_id.startswith("run_failed__")]
 
 
-@contextmanager
-def inbox_at(simulator) -> Iterator[None]:
+def inbox_at(simulator) -> AbstractContextManager[None]:
     """The demo contacts' channels (json://${FIREBREAK_INBOX}/inbox/<id>) point at this simulator's inbox."""
-    previous = os.environ.get("FIREBREAK_INBOX")
-    os.environ["FIREBREAK_INBOX"] = simulator.inbox_address
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("FIREBREAK_INBOX", None)
-        else:
-            os.environ["FIREBREAK_INBOX"] = previous
+    return environment(FIREBREAK_INBOX=simulator.inbox_address)
 
 
 # ------------------------------------------------------------------ (a) the unreachable outage

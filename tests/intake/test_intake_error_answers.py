@@ -4,7 +4,6 @@ them when each mapped its own errors; anything unmapped stays a 500."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ from fastapi.testclient import TestClient
 from firebreak import errors
 from intake.app import create_app
 from intake.sources import sign
+from tests.environment import environment
 from tests.intake_harness import READ_AUTH, TOKENS, RunningIntake, free_port, own_records_database, write_config
 from tests.records_env import records_database_at
 
@@ -25,19 +25,11 @@ INCIDENT_STORE_DOWN = "the incident store is unavailable"
 
 @pytest.fixture(scope="module")
 def intake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningIntake]:
-    saved = {k: os.environ.get(k) for k in TOKENS}
-    os.environ.update(TOKENS)
     directory = tmp_path_factory.mktemp("intake-errors")
     sources, routes = write_config(directory, {"runbook": None})
-    try:
-        with own_records_database(directory), RunningIntake(sources, routes, executor="none") as running:
-            yield running
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with (environment(**TOKENS), own_records_database(directory),
+          RunningIntake(sources, routes, executor="none") as running):
+        yield running
 
 
 def alertmanager_body() -> dict[str, object]:

@@ -45,6 +45,7 @@ from records.models import Incident, utcnow
 from records.signatures import SeenSignature, SignatureReplayed, forget_signatures_before, replayed_signatures
 from runbooks import library
 from runbooks.hosts import url_problem
+from tests.environment import environment
 from tests.intake_harness import READ_AUTH, SOURCES, TOKENS, RunningIntake, own_records_database, write_config
 from tests.polling import wait_for
 from tests.postgres import temporary_database
@@ -79,23 +80,15 @@ ROUTE = {"runbook": None, "routes": [
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def intake(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningIntake]:
-    saved = {k: os.environ.get(k) for k in {**TOKENS, **THROTTLED_READER}}
-    os.environ.update({**TOKENS, **THROTTLED_READER})
     directory = tmp_path_factory.mktemp(f"security-{request.param}")
     sources, routes = write_config(directory, ROUTE, ACCESS)
-    try:
-        with ExitStack() as stack:
-            if request.param == "sqlite":
-                stack.enter_context(own_records_database(directory))
-            else:
-                stack.enter_context(records_database_at(stack.enter_context(temporary_database())))
-            yield stack.enter_context(RunningIntake(sources, routes, executor="none", max_body_bytes=2_000_000))
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with ExitStack() as stack:
+        stack.enter_context(environment(**TOKENS, **THROTTLED_READER))
+        if request.param == "sqlite":
+            stack.enter_context(own_records_database(directory))
+        else:
+            stack.enter_context(records_database_at(stack.enter_context(temporary_database())))
+        yield stack.enter_context(RunningIntake(sources, routes, executor="none", max_body_bytes=2_000_000))
 
 
 def stored() -> tuple[int, int, int]:
@@ -472,15 +465,8 @@ def test_only_a_small_future_skew_is_allowed(monkeypatch: pytest.MonkeyPatch) ->
 def test_a_signature_never_verifies_after_its_expiry(window: int, skew: int, sent_offset: int, later: int) -> None:
     """What records.signatures relies on to forget a signature at `expires_at`: from then on, the
     timestamp check alone refuses the request."""
-    previous = os.environ.get("FIREBREAK_TEST_HMAC")
-    os.environ["FIREBREAK_TEST_HMAC"] = TOKENS["FIREBREAK_TEST_HMAC"]
-    try:
+    with environment(FIREBREAK_TEST_HMAC=TOKENS["FIREBREAK_TEST_HMAC"]):
         _check_expiry(window, skew, sent_offset, later)
-    finally:
-        if previous is None:
-            os.environ.pop("FIREBREAK_TEST_HMAC")
-        else:
-            os.environ["FIREBREAK_TEST_HMAC"] = previous
 
 
 def _check_expiry(window: int, skew: int, sent_offset: int, later: int) -> None:
@@ -573,31 +559,22 @@ def _lock_waiters(url: str) -> int:
 
 
 def test_two_replicas_receiving_one_signed_request_answer_202_once_and_401_else(tmp_path: Path) -> None:
-    saved = {k: os.environ.get(k) for k in TOKENS}
-    os.environ.update(TOKENS)
-    try:
-        with temporary_database() as url, records_database_at(url):
-            sources, routes = write_config(tmp_path, {"runbook": None})
-            with RunningIntake(sources, routes, executor="none") as a, RunningIntake(sources, routes,
-                                                                                    executor="none") as b:
-                for attempt in range(5):
-                    body = json.dumps(generic_body()).encode()
-                    headers = {**signed(body), **JSON}
-                    start = threading.Barrier(16)
+    with environment(**TOKENS), temporary_database() as url, records_database_at(url):
+        sources, routes = write_config(tmp_path, {"runbook": None})
+        with RunningIntake(sources, routes, executor="none") as a, RunningIntake(sources, routes,
+                                                                                executor="none") as b:
+            for attempt in range(5):
+                body = json.dumps(generic_body()).encode()
+                headers = {**signed(body), **JSON}
+                start = threading.Barrier(16)
 
-                    def send(index: int, start: threading.Barrier = start, body: bytes = body,
-                             headers: dict[str, str] = headers) -> int:
-                        start.wait()
-                        replica = a if index % 2 else b
-                        return httpx.post(f"{replica.url}/v1/alerts/generic", content=body, headers=headers,
-                                          timeout=60).status_code
+                def send(index: int, start: threading.Barrier = start, body: bytes = body,
+                         headers: dict[str, str] = headers) -> int:
+                    start.wait()
+                    replica = a if index % 2 else b
+                    return httpx.post(f"{replica.url}/v1/alerts/generic", content=body, headers=headers,
+                                      timeout=60).status_code
 
-                    with ThreadPoolExecutor(16) as pool:
-                        statuses = sorted(pool.map(send, range(16)))
-                    assert statuses == [202] + [401] * 15, (attempt, statuses)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+                with ThreadPoolExecutor(16) as pool:
+                    statuses = sorted(pool.map(send, range(16)))
+                assert statuses == [202] + [401] * 15, (attempt, statuses)
