@@ -174,7 +174,9 @@ def test_timeout_policies(tmp_path: Path) -> None:
 
 
 def test_escalate_on_timeout_pages_then_waits_again(tmp_path: Path, simulator) -> None:
-    run = Background(gated(tmp_path, "gate-escalate", timeout=2, on_timeout="escalate",
+    # The escalated wait lasts one more `timeout`, and the Resume below must land inside it: 2 s was
+    # missed on a loaded machine (the run completed refused, with no decision), so 8 s.
+    run = Background(gated(tmp_path, "gate-escalate", timeout=8, on_timeout="escalate",
                            escalate_to=["scenario_lead"]))
     incident_id, _ = run.paused_incident()
     deadline = time.monotonic() + 60
