@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.polling import wait_for
 from tests.stack_harness import Stack, start_stack, stop_stack
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -49,13 +49,8 @@ def page(stack: Stack) -> Iterator[Any]:
 
 
 def poll(what: str, check: Any, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+    """tests.polling.wait_for, twice a second: each check asks the stack's Prefect API."""
+    return wait_for(check, timeout=timeout, what=what, interval=0.5)
 
 
 # --- the Prefect UI, as a person uses it -------------------------------------------------------------

@@ -4,12 +4,12 @@ it cancelled, nobody is paged), then runs the runbook again on the same incident
 the new run attaches to the incident, and a resolve by hand lets it finish."""
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from tests.polling import wait_for
 from tests.records_env import records_database_at
 from tests.stack_harness import Stack, start_stack, stop_stack
 
@@ -26,13 +26,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def poll(what: str, check: Any, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+    """tests.polling.wait_for, twice a second: each check asks the stack's Prefect API."""
+    return wait_for(check, timeout=timeout, what=what, interval=0.5)
 
 
 def flow_run(stack: Stack, flow_run_id: str) -> dict[str, Any]:

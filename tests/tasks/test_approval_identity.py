@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from records.incidents import events
+from tests.environment import environment
 from tests.gated_runs import Background, gated, resume
 from tests.polling import wait_for
 from tests.runbook_helpers import step_events, write_runbook
@@ -142,15 +143,18 @@ def test_marks_in_both_languages() -> None:
     assert approver("钱丽 Qian Li", None, "zh") == "钱丽 Qian Li"
 
 
-def test_an_unreadable_directory_marks_the_answer_and_leaves_the_form_free_text(tmp_path: Path,
-                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_unreadable_directory_marks_the_answer_and_leaves_the_form_free_text(tmp_path: Path) -> None:
+    from firebreak.settings import reload_settings
     from tasks import approval
 
-    def broken() -> Any:
-        raise OSError("contacts.yaml: permission denied")
-
-    monkeypatch.setattr(approval, "_directory", broken)
-    assert approval._identify("qian-li") == approval.Approver("qian-li", unverified="directory-unreadable")
-    assert approval._identify("qian-li").shown == "qian-li (unverified: the contacts directory could not be read)"
-    form = approval._form(["scenario_lead"], "prompt")
-    assert "anyOf" not in form.model_json_schema()["properties"]["approver"]
+    contacts = tmp_path / "contacts.yaml"
+    contacts.write_text("contacts: [\n  {id: qian-li, name: \"Qian Li\"\n")  # a half-saved edit: broken YAML
+    with environment(FIREBREAK_CONTACTS_FILE=str(contacts)):
+        reload_settings()
+        try:
+            assert approval._identify("qian-li") == approval.Approver("qian-li", unverified="directory-unreadable")
+            assert approval._identify("qian-li").shown == "qian-li (unverified: the contacts directory could not be read)"
+            form = approval._form(["scenario_lead"], "prompt")
+            assert "anyOf" not in form.model_json_schema()["properties"]["approver"]
+        finally:
+            reload_settings()
