@@ -14,7 +14,7 @@ import yaml
 
 from notifications.acknowledgement.service import acknowledge_incident
 from records import run_outbox
-from records.incidents import events, get_incident, list_incidents
+from records.incidents import get_incident, list_incidents, notifications
 from tests.intake_harness import TOKENS, RunningIntake, free_port, write_config
 from tests.polling import wait_for
 
@@ -62,10 +62,12 @@ def test_real_alertmanager_starts_the_outage_runbook(tmp_path: Path, simulator, 
                                  what="Alertmanager's webhook to open an incident")
             assert incident.runbook_id == "system-outage" and incident.source == "alert"
             wait_for(lambda: run_outbox.run_request(incident.id).started_at is not None, what="the run to start")
-            # Not a drill: pages escalate until a person acknowledges.
-            wait_for(lambda: any(e.status == "delivered" for e in events(incident.id)), what="the first page")
+            # Not a drill: pages escalate until a person acknowledges, per page: so technical support's
+            # own page (an acknowledgement before it is sent does not stop its escalation).
+            wait_for(lambda: any(n.step_id == "page_technical_support" and n.status == "delivered"
+                                 for n in notifications(incident.id)), what="technical support's page")
             acknowledge_incident(incident.id, by="li-wei", via="cli")
-            intake.wait_runs(timeout=120)
+            intake.wait_runs(timeout=300, incident_ids=(incident.id,))
         finally:
             process.terminate()
             process.wait(timeout=20)
