@@ -1,8 +1,13 @@
-"""One system-outage run in a `firebreak worker` killed outright (SIGKILL) at a chosen step, then
-reconciled and resumed, with what it did checked: for the chaos trials (tests/chaos) and the
-resume tests. See tests/chaos/test_run_killed_mid_step.py for what is checked and why."""
+"""Runs killed outright (SIGKILL) at a chosen step: any runbook run in a process of its own
+(`kill_when_step_begins`), and a system-outage run in a `firebreak worker`, then reconciled and
+resumed with what it did checked (`run_trial`: the chaos trials in tests/chaos and the resume
+tests; see tests/chaos/test_run_killed_mid_step.py for what is checked and why)."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -16,12 +21,41 @@ from flows.reconcile import reconcile_runs
 from flows.run_failure import ALARM_STEP_PREFIX
 from notifications.drill_responder import AckServer, DrillResponder
 from records import alert_ingest
-from records.incidents import events, get_incident, notifications
+from records.incidents import events, get_incident, list_incidents, notifications
+from records.models import Incident
 from simulator import start_simulator
 from tests.environment import environment
 from tests.polling import wait_for
 from tests.records_env import records_database_at
 from tests.run_workers import WorkerProcess, number_incidents_apart
+
+#: A runbook run in a process of its own (the run-runbook flow, as a shell would start it).
+RUNNER = """
+import sys
+from flows.engine import run_runbook
+run_runbook(runbook=sys.argv[1])
+"""
+
+
+def kill_when_step_begins(runbook: Path, step_id: str) -> Incident:
+    """Run `runbook` in a process of its own, SIGKILL it once `step_id` records its intent on a new
+    incident (no hook runs, nothing is told), and return that incident."""
+    known = {i.id for i in list_incidents(500)}
+    process = subprocess.Popen([sys.executable, "-c", RUNNER, str(runbook)], env=dict(os.environ),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def begun() -> Incident | None:
+            return next((i for i in list_incidents(500) if i.id not in known and any(
+                e.step_id == step_id and e.phase == "intent" for e in events(i.id))), None)
+
+        incident = wait_for(begun, what=f"{step_id} to begin")
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return incident
+
 
 #: Where a trial may kill the run: just after one of these steps records its intent (mid-step) or
 #: its outcome (between steps). Side-effecting and waiting steps, and the status changes.

@@ -12,16 +12,12 @@ from pathlib import Path
 import pytest
 
 from records.incidents import events, get_incident, list_incidents
+from tests.killed_runs import RUNNER, kill_when_step_begins
 from tests.polling import wait_for
 from tests.runbook_helpers import write_runbook
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
-RUNNER = """
-import sys
-from flows.engine import run_runbook
-run_runbook(runbook=sys.argv[1])
-"""
 
 
 def test_killed_run_is_reconciled_as_crashed(tmp_path: Path) -> None:
@@ -33,23 +29,7 @@ def test_killed_run_is_reconciled_as_crashed(tmp_path: Path) -> None:
         {"id": "note", "action": "record", "with": {"message": "before the long wait"}},
         {"id": "long_wait", "action": "wait", "needs": ["note"], "with": {"seconds": 600}, "timeout": 900},
     ])
-    known = {i.id for i in list_incidents(500)}
-    process = subprocess.Popen([sys.executable, "-c", RUNNER, str(path)], env=dict(os.environ),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        def started():
-            for incident in list_incidents(500):
-                if incident.id not in known and any(e.step_id == "long_wait" and e.phase == "intent"
-                                                    for e in events(incident.id)):
-                    return incident
-            return None
-
-        incident = wait_for(started, what="the long wait to start")
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
+    incident = kill_when_step_begins(path, "long_wait")
 
     assert get_incident(incident.id).run_state == "running"  # nothing ran to say otherwise
     assert incident.id not in {r.incident_id for r in reconcile_runs()}  # heartbeat still fresh: left alone

@@ -8,10 +8,6 @@ real HTTP receivers for the pages, and the records database."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from contextlib import AbstractContextManager
 from datetime import timedelta
 from pathlib import Path
@@ -22,8 +18,8 @@ import pytest
 from records.incidents import events, get_incident, list_incidents, notifications
 from tests.environment import environment
 from tests.http_receivers import ScriptedServer
+from tests.killed_runs import kill_when_step_begins
 from tests.notifications_support import closed_port, contact
-from tests.polling import wait_for
 from tests.runbook_helpers import write_runbook
 from tests.seed_runs import QUICK, outcomes
 
@@ -253,11 +249,6 @@ def test_the_run_failed_message_in_both_languages(locale: str) -> None:
 
 # ------------------------------------------------------------------ (c) a dead run found by reconcile
 
-RUNNER = """
-import sys
-from flows.engine import run_runbook
-run_runbook(runbook=sys.argv[1])
-"""
 
 
 def test_a_crashed_run_found_by_reconcile_is_paged_once_however_often_reconcile_runs(
@@ -274,23 +265,7 @@ def test_a_crashed_run_found_by_reconcile_is_paged_once_however_often_reconcile_
             {"id": "after", "title": "Confirm recovery", "action": "record", "needs": ["long_wait"],
              "with": {"message": "recovered"}},
         ], on_run_failure={"notify": ["scenario_lead"]})
-        known = {i.id for i in list_incidents(500)}
-        process = subprocess.Popen([sys.executable, "-c", RUNNER, str(path)], env=dict(os.environ),
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            def started():
-                for incident in list_incidents(500):
-                    if incident.id not in known and any(e.step_id == "long_wait" and e.phase == "intent"
-                                                        for e in events(incident.id)):
-                        return incident
-                return None
-
-            incident = wait_for(started, what="the long wait to start")
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=30)
-        finally:
-            if process.poll() is None:
-                process.kill()
+        incident = kill_when_step_begins(path, "long_wait")
         # Killed outright: no hook ran, nobody told yet.
         assert page_bodies(lead, incident.id) == [] and page_bodies(tech, incident.id) == []
 

@@ -11,7 +11,6 @@ posted unchanged; the builders below vary them. Runs are not started here
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from records.alert_ingest import Alert
 from records.db import session_scope
 from records.incidents import events, get_incident
 from records.signatures import SeenSignature
+from tests.environment import environment
 from tests.intake_harness import READ_AUTH, TOKENS, RunningIntake, own_records_database, write_config
 
 AM_AUTH = {"Authorization": f"Bearer {TOKENS['FIREBREAK_TEST_AM_TOKEN']}"}
@@ -50,20 +50,11 @@ ROUTE = {
 
 @pytest.fixture(scope="module")
 def intake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningIntake]:
-    saved = {k: os.environ.get(k) for k in TOKENS}
-    os.environ.update(TOKENS)
     directory = tmp_path_factory.mktemp("intake")
     sources, routes = write_config(directory, ROUTE)
-    try:
-        with own_records_database(directory), \
-                RunningIntake(sources, routes, executor="none", max_body_bytes=32768) as running:
-            yield running
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with (environment(**TOKENS), own_records_database(directory),
+          RunningIntake(sources, routes, executor="none", max_body_bytes=32768) as running):
+        yield running
 
 
 def stored_alerts() -> int:

@@ -33,6 +33,7 @@ from sqlalchemy import text
 
 from intake.sources import sign
 from records.db import session_scope
+from tests.environment import environment
 from tests.intake_harness import TOKENS, RunningIntake, own_records_database, write_config
 from tests.postgres import temporary_database
 from tests.records_env import records_database_at
@@ -72,32 +73,24 @@ class Target:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    saved = {k: os.environ.get(k) for k in TOKENS}
-    os.environ.update(TOKENS)
     directory = tmp_path_factory.mktemp(f"fuzz-{request.param}")
     sources, routes = write_config(directory, ROUTE)
-    try:
-        with ExitStack() as stack:
-            if request.param == "sqlite":
-                stack.enter_context(own_records_database(directory))
-            else:
-                stack.enter_context(records_database_at(stack.enter_context(temporary_database())))
-            # A body limit above the label limits, so huge label maps meet those (not the 413 of the body).
-            intake = stack.enter_context(RunningIntake(sources, routes, executor="none", max_body_bytes=600_000))
-            client = stack.enter_context(httpx.Client(base_url=intake.url, timeout=60))
-            yield Target(request.param, intake, client, intake.url)
-            # The server stays up: alive, healthy, and still accepting a valid alert.
-            assert intake.thread.is_alive()
-            assert client.get("/healthz").json() == {"status": "ok"}
-            body = json.dumps(valid_alertmanager(f"after-{time.time_ns()}")).encode()
-            after = client.post("/v1/alerts/alertmanager", content=body, headers=headers_for("alertmanager", body))
-            assert after.status_code == 202, after.text
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with ExitStack() as stack:
+        stack.enter_context(environment(**TOKENS))
+        if request.param == "sqlite":
+            stack.enter_context(own_records_database(directory))
+        else:
+            stack.enter_context(records_database_at(stack.enter_context(temporary_database())))
+        # A body limit above the label limits, so huge label maps meet those (not the 413 of the body).
+        intake = stack.enter_context(RunningIntake(sources, routes, executor="none", max_body_bytes=600_000))
+        client = stack.enter_context(httpx.Client(base_url=intake.url, timeout=60))
+        yield Target(request.param, intake, client, intake.url)
+        # The server stays up: alive, healthy, and still accepting a valid alert.
+        assert intake.thread.is_alive()
+        assert client.get("/healthz").json() == {"status": "ok"}
+        body = json.dumps(valid_alertmanager(f"after-{time.time_ns()}")).encode()
+        after = client.post("/v1/alerts/alertmanager", content=body, headers=headers_for("alertmanager", body))
+        assert after.status_code == 202, after.text
 
 
 @pytest.fixture(scope="module", autouse=True)
