@@ -80,7 +80,42 @@ def measure(intakes: list[str], records_url: str, alerts: int, rate: float, time
         engine.dispose()
     if len(pages) < alerts:
         print(f"  ({alerts - len(pages)} of {alerts} incidents had no delivered page after {timeout:.0f}s)")
+    STAGES[len(STAGES)] = stages(records_url, list(sent))
     return list(pages.values())
+
+
+#: Per measure() call, where the time went (see stages()); printed beside the burst figures.
+STAGES: dict[int, dict[str, list[float]]] = {}
+
+
+def stages(records_url: str, incident_ids: list[str]) -> dict[str, list[float]]:
+    """Seconds each incident spent in each stage, from the records: stored → claimed (waiting for a
+    free slot), claimed → run started (creating the Prefect flow run), started → first page delivered,
+    started → finished (the slot is held until the run ends)."""
+    engine = create_engine(records_url)
+    marks = ", ".join(f"'{i}'" for i in incident_ids)  # ids the intake made (INC-YYYY-NNNN), not user text
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text(
+                "select r.created_at, r.claimed_at, r.started_at, r.finished_at, (select min(n.sent_at) from notifications n "
+                "where n.incident_id = r.incident_id and n.status = 'delivered') "
+                f"from run_requests r where r.incident_id in ({marks})")).all()
+    finally:
+        engine.dispose()
+
+    def stamp(value: Any) -> datetime:
+        return datetime.fromisoformat(str(value)).replace(tzinfo=timezone.utc)
+
+    found: dict[str, list[float]] = {"waiting for a slot": [], "creating the run": [], "run to first page": [],
+                                     "run (slot held)": []}
+    for created, claimed, started, finished, paged in rows:
+        if finished and started:
+            found["run (slot held)"].append((stamp(finished) - stamp(started)).total_seconds())
+        if created and claimed and started and paged:
+            found["waiting for a slot"].append((stamp(claimed) - stamp(created)).total_seconds())
+            found["creating the run"].append((stamp(started) - stamp(claimed)).total_seconds())
+            found["run to first page"].append((stamp(paged) - stamp(started)).total_seconds())
+    return found
 
 
 def figures(values: list[float], alerts: int) -> str:
@@ -98,6 +133,8 @@ def run_layout(label: str, intakes: list[str], records_url: str, args: argparse.
     if paced and burst:
         ratio = percentile(burst, 0.99) / percentile(paced, 0.99)
         print(f"{'':<12} burst p99 ÷ paced p99: {ratio:.1f}×", flush=True)
+    for stage, values in STAGES[len(STAGES) - 1].items():
+        print(f"{'':<12}   burst, {stage}: {figures(values, args.burst)}", flush=True)
     return {"paced": paced, "burst": burst}
 
 

@@ -4,7 +4,7 @@ Prefect's own PREFECT_* settings are left to Prefect; nothing here shadows them.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -63,11 +63,13 @@ class Settings(BaseSettings):
     db_reserved_connections: int = Field(default=10, ge=0, description=(
         "Part of the budget kept for everything else: the CLI, reconcile, runs started from the Prefect UI."))
 
-    @property
+    # Cached: every records write asks (Path.resolve is a system call per path part, measured at 5 % of
+    # the intake's CPU in a burst); the settings object is rebuilt when the environment changes.
+    @cached_property
     def resolved_home(self) -> Path:
         return self.home.expanduser().resolve()
 
-    @property
+    @cached_property
     def records_url(self) -> str:
         if self.database_url:
             return self.database_url
