@@ -69,6 +69,10 @@ CANCEL_POLL_SECONDS = 2.0
 PREFECT_TIMEOUT_MARGIN_SECONDS = 5.0
 #: How long a run that lost its lease waits for its withdrawn gates to let go before it ends anyway.
 GATE_WITHDRAW_SECONDS = 15.0
+#: The live view's first publication waits for the run's first page, at most this long: in a burst of
+#: new incidents, pages must not queue behind live-view writes to Prefect (issue 13), and a run that
+#: pages and ends within it publishes only its final view.
+FIRST_VIEW_WAIT_SECONDS = 3.0
 
 
 class StepResult(BaseModel):
@@ -110,6 +114,8 @@ class _Run:
     next_cancel_check: float = field(default_factory=lambda: time.monotonic() + CANCEL_POLL_SECONDS)
     #: Escalations of failed steps submitted but not yet tracked by the scheduler (see _escalate).
     escalations: list[tuple[Step, PrefectFuture[Any]]] = field(default_factory=list)
+    #: Called when a paging step has finished (the live view's first publication waits for it).
+    paged: Callable[[], None] = lambda: None
 
     def step_context(self, **fields: Any) -> StepContext:
         """A StepContext for this run: its incident (and uid), runbook, level, and lease (run generation)."""
@@ -152,7 +158,7 @@ def execute_runbook(
     While it runs, the incident's live view in Prefect (reports.live_view: the artifact
     `incident-<id>` and the run's needs-attention / awaiting-approval tags) is kept current by one
     updater thread fed by this run's timeline appends; its final state is published as the run ends."""
-    live = LiveViewUpdater()
+    live = LiveViewUpdater(first_view_wait=FIRST_VIEW_WAIT_SECONDS)
     try:
         return _execute_runbook(runbook_id, parameters, level=level, incident_id=incident_id, source=source,
                                 drill=drill, summary=summary, live=live)
@@ -209,7 +215,8 @@ def _execute_runbook(
     live.follow(incident.id)
     logger.info("incident: %s  runbook: %s v%s  level: %s", incident.id, runbook.id, runbook.version, resolved_level.value)
 
-    run = _Run(runbook, incident.id, resolved_level, params, drill, flow_run_id, incident_uid=incident.uid)
+    run = _Run(runbook, incident.id, resolved_level, params, drill, flow_run_id, incident_uid=incident.uid,
+               paged=live.release)
     alarm = None
     run_stop.forget(flow_run_id)  # a retry of this flow run starts afresh
     with run_locks.held(incident.id, lock_holder) as lease, heartbeat(incident.id):
@@ -472,6 +479,7 @@ def _in_thread(name: str, function: Callable[..., Any], *args: Any) -> concurren
 
 
 def _finish_in_flow(run: _Run, step: Step, done: concurrent.futures.Future[Any]) -> None:
+    _note_paging(run, step)
     exc = done.exception()
     if exc is None:
         run.results[step.id] = StepResult(status="succeeded", output=done.result())
@@ -483,8 +491,14 @@ def _finish_in_flow(run: _Run, step: Step, done: concurrent.futures.Future[Any])
     _apply_policy(run, step, error, exc)
 
 
+def _note_paging(run: _Run, step: Step) -> None:
+    if step.action == "notify":  # delivered or not, the page was tried: nothing more to wait for
+        run.paged()
+
+
 def _finish(run: _Run, step: Step, future: PrefectFuture[Any]) -> None:
     future.wait()
+    _note_paging(run, step)
     state = future.state
     if state.is_completed():
         run.results[step.id] = StepResult(status="succeeded", output=future.result())

@@ -19,6 +19,11 @@ it. It also looks at the incident's newest event sequence once a second, which c
 processes record (an acknowledgement by link, an operator's action from the CLI). When no run
 drives the incident, whoever changes it publishes it once (flows.operator_actions, the flow-run
 hooks). Publishing never raises: Prefect unreachable is logged, and the next change tries again.
+
+A run's first view waits until its first page was tried (flows.engine releases it), at most a few
+seconds: in a burst of new incidents the pages go first, and a run that pages and ends at once
+publishes one view, its final one. With the view, at most every ANCHOR_INTERVAL_SECONDS, the
+incident's audit head is anchored in Prefect (records.audit_anchor) as the run moves it.
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ from zoneinfo import ZoneInfo
 
 from firebreak.settings import get_settings
 from records import acknowledgements, incidents
+from records.audit_anchor import anchor
 from records.models import EventPhase, Incident, IncidentStatus, RunState, TimelineEvent, utcnow
 from reports.publish import artifact_key as report_artifact_key
 from reports.render import escape_markdown as md
@@ -49,6 +55,9 @@ NEEDS_ATTENTION = "needs-attention"
 MANAGED_TAGS = (AWAITING_APPROVAL, NEEDS_ATTENTION)
 #: Approval events (tasks.approval) after which the gate still waits for a person.
 _WAITING = {"awaiting-approval", "approval-escalated"}
+#: While a run drives the incident, its audit head is anchored in Prefect with the live view, at most
+#: this often (records.audit_anchor; the run's end anchors its final head with the report).
+ANCHOR_INTERVAL_SECONDS = 10.0
 RECENT_EVENTS = 12
 PAGES_SHOWN = 40
 
@@ -343,8 +352,12 @@ class LiveViewUpdater:
     follow(incident id) starts it (once the run knows its incident); stop() publishes the final
     view, synchronously, and ends the thread."""
 
-    def __init__(self, *, settle: float = 0.25, min_interval: float = 1.0, poll: float = 1.0) -> None:
+    def __init__(self, *, settle: float = 0.25, min_interval: float = 1.0, poll: float = 1.0,
+                 first_view_wait: float = 0.0) -> None:
         self.settle, self.min_interval, self.poll = settle, min_interval, poll
+        #: How long the first view may wait for release() (see there); 0: at once.
+        self.first_view_wait = first_view_wait
+        self._released = threading.Event()
         self.incident_id: str | None = None
         self.publishes = 0
         self._publisher = _Publisher()
@@ -354,11 +367,14 @@ class LiveViewUpdater:
         self._unsubscribe: Any = None
         self._seen_seq = -1
         self._last_publish = 0.0
+        self._last_anchor = 0.0
+        self._anchored_seq = -1
 
     def follow(self, incident_id: str) -> None:
         if self.incident_id is not None:
             return
         self.incident_id = incident_id
+        self._seed_tags()
         self._unsubscribe = incidents.on_change(self._changed)
         # In a copy of this thread's context: Prefect's settings (the API URL a run executor set for
         # its thread) and client live in context variables.
@@ -366,7 +382,27 @@ class LiveViewUpdater:
         self._thread = threading.Thread(target=context.run, args=(self._loop,), daemon=True,
                                         name=f"live-view-{incident_id}")
         self._thread.start()
-        self._wake.set()  # the first view at once
+        self._wake.set()  # the first view as soon as it may (release)
+
+    def release(self) -> None:
+        """The run's first page is out: the first view may go now. Until then (or first_view_wait)
+        the view waits, so in a burst of new incidents no page waits behind a live-view write to
+        Prefect; a run that pages and ends within the wait publishes only its final view."""
+        self._released.set()
+        self._wake.set()
+
+    def _seed_tags(self) -> None:
+        """The run's tags as Prefect gave them to this flow run, so the first publish need not read
+        them back (one API call less per run)."""
+        try:
+            from prefect.context import FlowRunContext
+
+            context = FlowRunContext.get()
+        except Exception:  # noqa: BLE001  (no Prefect context: the publisher reads the tags)
+            return
+        flow_run = context.flow_run if context else None
+        if flow_run is not None and flow_run.id is not None:
+            self._publisher.tags[str(flow_run.id)] = list(flow_run.tags or [])
 
     def _changed(self, incident_ids: frozenset[str]) -> None:
         if self.incident_id in incident_ids:
@@ -374,6 +410,8 @@ class LiveViewUpdater:
 
     def _loop(self) -> None:
         assert self.incident_id is not None
+        if self.first_view_wait > 0:
+            self._released.wait(self.first_view_wait)  # stop() releases too
         while not self._stopping.is_set():
             woken = self._wake.wait(self.poll)
             if self._stopping.is_set():
@@ -398,6 +436,12 @@ class LiveViewUpdater:
             if self._publisher.publish(build(self.incident_id), force=final):
                 self.publishes += 1
             self._last_publish = time.monotonic()
+            if (not final and self._seen_seq != self._anchored_seq
+                    and time.monotonic() - self._last_anchor >= ANCHOR_INTERVAL_SECONDS):
+                # The head moves with every event: anchored as it moves, so someone with database access
+                # cannot cut what a long incident recorded since it began without the anchor showing it.
+                self._last_anchor, self._anchored_seq = time.monotonic(), self._seen_seq
+                anchor(self.incident_id)  # never raises
         except Exception as exc:  # noqa: BLE001  (never fail a run over its live view)
             LOGGER.warning("live view of %s not updated: %s: %s", self.incident_id, type(exc).__name__, exc)
 
@@ -405,6 +449,7 @@ class LiveViewUpdater:
         if self._thread is None:
             return
         self._stopping.set()
+        self._released.set()
         self._wake.set()
         if self._unsubscribe is not None:
             self._unsubscribe()
