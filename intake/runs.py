@@ -468,8 +468,17 @@ def _prefect_busy(exc: BaseException) -> bool:
 
 
 def run_name(row: run_outbox.RunRequest) -> str:
-    """The name the engine gives the run (flows.engine), so it need not rename it: one API write less."""
-    return f"{row.incident_id} · {row.parameters.get('runbook') or row.flow_name}"
+    """The name the engine gives the run (flows.engine), so it need not rename it: one API write less.
+    A route may name its runbook by path: the engine names the run by the runbook's id."""
+    runbook = row.parameters.get("runbook")
+    if isinstance(runbook, str) and runbook:
+        from tasks.catalog import load_runbook
+
+        try:
+            runbook = load_runbook(runbook).runbook.id  # cached per file and modification time
+        except Exception as exc:  # noqa: BLE001  the engine reports a runbook it cannot load; a name is no reason to fail here
+            log.debug("run of %s named by its runbook parameter: %s", row.incident_id, exc)
+    return f"{row.incident_id} · {runbook or row.flow_name}"
 
 
 def _register_flow(client: Any, flow: Any) -> Any:

@@ -274,3 +274,16 @@ def test_cancel_stops_a_run_the_warm_executor_runs_in_process(tmp_path: Path) ->
     assert [e.status for e in timeline if e.step_id == "after"] == ["skipped"]
     assert any(e.status == "run-stopping" and "wrong runbook" in e.summary for e in timeline)
     assert not any(e.status == "alarm" for e in timeline)  # a cancellation pages nobody
+
+
+def test_a_run_is_created_with_the_name_the_engine_gives_it_so_it_is_not_renamed(tmp_path: Path) -> None:
+    """A route may name its runbook by path; the engine names a run `<incident> · <runbook id>`. Created
+    under another name, every run cost one more write to Prefect (a rename) in a burst."""
+    from intake.runs import run_name
+
+    path = write_runbook(tmp_path, "named-by-its-id", [{"id": "note", "action": "record", "with": {"message": "m"}}])
+    by_path = run_outbox.RunRequest(incident_id="INC-2026-0042", flow_name="run-runbook",
+                                    parameters={"runbook": str(path)})
+    assert run_name(by_path) == "INC-2026-0042 · named-by-its-id"
+    seed = run_outbox.RunRequest(incident_id="INC-2026-0043", flow_name="system-outage", parameters={})
+    assert run_name(seed) == "INC-2026-0043 · system-outage"
