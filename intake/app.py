@@ -26,6 +26,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ValidationError
@@ -338,6 +339,17 @@ def create_app(intake: Intake | None = None) -> FastAPI:
     for kind in answered:
         app.add_exception_handler(kind, _refused)
 
+    async def _invalid_request(request: Request, error: Exception) -> JSONResponse:
+        """A query or path value FastAPI refused (`?limit=abc`, `?lang=fr`): the same shape as every other
+        refusal here, naming the field (`query.limit`) and why, rather than FastAPI's own, which echoes
+        the value back."""
+        assert isinstance(error, RequestValidationError)
+        details = [{"field": strict_json.join_path(tuple(e.get("loc", ()))), "reason": str(e.get("msg", ""))}
+                   for e in error.errors()[:strict_json.MAX_PROBLEMS]]
+        return await _refused(request, Refused(422, "request does not fit: " + _listed(details), details))
+
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+
     @app.get("/healthz", tags=["service"], summary="The process is up")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -433,7 +445,7 @@ def create_app(intake: Intake | None = None) -> FastAPI:
         from records.incidents import IncidentNotFound, get_incident
 
         try:  # IncidentNotFound ("no incident 'INC-…'") answers 404 (HTTP_ANSWERS)
-            if not _INCIDENT_ID.match(incident_id):  # not an id at all: as unknown, without asking the store
+            if not INCIDENT_ID.match(incident_id):  # not an id at all: as unknown, without asking the store
                 raise IncidentNotFound(f"no incident {incident_id[:40]!r}")
             incident = get_incident(incident_id)
             counts = alert_queries.alert_counts([incident_id])
@@ -470,8 +482,9 @@ def create_app(intake: Intake | None = None) -> FastAPI:
     return app
 
 
-#: What an incident id can look like (INC-2026-0001); anything else is answered as unknown.
-_INCIDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: What an incident id can look like (INC-2026-0001); anything else is answered as unknown
+#: (the incidents API here, the operator actions in intake.operator_http).
+INCIDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 def _prefect_check(intake: Intake) -> str:

@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from firebreak import errors
-from intake.app import Intake, Refused, parse_json, read_body, require_json, throttle, validate
+from intake.app import INCIDENT_ID, Intake, Refused, parse_json, read_body, require_json, throttle, validate
 from intake.sources import verify_operator
 
 
@@ -99,6 +99,10 @@ def router(intake: Intake) -> APIRouter:
         model = BODIES.get(action)
         if model is None:
             raise Refused(404, f"no action {action[:40]!r}; actions: {', '.join(BODIES)}")
+        if not INCIDENT_ID.match(incident_id):
+            # Not an id at all (a NUL, 300 characters …): unknown, without asking the store, which
+            # on PostgreSQL fails on a NUL (a 500) rather than finding nothing.
+            raise errors.NotFound(f"no incident {incident_id[:40]!r}")
         body = validate(model, parse_json(raw))
         key = request.headers.get("idempotency-key")
         request_key = f"api:{name}:{key[:150]}" if key else None

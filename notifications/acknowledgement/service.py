@@ -16,6 +16,7 @@ again (records.audit_anchor), so `audit verify` shows the published one as
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from pydantic import BaseModel
@@ -33,6 +34,22 @@ COMMENT_CHARS = NOTE_CHARS
 
 class AcknowledgementInvalid(InputInvalid, ValueError):
     """An acknowledgement without a usable `by`, or by a path that does not exist (`via`)."""
+
+
+#: Control characters other than tab, line feed and carriage return. NUL in particular: a PostgreSQL
+#: text column cannot hold it, so a link's comment carrying one would fail the store (a 500), not be refused.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _text_problem(value: str) -> str | None:
+    """Why `value` cannot be stored as an acknowledgement's text, or None."""
+    if _CONTROL.search(value):
+        return "contains a control character (such as NUL, \\u0000)"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (e.g. from a command line's undecodable bytes)
+        return "contains a lone surrogate, which is not Unicode text"
+    return None
 
 
 class AcknowledgementResult(BaseModel):
@@ -67,11 +84,15 @@ def acknowledge_incident(incident_id: str, *, by: str, via: str, comment: str | 
         raise AcknowledgementInvalid("an acknowledgement needs the name of who acknowledges (by)")
     if len(by) > 120:
         raise AcknowledgementInvalid("`by` is longer than 120 characters")
+    if (problem := _text_problem(by)) is not None:
+        raise AcknowledgementInvalid(f"`by` {problem}")
     if via not in ACK_PATHS:
         raise AcknowledgementInvalid(f"unknown acknowledgement path {via!r}; expected one of {', '.join(ACK_PATHS)}")
     comment = (comment or "").strip() or None
     if comment is not None and len(comment) > COMMENT_CHARS:
         raise AcknowledgementInvalid(f"the comment is {len(comment)} characters long; at most {COMMENT_CHARS}")
+    if comment is not None and (problem := _text_problem(comment)) is not None:
+        raise AcknowledgementInvalid(f"the comment {problem}")
     now = utcnow()
     actor = f"{via}:{by}"
     note = f" — {comment}" if comment else ""

@@ -157,3 +157,26 @@ def test_link_to_an_unknown_incident_is_404(ack_server: AckServer) -> None:
     token = link.rsplit("/", 1)[1]
     answer = httpx.post(link, data={"form_token": make_form_token(token)})
     assert answer.status_code == 404 and "Unknown incident" in answer.text
+
+
+def test_control_characters_in_a_comment_are_refused_not_a_500(ack_server: AckServer, backend: str) -> None:
+    """A link's comment is stored as text: on PostgreSQL a NUL in it failed the store (500); on SQLite
+    it was stored. Refused (422 naming the comment) on both, storing nothing, then a clean one is taken."""
+    incident_id = _incident("Control characters")
+    link = _link(incident_id)
+    events_before = len(incidents.events(incident_id))
+    for comment in ("a\x00b", "\x1b[31mred", "bell\x07"):
+        answer = _submit(link, comment=comment)
+        assert answer.status_code == 422, (backend, repr(comment), answer.text[-300:])
+        assert "comment contains a control character" in answer.text
+        assert answer.headers["x-frame-options"] == "DENY"
+    # The same, as raw form bytes (%00), the way a hand-made request sends it.
+    token = form_fields(httpx.get(link).text)["form_token"]
+    raw = httpx.post(link, content=f"form_token={token}&comment=x%00y".encode(),
+                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert raw.status_code == 422, raw.text[-300:]
+    assert list_acknowledgements(incident_id) == [] and len(incidents.events(incident_id)) == events_before
+    # Tabs and line breaks are ordinary text.
+    assert _submit(link, comment="line one\n\tline two").status_code == 200
+    [ack] = list_acknowledgements(incident_id)
+    assert ack.comment == "line one\n\tline two"
