@@ -25,8 +25,9 @@ from firebreak import errors
 from records import audit
 from records.incidents import list_incidents
 from reports import pdf
+from reports.i18n import word
 from reports.incident_record import load_record
-from reports.render import index_row, render, served_index
+from reports.render import index_row, render, served_index, shown_title
 
 #: What an incident id can look like (INC-2026-0001); anything else is answered as unknown.
 _INCIDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -43,27 +44,31 @@ PDF_HEADERS = {**HEADERS, "Content-Security-Policy": "frame-ancestors 'none'"}
 INDEX_LIMIT = 500
 
 
-def audit_status(incident_id: str) -> dict[str, Any]:
-    """The incident's audit status as the index shows it: verified, or what failed and where."""
+def audit_status(incident_id: str, lang: str = "en") -> dict[str, Any]:
+    """The incident's audit status as the index shows it, in the reader's language: verified, or what
+    failed and where (the failure's detail is verify's own words)."""
+    zh = lang == "zh"
     try:
         result = audit.verify(incident_id)
     except Exception as exc:  # noqa: BLE001  one row of the index: whatever stops verify reads "not verified", not a 500
-        return {"ok": False, "text": f"not verified: {type(exc).__name__}: {exc}"}
+        return {"ok": False, "text": f"{'未能校验' if zh else 'not verified'}: {type(exc).__name__}: {exc}"}
     if result.broken is None:
         status = getattr(result, "status", "")
-        note = f" ({status})" if status and status not in ("intact",) else ""
-        return {"ok": True, "text": f"verified{note}, head #{result.head_seq}"}
+        note = (f"（{word(status, lang)}）" if zh else f" ({status})") if status and status not in ("intact",) else ""
+        return {"ok": True, "text": f"已校验{note}，链头 #{result.head_seq}" if zh
+                else f"verified{note}, head #{result.head_seq}"}
     broken = result.broken
     kind = getattr(broken, "kind", None) or broken.problem
-    where = f" at event #{broken.seq}" if broken.seq else ""
-    return {"ok": False, "text": f"{kind}{where}: {broken.detail}"}
+    where = (f"（第 {broken.seq} 条事件）" if zh else f" at event #{broken.seq}") if broken.seq else ""
+    return {"ok": False, "text": f"{word(kind, lang)}{where}: {broken.detail}"}
 
 
 def _index(lang: str) -> str:
     rows = []
     for incident in list_incidents(INDEX_LIMIT):
-        row = index_row(load_record(incident.id), lang)
-        rows.append({"row": row, "title": incident.title, "audit": audit_status(incident.id)})
+        record = load_record(incident.id)
+        rows.append({"row": index_row(record, lang), "title": shown_title(record, lang),
+                     "audit": audit_status(incident.id, lang)})
     return served_index(rows, lang)
 
 

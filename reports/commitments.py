@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from reports.i18n import format_duration
+from reports.i18n import format_duration, word, word_en
 from runbooks.commitments import Commitment, Measure, Unit
 from runbooks.schema import CommitmentRef
 
@@ -81,8 +81,11 @@ def _share(value: float) -> str:
 def check(commitment: Commitment, ref: CommitmentRef | None, *, level: str, detected: Fact, acknowledged: Fact,
           resolved: Fact, first_delivery: Fact, reached: Fact, steps: dict[str, Evidence],
           figures: list[Measurement], parameters: dict[str, Any], titles: dict[str, dict[str, str]],
-          run_ended: bool, runbook_id: str = "the runbook") -> CheckResult:
-    """Pass when the measured value is within the target (the target itself passes)."""
+          run_ended: bool, runbook_id: str = "the runbook", role_acknowledged: Fact | None = None) -> CheckResult:
+    """Pass when the measured value is within the target (the target itself passes).
+
+    role_acknowledged: for a commitment of one role (technical support responds), that role's own first
+    acknowledgement; None when nobody holding the role was paged."""
     target = target_text(commitment, level)
 
     def result(kind: str, value: Any, seq: int | None, measured: dict[str, str],
@@ -150,6 +153,17 @@ def check(commitment: Commitment, ref: CommitmentRef | None, *, level: str, dete
                       f"{format_duration(measured, 'zh')}（{what['zh']}{source.replace(', ', '，')}）")
         return result("pass" if measured <= bound else "fail", measured, fact.seq, words)
 
+    if commitment.measure is Measure.acknowledged and commitment.role:
+        # Whoever acknowledged first (the scenario lead, say) is not the role responding.
+        if role_acknowledged is None:
+            return not_measured(_both(commitment.unmeasured_en, commitment.unmeasured_zh))
+        if role_acknowledged.at is None:
+            if run_ended:
+                return not_measured(role_acknowledged.missing)
+            return result("pending", None, None, _both("—", "—"), role_acknowledged.missing)
+        role_en, role_zh = word_en(commitment.role), word(commitment.role, "zh")
+        who = role_acknowledged.by
+        return by(role_acknowledged, _both(f"acknowledged by {who} ({role_en})", f"{who}（{role_zh}）确认"))
     if commitment.measure is Measure.acknowledged:
         who = acknowledged.by
         return by(acknowledged, _both(f"acknowledged by {who}", f"{who} 确认"))
@@ -197,7 +211,7 @@ def check(commitment: Commitment, ref: CommitmentRef | None, *, level: str, dete
     if isinstance(level_now, (int, float)):
         measured = _both(f"{_share(level_now)} answered within {float(answer or 30):g} s once restored "
                          f"(#{seq}, after {format_duration(after, 'en')})",
-                         f"恢复后 {_share(level_now)} 在 {float(answer or 30):g} 秒内应答"
+                         f"恢复后 {_share(level_now).replace(' %', '%')} 在 {float(answer or 30):g} 秒内应答"
                          f"（#{seq}，用时 {format_duration(after, 'zh')}）")
         return result("pass", float(level_now), seq, measured)
     return result("pass", after, seq, _both(f"confirmed by {named(ref.evidence, 'en')} (#{seq})",

@@ -8,6 +8,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from runbooks.roles import ROLES
+
 LANGUAGES = ("en", "zh")
 
 LABELS: dict[str, dict[str, str]] = {
@@ -67,12 +69,16 @@ LABELS: dict[str, dict[str, str]] = {
         "key_facts": "Key figures", "how": "How",
         "charts": "Charts", "chart_gantt": "Timeline of the steps, with milestones, pages and acknowledgements",
         "chart_watch": "What “{step}” watched: {condition}", "chart_pages": "pages", "chart_acks": "acknowledged",
-        "chart_holds": "condition held", "chart_threshold": "threshold", "chart_seconds": "seconds since detection",
+        "chart_holds": "condition held", "chart_threshold": "threshold", "chart_seconds": "time since detection",
+        "http_status": "HTTP status",
+        "chart_held_of": "the condition held in {held} of {count} checks",
+        "charts_md": "The timeline (Gantt) and the metric charts are drawn in the HTML report; what each watched "
+                     "metric did:",
         "chart_none": "No step watched a metric in this incident.",
         "drill_score": "Scored against the plan: {passed} met, {failed} missed, {unmeasured} not measured, "
                        "{pending} pending, of {total} commitments.",
         "declared": "declared by the runbook", "undeclared": "not declared by the runbook",
-        "raw_output": "raw output", "phase_group": "{phase} (#{first}–#{last}, {count} events)",
+        "raw_output": "raw output", "phase_group": "{phase} (#{first}–#{last}, {count} {events})",
         "phase_after_closure": "After closure", "full_timeline": "Every event as recorded ({count})",
         "closed_how": "What closed it", "resolved_how": "What resolved it",
         "after_closure_note": "Recorded after the incident closed:",
@@ -138,12 +144,15 @@ LABELS: dict[str, dict[str, str]] = {
         "key_facts": "关键指标", "how": "方式",
         "charts": "图表", "chart_gantt": "步骤时间线（含里程碑、通知与确认）",
         "chart_watch": "「{step}」监测的指标：{condition}", "chart_pages": "通知", "chart_acks": "确认",
-        "chart_holds": "条件成立", "chart_threshold": "阈值", "chart_seconds": "自发现起的秒数",
+        "chart_holds": "条件成立", "chart_threshold": "阈值", "chart_seconds": "自发现起的时间",
+        "http_status": "HTTP 状态码",
+        "chart_held_of": "{count} 次检查中条件成立 {held} 次",
+        "charts_md": "时间线（甘特图）与指标图表见 HTML 报告；各监测指标的变化：",
         "chart_none": "本事件没有步骤监测指标。",
         "drill_score": "对照预案评分：共 {total} 项承诺，达标 {passed} 项，未达标 {failed} 项，未测量 {unmeasured} 项，"
                        "待定 {pending} 项。",
         "declared": "预案已声明", "undeclared": "预案未声明",
-        "raw_output": "原始输出", "phase_group": "{phase}（#{first}–#{last}，共 {count} 条）",
+        "raw_output": "原始输出", "phase_group": "{phase}（#{first}–#{last}，共 {count} 条{events}）",
         "phase_after_closure": "关闭之后", "full_timeline": "全部事件记录（{count} 条）",
         "closed_how": "关闭方式", "resolved_how": "解决方式",
         "after_closure_note": "事件关闭后记录：",
@@ -180,6 +189,18 @@ STATUS_WORDS = {
            "run-completed": "运行完成", "run-failed": "运行失败", "run-crashed": "运行崩溃",
            "run-cancelled": "运行取消", "run-attached": "运行已关联", "report-failed": "报告失败",
            "intent-refused": "拒绝执行", "alarm-failed": "告警失败",
+           # Every other timeline status the code records (tests/reports: a Chinese report prints none in English).
+           "escalation-stopped": "停止升级", "waiting-for-gate": "等待审批结果", "not-started": "未开始",
+           "run-stopping": "运行停止中", "run-refused": "运行被拒绝", "run-lease-lost": "运行失去控制权",
+           "run-cancel-requested": "已请求取消运行", "rerun-requested": "已请求重新运行",
+           "resume-requested": "已请求恢复运行", "operator-note": "操作员备注", "ack-note": "确认备注",
+           "review": "复盘已录入", "level-changed": "级别变更", "level-page-failed": "级别通知失败",
+           "command-handed-over": "指挥权移交", "handover-page-failed": "移交通知失败", "alarm": "运行失败告警",
+           "alarm-unanswered": "告警无人确认", "claimed": "已认领", "firing": "告警中", "stopping": "停止中",
+           "escalated": "已升级", "proceeded": "已继续", "refused": "已拒绝", "interrupted": "被中断",
+           "failed-over": "已切换", "drill policy": "演练策略",
+           # records.audit Verification.status (the served index's audit column)
+           "extended": "此后已延长", "not-anchored": "未锚定", "anchor-unchecked": "未核对锚点", "broken": "已破坏",
            # roles (runbooks.roles)
            "commander_in_chief": "总指挥", "scenario_lead": "场景负责人", "on_site_commander": "现场指挥",
            "duty_manager": "值班经理", "senior_agent": "高级坐席", "junior_agent": "初级坐席",
@@ -188,6 +209,20 @@ STATUS_WORDS = {
            "product_safety": "产品安全部", "administration": "行政部", "information_coordinator": "信息联络员",
            "drill": "演练", "operator": "操作员"},
 }
+
+
+def _role_name(description: str) -> str:
+    # runbooks.roles: "Scenario lead (deputy GM): owns the plan …" → "Scenario lead"
+    return description.split(":", 1)[0].split(" (", 1)[0].strip()
+
+
+#: Role ids in English words (runbooks.roles), so an English report reads "Scenario lead", not `scenario_lead`.
+ROLE_WORDS_EN = {role: _role_name(text) for role, text in ROLES.items()}
+
+
+def word_en(value: str) -> str:
+    """A role id in English words (other words are printed as recorded in English)."""
+    return ROLE_WORDS_EN.get(value, value)
 
 
 def labels(lang: str) -> dict[str, str]:
@@ -224,7 +259,9 @@ def approver(name: str, reason: str | None, lang: str) -> str:
 def roles(value: str | None, lang: str) -> str:
     """A comma-separated list of role ids in the report's language."""
     names = [r.strip() for r in (value or "").split(",") if r.strip()]
-    return ("、" if lang == "zh" else ", ").join(word(r, lang) for r in names)
+    if lang == "zh":
+        return "、".join(word(r, lang) for r in names)
+    return ", ".join(word_en(r) for r in names)
 
 
 def format_utc(at: datetime | None) -> str:

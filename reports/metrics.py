@@ -21,8 +21,10 @@ from typing import Any
 from records.models import RunState
 from reports.commitments import CheckResult, Evidence, check
 from reports.i18n import unverified
+from reports.i18n import word as i18n_word
+from reports.i18n import word_en as i18n_word_en
 from reports.incident_record import IncidentRecord
-from runbooks.commitments import CATALOGUE
+from runbooks.commitments import CATALOGUE, Measure
 from runbooks.schema import Runbook
 
 FINAL_RUN_STATES = {RunState.completed.value, RunState.failed.value, RunState.crashed.value, RunState.cancelled.value}
@@ -92,10 +94,16 @@ def _why(en: str, zh: str) -> dict[str, str]:
     return {"en": en, "zh": zh}
 
 
+#: The incident's lifecycle statuses (records.models.IncidentStatus).
+LIFECYCLE = ("triggered", "acknowledged", "mitigated", "resolved", "closed")
+
+
 def _status_change(event: Any) -> bool:
-    """A lifecycle transition (records.incidents.transition: data {from, to, implied}), not any note with a `to`."""
+    """A lifecycle transition (records.incidents.transition: status = data.to, data {from, to, implied}), not
+    any note with a `from` and `to` (a level change, a command handover)."""
     data = event.data or {}
-    return event.phase == "note" and isinstance(data.get("to"), str) and "from" in data
+    return event.phase == "note" and isinstance(data.get("to"), str) and "from" in data \
+        and event.status in LIFECYCLE and data["to"] == event.status
 
 
 def _status_events(record: IncidentRecord, status: str) -> list[Any]:
@@ -363,9 +371,25 @@ def _role_reached(record: IncidentRecord, role: str) -> Fact:
     return Fact(None)
 
 
-def commitment_checks(record: IncidentRecord, runbook: Runbook | None, marks: Milestones) -> list[CheckResult]:
+def _role_acknowledged(record: IncidentRecord, role: str, names: dict[str, str]) -> Fact | None:
+    """The first acknowledgement by someone paged as `role` (None: nobody holding it was paged).
+    A repeat counts: the person answered, even if someone else had acknowledged the incident first."""
+    holders = {n.contact for n in record.notifications if role in [r.strip() for r in (n.role or "").split(",")]}
+    if not holders:
+        return None
+    known = holders | {names[c] for c in holders if c in names}
+    for ack in sorted(acknowledgements(record), key=lambda a: a.at):
+        if ack.contact in holders or (ack.contact is None and ack.by in known):
+            return Fact(ack.at, ack.seq, ack.by, ack.via)
+    en, zh = i18n_word_en(role), i18n_word(role, "zh")
+    return Fact(None, missing=_why(f"nobody paged as {en} acknowledged", f"被呼叫的{zh}人员均未确认"))
+
+
+def commitment_checks(record: IncidentRecord, runbook: Runbook | None, marks: Milestones,
+                      names: dict[str, str] | None = None) -> list[CheckResult]:
     """Every commitment of the seed plan, always: checked where the runbook declares it (or recorded its
-    figure), otherwise "not measured" with the reason."""
+    figure), otherwise "not measured" with the reason. names: contact id → name (an acknowledgement
+    given by name, from the CLI, is matched to the contact by it)."""
     incident = record.incident
     declared = {ref.id: ref for ref in runbook.commitments} if runbook else {}
     steps = evidence(record)
@@ -380,7 +404,10 @@ def commitment_checks(record: IncidentRecord, runbook: Runbook | None, marks: Mi
                              steps=steps, figures=figures.get(commitment.metric or "", []),
                              parameters=incident.parameters or {}, titles=titles,
                              run_ended=incident.run_state in FINAL_RUN_STATES,
-                             runbook_id=incident.runbook_id))
+                             runbook_id=incident.runbook_id,
+                             role_acknowledged=(_role_acknowledged(record, commitment.role, names or {})
+                                                if commitment.role and commitment.measure is Measure.acknowledged
+                                                else None)))
     return results
 
 

@@ -126,6 +126,23 @@ def _step_titles(record: IncidentRecord, runbook: Any, lang: str) -> dict[str, s
     return titles
 
 
+def _shown_title(incident: Any, runbook: Any, lang: str) -> str:
+    # A run started without a summary is titled with the runbook's title: shown in the reader's language.
+    return runbook.title_in(lang) if runbook and incident.title == runbook.title else incident.title
+
+
+def shown_title(record: IncidentRecord, lang: str) -> str:
+    """The incident's title as a report in `lang` shows it (the index served to auditors)."""
+    runbook, _ = _runbook_of(record)
+    return _shown_title(record.incident, runbook, lang)
+
+
+def _names(record: IncidentRecord, directory: Any) -> dict[str, str]:
+    """Contact id → name, for the contacts paged (an acknowledgement by name is matched by it)."""
+    return {c: directory.get(c).name for c in {n.contact for n in record.notifications}
+            if directory is not None and _known(directory, c)}
+
+
 def _clock(at: datetime | None) -> str:
     return at.strftime("%H:%M:%S") if at else ""
 
@@ -163,7 +180,10 @@ def _closing(record: IncidentRecord, marks: metrics.Milestones, lang: str, title
             text = f"监控 {who.removeprefix('monitor:')} 报告告警已恢复" if zh else \
                 f"the monitor {who.removeprefix('monitor:')} reported the alert resolved"
         elif who.startswith("runbook:"):
-            text = f"预案 {who.removeprefix('runbook:')} 的步骤" if zh else f"runbook {who.removeprefix('runbook:')}"
+            # The reason a step gave is English free text: the Chinese report names the step instead.
+            step_id = next((e.step_id for e in record.events if e.seq == fact.seq), None) or ""
+            step = f"「{titles.get(step_id, step_id)}」" if step_id else ""
+            text = f"预案 {who.removeprefix('runbook:')} 的步骤{step}" if zh else f"runbook {who.removeprefix('runbook:')}"
         else:
             text = f"{who}（人工）" if zh else f"{who} (by hand)"
         if fact.reason and not zh:
@@ -195,7 +215,8 @@ def _timeline_groups(record: IncidentRecord, rows: list[dict[str, Any]], t: dict
                  and groups and groups[-1]["key"] in ("closed", "after") else None)
         key = "after" if label else phase
         if not groups or groups[-1]["key"] != key:
-            groups.append({"key": key, "label": label or i18n.word(phase, lang), "rows": []})
+            groups.append({"key": key, "label": label or (i18n.word(phase, lang) if lang == "zh" else phase.capitalize()),
+                           "rows": []})
         item = dict(row)
         intent = intents.get((event.step_id, event.attempt)) if event.phase == "outcome" else None
         if intent is not None:
@@ -206,9 +227,36 @@ def _timeline_groups(record: IncidentRecord, rows: list[dict[str, Any]], t: dict
             phase = to
     for group in groups:
         seqs = [int(str(r["seq"]).split("→")[-1]) for r in group["rows"]]
-        group["title"] = t["phase_group"].format(phase=group["label"], first=min(seqs), last=max(seqs),
-                                                 count=len(group["rows"]))
+        count = len(group["rows"])
+        group["title"] = t["phase_group"].format(phase=group["label"], first=min(seqs), last=max(seqs), count=count,
+                                                 events="" if lang == "zh" else "event" if count == 1 else "events")
     return groups
+
+
+def _series_words(series: metrics.Series, t: dict[str, str], lang: str) -> str:
+    """What a watched metric did, in words, for the Markdown artifact (Prefect shows no SVG): each figure the
+    condition compares, first → last against its bound, and in how many checks the condition held."""
+    samples = series.samples
+    parts = []
+    for bound in series.bounds:
+        values = [s.get("values", {}).get(bound["field"]) for s in samples]
+        shown = [v for v in values if v is not None]
+        if not shown:
+            continue
+        ref = bound.get("value")
+        if ref is None and bound.get("other_field"):
+            ref = next((s["values"][bound["other_field"]] for s in samples
+                        if s.get("values", {}).get(bound["other_field"]) is not None), None)
+        op = charts.OPERATORS.get(bound["op"], bound["op"])
+        parts.append(f"{bound['field']} {charts._num(shown[0])} → {charts._num(shown[-1])}"
+                     + ("" if ref is None else f"（{t['chart_threshold']} {op} {charts._num(float(ref))}）" if lang == "zh"
+                        else f" ({t['chart_threshold']} {op} {charts._num(float(ref))})"))
+    statuses = [s["status"] for s in samples if isinstance(s.get("status"), int)]
+    if not parts and statuses:
+        parts.append(f"{t['http_status']} {statuses[0]} → {statuses[-1]}")
+    held = sum(1 for s in samples if s.get("holds"))
+    parts.append(t["chart_held_of"].format(held=held, count=len(samples)))
+    return ("；" if lang == "zh" else "; ").join(parts)
 
 
 def _charts(record: IncidentRecord, marks: metrics.Milestones, steps: list[metrics.StepRow],
@@ -232,10 +280,11 @@ def _charts(record: IncidentRecord, marks: metrics.Milestones, steps: list[metri
     watched = []
     for series in metrics.watched_series(record):
         title = t["chart_watch"].format(step=titles.get(series.step_id, series.step_id), condition=series.condition)
-        watched.append({"title": title, "seq": series.seq, "svg": Markup(charts.watch_chart(
+        watched.append({"title": title, "seq": series.seq, "words": _series_words(series, t, lang),
+                        "svg": Markup(charts.watch_chart(
             origin=origin, end=end, series=series,
             labels={"title": title, "threshold": t["chart_threshold"], "holds": t["chart_holds"],
-                    "seconds": t["chart_seconds"]}, lang=lang))})
+                    "seconds": t["chart_seconds"], "http_status": t["http_status"]}, lang=lang))})
     return {"gantt": Markup(gantt), "watched": watched}
 
 
@@ -268,18 +317,26 @@ def build_view(record: IncidentRecord, lang: str, now: datetime | None = None) -
     def duration(delta: Any) -> str:
         return i18n.format_duration(delta, lang)
 
+    # The roles involved are the roles paged in this incident (in the runbook's order), not every role the
+    # runbook could call on: a level II outage does not involve the commander-in-chief.
     notified_roles = {role.strip() for n in record.notifications for role in (n.role or "").split(",") if role.strip()}
-    roles = list(dict.fromkeys([*(runbook.roles if runbook else []), *sorted(notified_roles)]))
+    roles = [r for r in (runbook.roles if runbook else []) if r in notified_roles] + \
+        sorted(notified_roles - set(runbook.roles if runbook else []))
+    names = _names(record, directory)
     commanders = []
+    # Who held command in this incident: the command roles paged (a level II outage does not engage the
+    # commander-in-chief, though the runbook names the role for level I).
     for role in ("commander_in_chief", "scenario_lead", "on_site_commander"):
-        people = directory.for_role(role) if directory is not None else []
-        if role in roles and people:
-            commanders.append(f"{', '.join(p.name for p in people)} ({i18n.word(role, lang)})")
+        paged = sorted({n.contact for n in record.notifications
+                        if role in [r.strip() for r in (n.role or "").split(",")]})
+        people = [names.get(c, c) for c in paged]
+        if people:
+            commanders.append(f"{', '.join(people)} ({i18n.roles(role, lang)})")
     end = marks.closed.at or marks.run_ended.at
     impact = {k: v for k, v in (incident.parameters or {}).items() if "affected" in k}
 
     steps = metrics.step_rows(record, runbook)
-    checks = metrics.commitment_checks(record, runbook, marks)
+    checks = metrics.commitment_checks(record, runbook, marks, names)
     verification = record.verification
     review = record.review
     timeline = [{
@@ -287,13 +344,10 @@ def build_view(record: IncidentRecord, lang: str, now: datetime | None = None) -
         "phase": i18n.word(e.phase, lang), "status": i18n.word(e.status, lang), "raw_status": e.status,
         "summary": summaries.event_words(e, lang, titles), "error": "", "attempt": e.attempt, "took": "",
     } for e in record.events]
-    names = {c: directory.get(c).name for c in {n.contact for n in record.notifications}
-             if directory is not None and _known(directory, c)}
     notifications = metrics.notification_rows(record, names)
     acknowledgements = metrics.acknowledgements(record)
     closing = _closing(record, marks, lang, titles)
-    # A run started without a summary is titled with the runbook's title: shown in the reader's language.
-    shown_title = runbook.title_in(lang) if runbook and incident.title == runbook.title else incident.title
+    shown_title = _shown_title(incident, runbook, lang)
 
     return {
         "t": t, "lang": lang, "id": incident.id,
@@ -362,7 +416,7 @@ def build_view(record: IncidentRecord, lang: str, now: datetime | None = None) -
                        "step": titles.get(d.step_id or "", "") if d.step_id else ""}
                       for d in metrics.decision_rows(record)],
         "commitments": [{
-            "id": c.commitment.id, "title": c.commitment.title(lang), "seed": c.commitment.seed,
+            "id": c.commitment.id, "title": c.commitment.title(lang), "seed": c.commitment.seed_in(lang),
             "target": c.target[lang], "measured": c.measured[lang], "note": c.note.get(lang, ""),
             "result": t[c.result], "raw_result": c.result, "seq": c.seq,
             "declared": t["declared"] if c.declared else t["undeclared"],
@@ -462,7 +516,7 @@ def index_row(record: IncidentRecord, lang: str = "en") -> IndexRow:
     runbook, _ = _runbook_of(record)
     marks = metrics.milestones(record, runbook)
     durations = {key: delta for key, _, delta in marks.durations()}
-    checks = metrics.commitment_checks(record, runbook, marks)
+    checks = metrics.commitment_checks(record, runbook, marks, _names(record, _contacts()))
     links = {f"{lang_}.{fmt}": f"{incident.id}/report.{lang_}.{fmt}" for lang_ in i18n.LANGUAGES for fmt in FORMATS
              if report_path(incident.id, lang_, fmt).exists()}
     return IndexRow(incident.id, incident.runbook_id, incident.level, incident.status, incident.run_state,
@@ -496,8 +550,11 @@ def served_index(rows: list[dict[str, Any]], lang: str = "en") -> str:
     """The read-only index the intake serves at /reports/ (intake.reports_http): each incident with its
     audit status. rows: {"row": IndexRow, "title": str, "audit": {"ok": bool, "text": str}}."""
     from records.models import utcnow
+    from runbooks.commitments import CATALOGUE
 
-    shown = [{**r, "status": i18n.word(r["row"].status, lang), "run_state": i18n.word(r["row"].run_state, lang)}
+    shown = [{**r, "status": i18n.word(r["row"].status, lang), "run_state": i18n.word(r["row"].run_state, lang),
+              # Breaches by the commitment's title in the reader's language, not its id.
+              "breaches": [CATALOGUE[c].title(lang) if c in CATALOGUE else c for c in r["row"].breaches]}
              for r in rows]
     return _HTML.get_template("served_index.html.j2").render(
         t=i18n.labels(lang), lang=lang, rows=shown, generated=i18n.format_utc(utcnow()))

@@ -53,7 +53,8 @@ def json_words(body: Any, lang: str) -> str:
     parts = []
     for key, en, zh, kind in _FIELDS:
         if key in body and body[key] is not None and not isinstance(body[key], (dict, list)):
-            parts.append(f"{en if lang == 'en' else zh} {_value(body[key], kind, lang)}")
+            parts.append(f"{en} {_value(body[key], kind, lang)}" if lang == "en"
+                         else f"{zh}：{_value(body[key], kind, lang)}")
         if len(parts) == MAX_FIELDS:
             break
     return ", ".join(parts) if lang == "en" else "，".join(parts)
@@ -74,11 +75,13 @@ def output_words(action: str | None, output: Any, lang: str) -> str:
         total = output.get("delivered", 0) + output.get("failed", 0)
         tiers = output.get("tiers_paged", 1)
         by, via = output.get("acknowledged_by"), output.get("acknowledged_via")
+        # The acknowledgement that stopped this page's escalation may be anyone's (the incident's first,
+        # by someone this step did not page): it is told as what stopped the escalation, not as an answer.
         if en:
             text = f"delivered to {output['delivered']} of {total}" + (f", {tiers} tiers" if tiers > 1 else "")
-            return text + (f"; acknowledged by {by} via {via}" if by else "")
+            return text + (f"; escalation stopped: acknowledged by {by} via {via}" if by else "")
         text = f"送达 {output['delivered']}/{total} 人" + (f"，共 {tiers} 级" if tiers > 1 else "")
-        return text + (f"；{by} 经 {word(via, lang)} 确认" if by else "")
+        return text + (f"；{by} 经{word(via, lang)}确认，停止升级" if by else "")
     if action == "wait_until" and "checks" in output:
         elapsed = output.get("elapsed_seconds", 0)
         if output.get("resolved_by_monitor"):
@@ -102,7 +105,8 @@ def output_words(action: str | None, output: Any, lang: str) -> str:
         return f"{decision} by {approver}" if en else f"{approver} {word(decision, lang)}"
     if "gap" in output and "required_agents" in output:  # staffing.required_agents
         level = output.get("service_level_now")
-        level_text = f"{level * 100:.1f} %" if isinstance(level, (int, float)) else "?"
+        level_text = (f"{level * 100:.1f} %" if en else f"{level * 100:.1f}%") if isinstance(level, (int, float)) \
+            else "?"
         return (f"gap {output['gap']}: {output.get('agents_online')} online, {output['required_agents']} needed "
                 f"(service level now {level_text})" if en else
                 f"缺口 {output['gap']}：在线 {output.get('agents_online')}，需要 {output['required_agents']}"
@@ -164,7 +168,18 @@ def event_words(event: Any, lang: str, titles: dict[str, str]) -> str:
         return f"{step}：{_skip_words(_reason_in(event.summary, ': skipped ('), lang)}"
     if status == "reused":
         return f"{step}：此前已完成，不重复执行"
-    if isinstance(data.get("to"), str) and "from" in data:  # a status change (records.incidents.transition)
+    if status == "level-changed":  # records.incidents.change_level
+        return f"{step + '：' if step else ''}响应级别 {data.get('from')} 级 → {data.get('to')} 级（{event.actor}）"
+    if status == "command-handed-over":  # records.incidents.hand_over_command
+        return f"指挥权由 {data.get('from') or '—'} 移交给 {data.get('to')}（{event.actor}）"
+    if status == "escalation-stopped":  # tasks.notify: why the page's escalation stopped before its next tier
+        why = {"acknowledged": f"{data.get('by')} 经{word(data.get('via'), lang)}确认",
+               "monitor-resolved": "监控报告告警已恢复", "incident-resolved": "事件已解决",
+               "incident-closed": "事件已关闭", "gate-decided": "审批已有结果"}.get(str(data.get("kind")), "")
+        tier = data.get("next_tier")
+        return f"{step}：{why + '，' if why else ''}停止升级" + (f"（第 {tier} 级未呼叫）" if tier else "")
+    if isinstance(data.get("to"), str) and "from" in data \
+            and status in ("triggered", "acknowledged", "mitigated", "resolved", "closed"):  # a status change
         implied = data.get("implied") or []
         text = f"状态 {word(data.get('from'), lang)} → {word(data['to'], lang)}"
         if implied:
@@ -175,6 +190,8 @@ def event_words(event: Any, lang: str, titles: dict[str, str]) -> str:
         text = f"{step}：通知 {data.get('contact', '')} {word(status, lang)}"
         return text + (f"（第 {tier} 级）" if tier > 1 else "") + (f" — {event.error}" if event.error else "")
     if event.action == "record" and status == "info":
+        if isinstance(data.get("message_zh"), str) and data["message_zh"].strip():  # tasks.note
+            return f"{step}：{' '.join(data['message_zh'].split())}"
         figures = data.get("measurements")
         if isinstance(figures, dict):
             return f"{step}：已记录服务指标"

@@ -52,11 +52,14 @@ class Commitment:
     unit: Unit = Unit.duration
     threshold: float | None = None
     at_least: bool = False
-    #: `role_reached`: the role whose page must have been delivered
+    #: `role_reached`: the role whose page must have been delivered; `acknowledged`: the role whose own
+    #: acknowledgement counts (technical support responds: not whoever acknowledged first)
     role: str | None = None
     #: why no record can show it (Measure.outside), or why it is not measured when no runbook step records it
     unmeasured_en: str = ""
     unmeasured_zh: str = ""
+    #: `seed` in Chinese: the reference as the Chinese report prints it (the originals are Chinese)
+    seed_zh: str = ""
 
     def target_for(self, level: str) -> timedelta:
         return self.targets.get(level, self.targets.get("*", timedelta(0)))
@@ -64,19 +67,22 @@ class Commitment:
     def title(self, lang: str) -> str:
         return self.title_zh if lang == "zh" else self.title_en
 
+    def seed_in(self, lang: str) -> str:
+        return (self.seed_zh or self.seed) if lang == "zh" else self.seed
+
     def unmeasured(self, lang: str) -> str:
         return self.unmeasured_zh if lang == "zh" else self.unmeasured_en
 
 
-_NO_FIGURES_EN = "no step of this runbook records the figure (a `record` step with data.measurements.{metric})"
-_NO_FIGURES_ZH = "本预案没有记录该数值的步骤（`record` 步骤的 data.measurements.{metric}）"
+_NO_FIGURES_EN = "no step of this runbook records this figure ({metric})"
+_NO_FIGURES_ZH = "本预案没有步骤记录该数值（{metric}）"
 
 
-def _recorded(id: str, title_en: str, title_zh: str, seed: str, metric: str, unit: Unit, threshold: float,
-              at_least: bool = False) -> Commitment:
+def _recorded(id: str, title_en: str, title_zh: str, seed: str, seed_zh: str, metric: str, unit: Unit,
+              threshold: float, at_least: bool = False) -> Commitment:
     return Commitment(id, title_en, title_zh, seed, Measure.recorded, metric=metric, unit=unit, threshold=threshold,
                       at_least=at_least, unmeasured_en=_NO_FIGURES_EN.format(metric=metric),
-                      unmeasured_zh=_NO_FIGURES_ZH.format(metric=metric))
+                      unmeasured_zh=_NO_FIGURES_ZH.format(metric=metric), seed_zh=seed_zh)
 
 
 #: Every service commitment of the seed plan (../shared/SEEDS.md), in the order the report lists them.
@@ -85,62 +91,72 @@ def _recorded(id: str, title_en: str, title_zh: str, seed: str, metric: str, uni
 CATALOGUE: dict[str, Commitment] = {c.id: c for c in [
     Commitment("response_time", "Response: high priority (level I) within 1 h, otherwise within 2 h",
                "响应：高优先级（I 级）1 小时内，其余 2 小时内", "003 (high priority within 1 h; average ≤ 2 h)",
-               Measure.acknowledged, {"I": timedelta(hours=1), "*": timedelta(hours=2)}),
+               Measure.acknowledged, {"I": timedelta(hours=1), "*": timedelta(hours=2)},
+               seed_zh="003（高优先级 1 小时内响应；平均响应不超过 2 小时）"),
     Commitment("specialist_assigned_5min", "Assigned to a specialist within 5 min",
                "5 分钟内分派给专业人员", "003 (assignment to a specialist within 5 min)",
-               Measure.first_delivery, {"*": timedelta(minutes=5)}),
+               Measure.first_delivery, {"*": timedelta(minutes=5)}, seed_zh="003（5 分钟内分派给专业人员）"),
     Commitment("workaround_4h", "Temporary workaround communicated within 4 h",
                "4 小时内反馈临时解决方案", "003 (temporary workaround fed back within 4 h)",
                Measure.evidence_succeeded, {"*": timedelta(hours=4)}, needs_evidence=True,
                unmeasured_en="the runbook names no step that tells customers a workaround",
-               unmeasured_zh="本预案没有指明向客户反馈临时方案的步骤"),
+               unmeasured_zh="本预案没有指明向客户反馈临时方案的步骤", seed_zh="003（4 小时内反馈临时解决方案）"),
     Commitment("major_fault_repair_4h", "Major-fault emergency repair started within 4 h",
                "重大故障 4 小时内开始抢修", "002 §2.3 (major fault: emergency repair started within 4 h)",
                Measure.evidence_started, {"*": timedelta(hours=4)}, needs_evidence=True,
                unmeasured_en="the runbook names no repair step (not a fault of equipment)",
-               unmeasured_zh="本预案没有指明抢修步骤（非设备故障）"),
+               unmeasured_zh="本预案没有指明抢修步骤（非设备故障）", seed_zh="002 §2.3（重大故障 4 小时内开始抢修）"),
     Commitment("resolution_24h", "Resolved within 24 h (complex, level I: 48 h)",
                "24 小时内解决（复杂问题、I 级：48 小时）", "002 §4 (ordinary issue within 24 h, complex within 48 h)",
-               Measure.resolved, {"I": timedelta(hours=48), "*": timedelta(hours=24)}),
+               Measure.resolved, {"I": timedelta(hours=48), "*": timedelta(hours=24)},
+               seed_zh="002 §4（一般问题 24 小时内解决，复杂问题 48 小时内）"),
     Commitment("first_answer_30s", "Hotline first answer within 30 s restored",
                "恢复热线 30 秒内首次应答", "000 §5.3.1; 003 (hotline answered within 30 s)",
                Measure.restored, {"*": timedelta(seconds=30)}, needs_evidence=True,
                parameter="answer_target_seconds",
                unmeasured_en="the runbook does not watch the hotline's answer times",
-               unmeasured_zh="本预案不监测热线应答时间"),
+               unmeasured_zh="本预案不监测热线应答时间", seed_zh="000 §5.3.1；003（热线 30 秒内接听）"),
     _recorded("chat_reply_1min", "Online chat answered within 1 min", "在线客服 1 分钟内回复",
-              "000 §5.3.1; 003 (online chat reply within 1 min)", "chat_first_reply_seconds", Unit.seconds, 60),
+              "000 §5.3.1; 003 (online chat reply within 1 min)", "000 §5.3.1；003（在线客服 1 分钟内回复）",
+              "chat_first_reply_seconds", Unit.seconds, 60),
     _recorded("social_media_30min", "Social media answered within 30 min", "社交媒体 30 分钟内回复",
-              "000 §5.3.1; 003 (social media within 30 min)", "social_first_reply_seconds", Unit.seconds, 1800),
+              "000 §5.3.1; 003 (social media within 30 min)", "000 §5.3.1；003（社交媒体 30 分钟内回复）",
+              "social_first_reply_seconds", Unit.seconds, 1800),
     _recorded("ivr_greeting_15s", "IVR greeting at most 15 s", "语音导航（IVR）问候不超过 15 秒",
-              "003 (IVR greeting at most 15 s)", "ivr_greeting_seconds", Unit.seconds, 15),
+              "003 (IVR greeting at most 15 s)", "003（语音导航问候不超过 15 秒）", "ivr_greeting_seconds",
+              Unit.seconds, 15),
     _recorded("first_contact_resolution_85", "First-contact resolution at least 85 %", "首次联系解决率不低于 85%",
-              "003 (first-contact resolution ≥ 85 %)", "first_contact_resolution", Unit.share, 0.85, at_least=True),
+              "003 (first-contact resolution ≥ 85 %)", "003（首次联系解决率不低于 85%）", "first_contact_resolution",
+              Unit.share, 0.85, at_least=True),
     _recorded("satisfaction_90", "Customer satisfaction at least 90 %", "客户满意度不低于 90%",
-              "003; 001 (satisfaction ≥ 90 %)", "satisfaction", Unit.share, 0.90, at_least=True),
+              "003; 001 (satisfaction ≥ 90 %)", "003；001（满意度不低于 90%）", "satisfaction", Unit.share, 0.90,
+              at_least=True),
     _recorded("complaint_rate_5", "Complaint rate at most 5 %", "投诉率不高于 5%",
-              "001 (complaint rate ≤ 5 %)", "complaint_rate", Unit.share, 0.05),
+              "001 (complaint rate ≤ 5 %)", "001（投诉率不高于 5%）", "complaint_rate", Unit.share, 0.05),
+    # Technical support's own acknowledgement, not the incident's first (which may be the scenario lead's).
     Commitment("technical_support_24h", "Technical support responds within 24 h", "技术支持 24 小时内响应",
                "002 §2.3 (technical support responds within 24 h)", Measure.acknowledged,
-               {"*": timedelta(hours=24)}),
+               {"*": timedelta(hours=24)}, role="technical_support",
+               unmeasured_en="nobody in technical support was paged in this incident",
+               unmeasured_zh="本事件未呼叫技术支持人员", seed_zh="002 §2.3（技术支持 24 小时内响应）"),
     Commitment("technical_support_7x24", "Technical support reachable 7×24", "技术支持 7×24 小时可联系",
                "002 §4 (technical support 7×24)", Measure.role_reached, role="technical_support",
                unmeasured_en="nobody in technical support was paged in this incident",
-               unmeasured_zh="本事件未呼叫技术支持人员"),
+               unmeasured_zh="本事件未呼叫技术支持人员", seed_zh="002 §4（技术支持 7×24 小时服务）"),
     Commitment("chat_silence_care_5min", "Chat customer silent 5 min gets a care message or a human",
                "在线客户沉默 5 分钟须发送关怀消息或转人工", "003 (chat silence of 5 min)", Measure.outside,
                unmeasured_en="individual chat sessions are not in Firebreak's records",
-               unmeasured_zh="Firebreak 的记录不包含单个在线会话"),
+               unmeasured_zh="Firebreak 的记录不包含单个在线会话", seed_zh="003（在线客户沉默 5 分钟）"),
     Commitment("walk_in_on_the_spot", "Walk-in points handled on the spot", "线下网点现场处理",
                "000 §5.3.1 (walk-in points on the spot)", Measure.outside,
                unmeasured_en="walk-in service points report nothing to Firebreak",
-               unmeasured_zh="线下网点不向 Firebreak 报送数据"),
+               unmeasured_zh="线下网点不向 Firebreak 报送数据", seed_zh="000 §5.3.1（线下网点现场处理）"),
     Commitment("email_24h_owner", "Email unanswered for 24 h gets a named owner (queue checked hourly)",
                "邮件 24 小时未回复须指定负责人（每小时检查队列）", "003 (email queue checked hourly)",
                Measure.outside, unmeasured_en="the email queue is not in Firebreak's records",
-               unmeasured_zh="邮件队列不在 Firebreak 的记录中"),
+               unmeasured_zh="邮件队列不在 Firebreak 的记录中", seed_zh="003（每小时检查邮件队列）"),
     Commitment("satisfaction_call_3d", "High-priority cases get a satisfaction call within 3 days",
                "高优先级个案 3 天内回访满意度", "003 (satisfaction call within 3 days)", Measure.outside,
                unmeasured_en="follow-up calls happen after the run; enter them in the review",
-               unmeasured_zh="回访发生在预案运行之后；请在复盘中录入"),
+               unmeasured_zh="回访发生在预案运行之后；请在复盘中录入", seed_zh="003（3 天内满意度回访）"),
 ]}

@@ -20,6 +20,7 @@ from records.alert_ingest import IncomingAlert, RunPlan, ingest
 from records.models import EventPhase, IncidentStatus, RunState
 from reports import render
 from reports.incident_record import load_record
+from reports.metrics import FINAL_RUN_STATES
 from runbooks.commitments import CATALOGUE
 from tests.report_support import Outage, acknowledge_at
 
@@ -275,5 +276,126 @@ def test_markdown_artifact_tables_are_narrow(backend: str) -> None:
             assert len(cells) <= 6, line
             assert all(len(cell) <= 220 for cell in cells), line
     # Long timelines are grouped by phase, each attempt on one line (its intent folded into its outcome).
-    assert "### triggered (#1–#" in md
+    assert "### Triggered (#1–#" in md
     assert re.search(r"\| \d+→\d+ \| [0-9:.]+Z \(0\.5 s\) \| succeeded \| extra\\_0: succeeded \|", md)
+
+
+def test_technical_support_responds_is_technical_support_s_own_acknowledgement(backend: str) -> None:
+    """The scenario lead acknowledging first is the incident's response, not technical support's."""
+    o = Outage()
+    o.page("qian-li", "scenario_lead", o.at(seconds=4), step="engage_by_level")
+    o.page("li-wei", "technical_support", o.at(seconds=4))
+    acknowledge_at(o.id, "qian-li", "Qian Li", "link", o.at(minutes=1))
+    first = incidents.events(o.id)[-1].seq
+    incidents.set_run_state(o.id, RunState.completed)
+    view = o.view()
+    assert commitment(view, "response_time")["measured"] == f"1 min 00 s (acknowledged by Qian Li, #{first})"
+    silent = commitment(view, "technical_support_24h")
+    assert (silent["raw_result"], silent["measured"]) == ("not_measured", "—")
+    assert silent["note"] == "nobody paged as Technical Support acknowledged"
+    assert commitment(o.view("zh"), "technical_support_24h")["note"] == "被呼叫的技术支持人员均未确认"
+    # Li Wei answers two minutes later: a repeat for the incident, technical support's response all the same.
+    acknowledge_at(o.id, "li-wei", "Li Wei", "link", o.at(minutes=3))
+    answered = incidents.events(o.id)[-1].seq
+    view = o.view()
+    row = commitment(view, "technical_support_24h")
+    assert (row["raw_result"], row["seq"]) == ("pass", answered)
+    assert row["measured"] == f"3 min 00 s (acknowledged by Li Wei (Technical Support), #{answered})"
+    assert commitment(o.view("zh"), "technical_support_24h")["measured"] == \
+        f"3 分 00 秒（Li Wei（技术支持）确认，#{answered}）"
+    assert commitment(view, "response_time")["seq"] == first  # the incident's response is still the first
+    # Header: the command roles and the roles paged in this incident, in words.
+    assert view["commander"] == "钱丽 Qian Li (Scenario lead)" and view["roles"] == "Technical Support, Scenario lead"
+    assert o.view("zh")["roles"] == "技术支持、场景负责人"
+
+
+def test_a_level_change_or_handover_is_not_a_status_change(backend: str) -> None:
+    """records.incidents.change_level and hand_over_command note {from, to} too: not a status, in any language."""
+    o = Outage()
+    incidents.change_level(o.id, "I", actor="cli:li-wei", reason="10,000 customers")
+    incidents.hand_over_command(o.id, "sun-hao", actor="cli:li-wei", summary="Command handed to sun-hao")
+    view = o.view()
+    assert [d["kind"] for d in view["decisions"]] == []  # neither is a person's status change
+    assert duration(view, "Time to acknowledge")["value"] == "—"
+    zh = o.view("zh")
+    words = [row["summary"] for row in zh["timeline"]]
+    assert "响应级别 II 级 → I 级（cli:li-wei）" in words
+    assert "指挥权由 — 移交给 sun-hao（cli:li-wei）" in words
+    assert not any(w.startswith("状态 II") for w in words)
+
+
+#: Every timeline status the code records, as literals (status="…") in the packages that write events.
+_STATUS_LITERAL = re.compile(r'status="([a-z][a-z-]+)"')
+
+
+def _recorded_statuses() -> set[str]:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    found: set[str] = set()
+    for package in ("tasks", "notifications", "records", "flows", "intake"):
+        for path in (root / package).rglob("*.py"):
+            found |= set(_STATUS_LITERAL.findall(path.read_text(encoding="utf-8")))
+    # f-strings: the run's end (flows: run-<final state>) and a monitor's word (records.alert_ingest).
+    found |= {f"run-{state}" for state in FINAL_RUN_STATES} | {"monitor-resolved", "monitor-acknowledged"}
+    return found
+
+
+def test_every_recorded_status_has_its_chinese_word(backend: str) -> None:
+    """A Chinese report prints no English status: each status the code records has its word (finding 6)."""
+    from reports.i18n import word
+
+    statuses = _recorded_statuses()
+    assert {"escalation-stopped", "level-changed", "run-completed", "operator-note"} <= statuses
+    untranslated = sorted(s for s in statuses if word(s, "zh") == s)
+    assert untranslated == []
+    # And as rendered: an escalation stopped by someone else's acknowledgement, in Chinese words.
+    o = Outage()
+    incidents.append_event(o.id, phase=EventPhase.note, status="escalation-stopped", actor=ACTOR,
+                           step_id="page_technical_support", action="notify", at=o.at(minutes=1),
+                           summary="stopped: acknowledged by Qian Li via link; tier 2 (duty_manager) not paged",
+                           data={"kind": "acknowledged", "by": "Qian Li", "via": "link", "next_tier": 2})
+    row = o.view("zh")["timeline"][-1]
+    assert (row["status"], row["summary"]) == ("停止升级", "呼叫技术支持：Qian Li 经确认链接确认，停止升级（第 2 级未呼叫）")
+    html = render.render(load_record(o.id), "zh").html
+    assert "escalation-stopped<" not in html and "stopped: acknowledged" not in html
+
+
+def test_a_note_is_told_in_the_reader_s_language(backend: str) -> None:
+    """tasks.note keeps `message_zh`: the Chinese report prints it, never the English note."""
+    o = Outage()
+    seq = incidents.append_event(o.id, phase=EventPhase.note, status="info", actor=ACTOR, step_id="record_facts",
+                                 action="record", at=o.at(seconds=3),
+                                 summary="online_chat reported down (HTTP 503); about 2000 customers affected",
+                                 data={"message_zh": "online_chat 报告状态 down（HTTP 503）；约 2000 名客户受影响"}).seq
+    assert o.view("zh")["facts"] == [f"#{seq} 记录事实情况：online_chat 报告状态 down（HTTP 503）；约 2000 名客户受影响"]
+    assert o.view()["facts"] == [f"#{seq} online_chat reported down (HTTP 503); about 2000 customers affected"]
+    assert "customers affected" not in render.render(load_record(o.id), "zh").html
+
+
+def test_charts_fit_their_labels_and_speak_the_reader_s_language(backend: str) -> None:
+    """The Gantt breaks a long step title over two lines (never mid-word, no ellipsis); axes in 秒/分 in
+    Chinese; a health check's chart plots the HTTP status each check got, against the status it waited for."""
+    o = Outage()
+    o.step("engage_by_level", "notify", timedelta(seconds=1), timedelta(seconds=2), output={"delivered": 1})
+    samples = [{"t": 0.0, "at": o.at(seconds=30 + 10 * i).isoformat(), "status": status, "holds": status == 200,
+                "values": {}} for i, status in enumerate([503, 503, 200, 200, 200])]
+    o.step("verify_recovery", "wait_until", timedelta(seconds=30), timedelta(seconds=70),
+           output={"satisfied": True, "checks": 5, "consecutive": 3, "elapsed_seconds": 40.0,
+                   "condition": "status == 200 and json.status == 'ok'", "bounds": [], "samples": samples})
+    o.status(IncidentStatus.resolved, minutes=2, seconds=10)
+    view = o.view()
+    gantt = str(view["charts"]["gantt"])
+    assert '>Engage the responders</tspan><tspan x="264" dy="11">of the response level</tspan>' in gantt
+    assert "…" not in gantt and "<script" not in gantt
+    assert ">1 min</text>" in gantt and ">time since detection</text>" in gantt
+    (watch,) = view["charts"]["watched"]
+    svg = str(watch["svg"])
+    assert "HTTP status (→ 200)" in svg and "threshold = 200" in svg and "<path d=\"M" in svg
+    zh = o.view("zh")
+    assert ">1 分</text>" in str(zh["charts"]["gantt"]) and ">自发现起的时间</text>" in str(zh["charts"]["gantt"])
+    assert '>按响应级别通知响应人员</tspan>' in str(zh["charts"]["gantt"])
+    assert "HTTP 状态码 (→ 200)" in str(zh["charts"]["watched"][0]["svg"])
+    # The Prefect artifact (Markdown, which shows no SVG) tells what the watched metric did, in words.
+    assert "HTTP status 503 → 200; the condition held in 3 of 5 checks" in o.markdown()
+    assert "HTTP 状态码 503 → 200；5 次检查中条件成立 3 次" in o.markdown("zh")

@@ -66,6 +66,11 @@ def test_reports_are_served_read_only_behind_the_read_token(drill: str, intake: 
     assert f'href="{drill}?lang=en"' in index.text
     row = index.text.split(f'href="{drill}?lang=en"', 1)[1].split("</tr>", 1)[0]
     assert 'class="audit pass">verified' in row  # records.audit.verify, as the index lists it
+    # The index in Chinese: the audit status, the title and the breaches in the reader's language.
+    zh_index = httpx.get(f"{intake.url}/reports/", params={"lang": "zh"}, headers=READ_AUTH).text
+    zh_row = zh_index.split(f'href="{drill}?lang=zh"', 1)[1].split("</tr>", 1)[0]
+    assert 'class="audit pass">已校验' in zh_row and "，链头 #" in zh_row and "verified" not in zh_row
+    assert "人力资源不足" in zh_row and "Staffing shortage" not in zh_row
     report = httpx.get(f"{intake.url}/reports/{drill}", headers=READ_AUTH)
     assert report.status_code == 200 and f"Post-incident report: {drill}" in report.text
     assert "<script" not in report.text.lower()
