@@ -23,15 +23,23 @@ def pages(incident_id: str) -> list[Notification]:
 
 
 def describe_attempts(tries: list[DeliveryAttempt], lang: str = "en") -> str:
-    """Every try of a page (or of one of its channels) in a few words: `attempts: 3 (2 failed: HTTP 500…)`;
-    nothing for a page delivered at its first try."""
-    failed = [t for t in tries if t.outcome != "delivered"]
-    if not failed and len(tries) <= 1:
+    """Every try of a page (or of one of its channels) in a few words: `attempts: 3 (2 failed: HTTP 500…)`,
+    `attempts: 3 (1 interrupted, outcome unknown; 1 failed: HTTP 500)`; nothing for a page delivered at its
+    first try."""
+    # An interrupted try is not a failure: its message may have arrived (records.deliveries.INTERRUPTED).
+    interrupted = sum(t.outcome == "interrupted" for t in tries)
+    failed = [t for t in tries if t.outcome not in ("delivered", "interrupted")]
+    if not failed and not interrupted and len(tries) <= 1:
         return ""
     errors = "; ".join(dict.fromkeys(_short(t.error or "—") for t in failed))
     if lang == "zh":
-        return f"尝试 {len(tries)} 次" + (f"（{len(failed)} 次失败：{errors}）" if failed else "")
-    return f"attempts: {len(tries)}" + (f" ({len(failed)} failed: {errors})" if failed else "")
+        parts = ([f"{interrupted} 次中断，结果未知"] if interrupted else []) + (
+            [f"{len(failed)} 次失败：{errors}"] if failed else [])
+        return f"尝试 {len(tries)} 次" + (f"（{'；'.join(parts)}）" if parts else "")
+    # The interrupted count first: the failures' errors, joined by "; " too, end the line.
+    parts = ([f"{interrupted} interrupted, outcome unknown"] if interrupted else []) + (
+        [f"{len(failed)} failed: {errors}"] if failed else [])
+    return f"attempts: {len(tries)}" + (f" ({'; '.join(parts)})" if parts else "")
 
 
 def attempts_of_notification(tries: list[DeliveryAttempt], notification_id: int, lang: str = "en") -> str:

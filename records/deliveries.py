@@ -9,6 +9,11 @@ try is also a record of its own, a `delivery_attempts` row (append-only, migrati
 0006), written in the same transaction that updates the summary
 (notifications.delivery.send_and_record): when, which page and contact, which
 channel (redacted), the try's number, its outcome and its error (redacted too).
+
+A try cut off before its outcome is recorded (its process killed mid-send) leaves the summary row
+`sending`. The next try of that channel (a task retry, a flow retry, a resumed run) first records
+the cut-off try as an attempt of its own, outcome `interrupted`, then counts itself: so every try
+has its row, except the last one of a run that is never resumed (its summary row stays `sending`).
 """
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from datetime import datetime
 
 from sqlalchemy import ForeignKey, Index, Integer, String, Text, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from records.db import session_scope
 from records.models import Base, Notification, utcnow
@@ -36,10 +41,16 @@ class DeliveryAttempt(Base):
     channel: Mapped[str] = mapped_column(String(300))  # redacted, as on the summary row
     channel_index: Mapped[int] = mapped_column(Integer, default=0)
     attempt: Mapped[int] = mapped_column(Integer)  # 1, 2, … per channel row, as its `attempts` counts them
-    outcome: Mapped[str] = mapped_column(String(20))  # delivered | failed
+    outcome: Mapped[str] = mapped_column(String(20))  # delivered | failed | interrupted
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime]
+    # An interrupted try's end went unrecorded: this is when the next try found it, an upper bound.
     finished_at: Mapped[datetime]
+
+
+#: The error of an interrupted try: nothing is known of how it ended, so the message may have arrived.
+INTERRUPTED = ("no outcome was recorded: the process ended (or the step was stopped) during this try, so whether "
+               "the message arrived is unknown; recorded when the next try found it unfinished")
 
 
 def delivered_page(page_key: str) -> Notification | None:
@@ -68,14 +79,29 @@ def begin_attempt(*, key: str, incident_id: str, step_id: str, contact: str, rol
                     session.add(row)
                 if row.status == "delivered":
                     return row
+                now = utcnow()
+                if row.status == "sending" and row.attempts > 0:
+                    _record_interrupted(session, row, now)
                 row.status = "sending"
                 row.attempts += 1
+                row.attempt_started_at = now
                 row.title, row.body, row.channel = title, body, channel
                 session.flush()
                 return row
         except IntegrityError:
             continue  # a concurrent first attempt inserted it; take the row it made
     raise RuntimeError(f"could not claim notification {key}")
+
+
+def _record_interrupted(session: Session, row: Notification, found_at: datetime) -> None:
+    """The try that left `row` sending never finished: its own attempt row, before the next try counts."""
+    # Rows claimed before migration 0009 have no claim time; their first claim is the nearest known.
+    started = row.attempt_started_at or row.created_at or found_at
+    # min: the claim was stamped by another process's clock, which may run ahead of this one.
+    session.add(DeliveryAttempt(notification_id=row.id, incident_id=row.incident_id, page_key=row.page_key,
+                                contact=row.contact, channel=row.channel, channel_index=row.channel_index,
+                                attempt=row.attempts, outcome="interrupted", error=INTERRUPTED,
+                                started_at=min(started, found_at), finished_at=found_at))
 
 
 def finish_attempt(key: str, *, delivered: bool, error: str | None,
@@ -93,7 +119,7 @@ def finish_attempt(key: str, *, delivered: bool, error: str | None,
         session.add(DeliveryAttempt(notification_id=row.id, incident_id=row.incident_id, page_key=row.page_key,
                                     contact=row.contact, channel=row.channel, channel_index=row.channel_index,
                                     attempt=row.attempts, outcome=row.status, error=error,
-                                    started_at=started_at or now, finished_at=now))
+                                    started_at=started_at or row.attempt_started_at or now, finished_at=now))
         return row
 
 

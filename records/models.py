@@ -199,6 +199,9 @@ class Notification(Base):
     event: Mapped[str | None] = mapped_column(String(30))  # triggered | escalated | status_update | …
     locale: Mapped[str | None] = mapped_column(String(5))
     acknowledged_by: Mapped[str | None] = mapped_column(String(120))
+    # When the current try was claimed (migration 0009): a try whose process ends mid-send leaves only
+    # this, and the next try records it as an interrupted delivery attempt that began then.
+    attempt_started_at: Mapped[datetime | None]
 
     incident: Mapped[Incident] = relationship(back_populates="notifications")
 

@@ -5,11 +5,20 @@ try (the channel's two tries, then the step's retry). Each try is a delivery_att
 (when, page, contact, redacted channel, number, outcome, redacted error) beside the
 channel's summary row, shown by `firebreak timeline` and in the report; the table is
 append-only; a secret in the channel URL reaches none of it.
+
+A try whose process is killed mid-send (the receiver holds the request, unanswered) records nothing
+itself; the next try of that page records it as `interrupted`, then itself, on SQLite and PostgreSQL.
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -17,12 +26,16 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 import tasks.notify as notify_task
+from records import incidents
 from records.db import get_engine
 from records.deliveries import attempts_of
 from records.incidents import notifications
 from reports.render import load_record, render
+from tasks.base import StepContext
+from tasks.catalog import ACTIONS
 from tests.http_receivers import ScriptedServer
 from tests.notifications_support import WHAT, contact, page_step
+from tests.polling import wait_for
 from tests.runbook_helpers import run, write_runbook
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -68,3 +81,59 @@ def test_each_try_is_recorded_shown_and_kept(tmp_path: Path, notify_config, monk
         with pytest.raises(DBAPIError, match="append-only"):
             with get_engine().begin() as conn:
                 conn.execute(text(sql))
+
+
+#: A notify step's page in a process of its own, as a run's task makes it: context and arguments from argv.
+SENDER = """
+import json, sys
+from tasks.base import StepContext
+from tasks.catalog import ACTIONS
+ACTIONS["notify"].run_in_flow(StepContext.model_validate_json(sys.argv[1]), json.loads(sys.argv[2]))
+"""
+
+
+def test_a_try_cut_off_by_a_killed_process_is_recorded_by_the_next_try(backend: str, notify_config) -> None:
+    incident = incidents.open_incident(runbook_id="paging", runbook_version="1", title="Chat down", level="II",
+                                       source="operator", parameters={})
+    # One run generation for both processes: the second is the retry (or resume) of the first's page.
+    context = StepContext(incident_id=incident.id, incident_uid=incident.uid, runbook_id="paging", step_id="page",
+                          step_title="Page technical support", action="notify", level="II", run_generation=1)
+    arguments = {"to": ["technical_support"], "title": "Chat down", "message": "Online chat fails."}
+    answer = threading.Event()
+    with ScriptedServer([(200, {"ok": True})], hold=answer) as receiver:
+        notify_config.write([contact("li-wei", ["technical_support"], [f"json://{receiver.url[7:]}/inbox"])])
+        sender = subprocess.Popen([sys.executable, "-c", SENDER, context.model_dump_json(), json.dumps(arguments)],
+                                  env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            # The page has reached the receiver, which holds its answer: the sender is mid-send.
+            wait_for(lambda: receiver.requests or sender.poll() is not None, what="the page to reach the receiver")
+            assert sender.poll() is None, "the sender ended before its page arrived"
+            sender.send_signal(signal.SIGKILL)
+            sender.wait(timeout=30)
+        finally:
+            if sender.poll() is None:
+                sender.kill()
+        (cut_off,) = notifications(incident.id)
+        assert (cut_off.status, cut_off.attempts) == ("sending", 1)
+        assert attempts_of(incident.id) == []  # the killed try recorded nothing of how it ended
+
+        answer.set()
+        output = ACTIONS["notify"].run_in_flow(context, arguments)
+    assert len(receiver.requests) == 2
+    assert [(d["status"], d["attempts"]) for d in output["deliveries"]] == [("delivered", 2)]
+
+    (summary,) = notifications(incident.id)  # the same channel row, counted on
+    assert (summary.id, summary.status, summary.attempts) == (cut_off.id, "delivered", 2)
+    interrupted, delivered = attempts_of(incident.id)
+    assert [(t.attempt, t.outcome) for t in (interrupted, delivered)] == [(1, "interrupted"), (2, "delivered")]
+    assert "process ended" in interrupted.error and "unknown" in interrupted.error and delivered.error is None
+    assert all(t.notification_id == summary.id and t.channel == summary.channel for t in (interrupted, delivered))
+    assert interrupted.started_at <= interrupted.finished_at <= delivered.started_at <= delivered.finished_at
+
+    from notifications.summary import who_was_told
+
+    line = next(line for line in who_was_told(incident.id) if "li-wei" in line)
+    assert line.strip().startswith("delivered") and "attempts: 2 (1 interrupted, outcome unknown)" in line
+    record = load_record(incident.id)
+    assert "attempts: 2 (1 interrupted, outcome unknown)" in render(record, "en").markdown
+    assert "尝试 2 次（1 次中断，结果未知）" in render(record, "zh").html
