@@ -14,7 +14,7 @@ LookupError, RosterInvalid a ValueError, ApprovalTimedOut a TimeoutError …).
     ├── ConfigInvalid     YamlInvalid, RunbookInvalid, ContactsInvalid, RosterInvalid, EscalationInvalid,
     │                     RoutingInvalid (notifications), RoutesInvalid, SourcesInvalid (intake),
     │                     AuditKeyMissing (records.audit_key)
-    ├── InputInvalid      StepInputError, AcknowledgementInvalid
+    ├── InputInvalid      StepInputError (RequestRefused: tasks.http), AcknowledgementInvalid
     ├── NotFound          IncidentNotFound, RunbookNotFound
     ├── Conflict          InvalidTransition, IncidentBusy, LeaseLost (records.run_locks)
     ├── Refused           AuthFailed, SignatureReplayed, AckTokenError (AckTokenForged,

@@ -13,6 +13,10 @@ or the default, its value must be a plain http(s) base URL whose host is listed:
 Nothing else: no credentials (`user@host`), no query or fragment, no whitespace, control
 characters or backslashes, which parsers read differently. Core of the runbooks layer: no imports
 from the project.
+
+The same rule holds once more for each request, on its final URL (tasks.http): its scheme, host
+and port must be allowed, or be exactly those the step's URL writes out in the runbook
+(`written_base`), which runbooks.validate accepts as fixed by the runbook's author.
 """
 from __future__ import annotations
 
@@ -23,6 +27,13 @@ _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
 _PATTERN = re.compile(rf"^(?P<wild>\*\.)?(?P<host>{_LABEL}(?:\.{_LABEL})*|\[[0-9a-f:.]+\])(?::(?P<port>\d{{1,5}}))?$")
 _UNSAFE = re.compile(r"[\s\\\x00-\x1f\x7f]")
 DEFAULT_PORTS = {"http": 80, "https": 443}
+#: A URL whose scheme, host and port are written out, up to the `/` that ends them.
+WRITTEN_ORIGIN = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#{}\s]+/")
+#: Where a template starts in a step argument (runbooks.templating.is_template).
+_TEMPLATE_START = re.compile(r"\{[{%]")
+
+#: (scheme, host, port) of a request: the host lower-case and without brackets, the port filled in.
+Origin = tuple[str, str, int]
 
 
 def pattern_problem(pattern: str) -> str | None:
@@ -71,3 +82,29 @@ def url_problem(url: str, allowed_hosts: list[str]) -> str | None:
         listed = ", ".join(allowed_hosts) if allowed_hosts else "none"
         return f"host {host}:{effective} is not in the runbook's allowed_hosts ({listed})"
     return None
+
+
+def written_base(url: str) -> str | None:
+    """The part of a step's `url` that the runbook writes out and that names the scheme, host and port:
+    the whole URL when it holds no template, else what comes before the first template when it ends
+    with the `/` after the host (runbooks.validate); None when a template gives the host (a
+    `format: url` parameter)."""
+    start = _TEMPLATE_START.search(url)
+    if start is None:
+        return url
+    written = url[:start.start()]
+    return written if WRITTEN_ORIGIN.match(written) else None
+
+
+def origin_problem(origin: Origin, allowed_hosts: list[str], written: Origin | None = None) -> str | None:
+    """Why a request may not go to `origin` (as the HTTP client parsed the final URL), or None: it must
+    be an http(s) origin whose host and port the runbook allows, or exactly the origin `written` out in
+    the step's URL."""
+    scheme, host, port = origin
+    if scheme not in DEFAULT_PORTS:
+        return f"scheme {scheme!r} is not http or https"
+    if origin == written or any(_matches(pattern, host, port) for pattern in allowed_hosts):
+        return None
+    listed = ", ".join(allowed_hosts) if allowed_hosts else "none"
+    shown = f"[{host}]" if ":" in host else host
+    return f"host {shown}:{port} is not in the runbook's allowed_hosts ({listed})"

@@ -24,7 +24,7 @@ from pydantic.fields import FieldInfo
 
 from firebreak.yaml_lines import Path_
 from runbooks.commitments import CATALOGUE
-from runbooks.hosts import url_problem
+from runbooks.hosts import WRITTEN_ORIGIN, url_problem
 from runbooks.loader import LoadedRunbook, RunbookInvalid, RunbookProblem, load_runbook
 from runbooks.roles import ROLES
 from runbooks.schema import PARAM_NAME, Runbook, Step
@@ -147,7 +147,8 @@ def check(loaded: LoadedRunbook, actions: Actions) -> list[RunbookProblem]:
 
 def _check_chinese_twins(runbook: Runbook, problem: Report) -> None:
     """A runbook that carries one Chinese twin (`title_zh`, `description_zh`, a step's, a notify step's
-    `title_zh`/`message_zh`) carries them all, so a Chinese report or page is never half English."""
+    `title_zh`/`message_zh`, an approval's `action_zh`/`reason_zh`, a record's `message_zh`) carries them
+    all, so a Chinese report or page is never half English."""
     if not runbook.has_zh and not any(isinstance(s.with_.get("title_zh"), str) for s in runbook.steps):
         return
     missing = " (a runbook with any Chinese twin must have all of them)"
@@ -161,10 +162,15 @@ def _check_chinese_twins(runbook: Runbook, problem: Report) -> None:
         if step.description and not step.description_zh:
             problem(("steps", index, "description"), f"step {step.id!r} has a description but no description_zh"
                     + missing)
-        if step.action == "notify":
-            for name in ("title", "message"):
+        # What a person reads: a page's title and text, a gate's question to its approvers (tasks.approval),
+        # and a note on the timeline (tasks.note: the Chinese report prints `message_zh`).
+        for action, names in (("notify", ("title", "message")), ("approval", ("action", "reason")),
+                              ("record", ("message",))):
+            if step.action != action:
+                continue
+            for name in names:
                 if name in step.with_ and f"{name}_zh" not in step.with_:
-                    problem(("steps", index, "with", name), f"notify step {step.id!r} has `{name}` but no "
+                    problem(("steps", index, "with", name), f"{action} step {step.id!r} has `{name}` but no "
                                                             f"`{name}_zh`" + missing)
 
 
@@ -185,8 +191,13 @@ def _check_url_parameters(runbook: Runbook, problem: Report) -> None:
         value = step.with_.get("url")
         if not isinstance(value, str):
             continue
+        if not is_template(value) or not _parses(value):  # a syntax error is reported on its own
+            continue
         match = _URL_FROM_PARAM.search(value)
-        if match is None or not _parses(value):  # a syntax error is reported on its own
+        if match is None:
+            reason = _host_not_fixed(value)
+            if reason is not None:
+                problem(("steps", index, "with", "url"), reason)
             continue
         name = match.group(1) or match.group(2)
         declared = runbook.parameters.get(name)
@@ -194,6 +205,34 @@ def _check_url_parameters(runbook: Runbook, problem: Report) -> None:
             problem(("steps", index, "with", "url"),
                     f"the URL's host comes from parameter {name!r}: declare it `format: url` and build the URL "
                     f"as \"{{{{ params.{name} }}}}/path\", so its host is checked against allowed_hosts")
+            continue
+        reason = _host_not_fixed(value)
+        if reason is not None:
+            problem(("steps", index, "with", "url"), reason)
+
+
+#: A URL that starts with one URL parameter on its own, and what comes after it.
+_PARAMETER_BASE = re.compile(r"^\s*\{\{\s*params\.([a-z][a-z0-9_]*)\s*\}\}(?P<rest>.*)$", re.DOTALL)
+
+
+def _host_not_fixed(url: str) -> str | None:
+    """Why a templated URL lets a template decide its host, or None. The host a request goes to must
+    be either a `format: url` parameter's (checked against allowed_hosts wherever it is set) or written
+    in the runbook: `{{ params.service_url }}{{ params.path }}` with path `@evil.example` would
+    request evil.example, and so would `http://127.0.0.1{{ params.x }}/` with x `.evil.example`."""
+    base = _PARAMETER_BASE.match(url)
+    if base is not None:
+        rest = base["rest"]
+        if rest == "" or rest.startswith("/"):
+            return None
+        return (f"only a `/` may follow {{{{ params.{base.group(1)} }}}} in a URL: what follows it here "
+                f"({rest[:30]!r}) would be part of the host or port, outside what allowed_hosts checked")
+    first = min(at for at in (url.find("{{"), url.find("{%")) if at >= 0)
+    if WRITTEN_ORIGIN.match(url[:first]):
+        return None
+    return ("the URL's host is made by a template, so whoever sets its values chooses where the request goes: "
+            "start the URL with a `format: url` parameter (\"{{ params.service_url }}/path\") or write the "
+            "scheme and host out, up to the first `/`, before any template")
 
 
 def _parses(template: str) -> bool:

@@ -1,4 +1,7 @@
-"""`wait_until`: poll a check until a condition holds N times in a row, or a deadline passes."""
+"""`wait_until`: poll a check until a condition holds N times in a row, or a deadline passes.
+
+Each poll is a request made by tasks.http.request, so each is held to the runbook's allowed_hosts;
+a refused one fails the step at once instead of counting as a check that does not hold yet."""
 from __future__ import annotations
 
 import re
@@ -13,7 +16,7 @@ from firebreak.errors import StepFailed
 from records.models import utcnow
 from runbooks.templating import evaluate
 from tasks.base import Attempt, action
-from tasks.http import HttpInput, parse_json, request
+from tasks.http import HttpInput, RequestRefused, parse_json, request
 
 #: Names a wait_until condition may use.
 CONDITION_NAMES = frozenset({"status", "json"})
@@ -141,6 +144,8 @@ def wait_until(inp: WaitUntilInput, attempt: Attempt) -> WaitUntilOutput:
             response = request(probe, attempt)
             status, body = response.status_code, parse_json(response)
             holds = bool(evaluate(inp.condition, {"status": status, "json": body}))
+        except RequestRefused:
+            raise  # nothing was sent, and waiting cannot make the host an allowed one
         except (OSError, TemplateError, TypeError, KeyError) as exc:
             # An unreachable service or a body without the field simply "does not hold yet".
             status, body, holds = None, {"error": f"{type(exc).__name__}: {exc}"}, False

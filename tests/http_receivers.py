@@ -13,10 +13,12 @@ class ScriptedServer:
     """Answers each request with the next (status, body) of a script; the last one repeats.
 
     hold: each answer waits until the test sets this event (at most `hold_max` seconds, below the
-    notify action's 10 s send timeout), so a test can see what happens while a request is in flight."""
+    notify action's 10 s send timeout), so a test can see what happens while a request is in flight.
+
+    host: the loopback address it listens on (another one than 127.0.0.1 is another host to a client)."""
 
     def __init__(self, script: list[tuple[int, Any]], delay: float = 0.0, hold: threading.Event | None = None,
-                 hold_max: float = 9.0):
+                 hold_max: float = 9.0, host: str = "127.0.0.1"):
         self.script = script
         self.delay = delay
         self.hold = hold
@@ -50,8 +52,9 @@ class ScriptedServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://{host}:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self) -> ScriptedServer:

@@ -71,6 +71,7 @@ ACCESS: dict[str, Any] = {
         **SOURCES["readers"],
         "dashboard": {"token_env": "FIREBREAK_TEST_READ_TOKEN_2", "rate_limit": {"per_second": 0.01, "burst": 3}},
     },
+    "operators": SOURCES["operators"],
 }
 ROUTE = {"runbook": None, "routes": [
     {"name": "outage", "matchers": ['alertname = "ServiceDown"'], "runbook": "system-outage",
@@ -295,6 +296,59 @@ def test_allowed_host_patterns() -> None:
     assert url_problem("http://[::1]:1", ["[::1]"]) is None
 
 
+URL_RUNBOOK = """id: composed-url
+title: A URL built from templates
+description: Which URL templates fix the host a request goes to.
+version: "1"
+parameters:
+  service_url:
+    type: string
+    format: url
+    description: Base URL.
+    default: http://127.0.0.1:8765
+  path:
+    type: string
+    description: Where on the service.
+    default: health
+    from_alert: true
+allowed_hosts: [127.0.0.1]
+level:
+  default: II
+roles: [technical_support]
+steps:
+  - id: probe
+    action: http
+    with:
+      url: {url}
+"""
+
+
+@pytest.mark.parametrize("url, refused", [
+    ('"{{ params.service_url }}/{{ params.path }}"', None),
+    ('"{{params.service_url}}"', None),
+    ('"http://127.0.0.1:8765/{{ params.path }}"', None),
+    # The alert sets `path`: "@evil.example.com" makes the first request go to evil.example.com.
+    ('"{{ params.service_url }}{{ params.path }}"', "only a `/` may follow {{ params.service_url }}"),
+    ('"{{ params.service_url }}:9999/x"', "only a `/` may follow"),
+    ('"{{ params.service_url ~ params.path }}"', "the URL's host is made by a template"),
+    ('"http://127.0.0.1{{ params.path }}/x"', "the URL's host is made by a template"),
+    ('"http://{% if true %}127.0.0.1{% endif %}/x"', "the URL's host is made by a template"),
+])
+def test_a_url_template_cannot_let_a_value_choose_the_host(tmp_path: Path, url: str, refused: str | None) -> None:
+    """allowed_hosts checks the `format: url` parameter; a step URL that appends another value to it (or
+    builds the host from templates) would let whoever sets that value choose the host all the same."""
+    from tasks.catalog import validate_file
+
+    path = tmp_path / "composed-url.yaml"
+    path.write_text(URL_RUNBOOK.format(url=url))
+    _loaded, problems = validate_file(path)
+    found = [p for p in problems if p.field == "steps[0].with.url"]
+    if refused is None:
+        assert not found, found
+    else:
+        assert len(found) == 1 and refused in found[0].message and found[0].line == 24, problems
+
+
 def test_operator_runs_are_held_to_the_allowed_hosts_too(tmp_path: Path) -> None:
     model = library.parameter_model(_seed("system-outage"))
     model.model_validate({"service_url": "http://localhost:8765"})
@@ -394,6 +448,44 @@ def test_readers_authenticate_before_anything_is_looked_up(intake: RunningIntake
     assert httpx.get(f"{intake.url}/v1/incidents/{existing}", headers=READ_AUTH).json()["id"] == existing
     assert httpx.get(f"{intake.url}/v1/incidents/INC-1999-9999", headers=READ_AUTH).status_code == 404
     assert httpx.get(f"{intake.url}/v1/incidents?limit=0").status_code == 401  # not 422: the token comes first
+
+
+def test_no_credential_tells_whether_an_incident_exists_anywhere(intake: RunningIntake) -> None:
+    """The reports and the operator actions, like the incidents API: without the right credential an
+    incident that exists and one that does not get the same answer."""
+    opened = post(intake, "generic", json.dumps(generic_body(runbook="system-outage")).encode())
+    existing = opened.json()["alerts"][0]["incident_id"]
+    for method, template in (("GET", "/reports/{}"), ("GET", "/reports/{}/pdf"), ("POST", "/v1/incidents/{}/note")):
+        for headers in ({}, {"Authorization": "Bearer wrong"}, AM_AUTH, READ_AUTH if method == "POST" else {}):
+            answers = {httpx.request(method, f"{intake.url}{template.format(incident)}", headers={**headers, **JSON},
+                                     content=b'{"text": "x"}' if method == "POST" else None)
+                       for incident in (existing, "INC-1999-9999")}
+            shown = {(a.status_code, a.text) for a in answers}
+            assert len(shown) == 1 and next(iter(shown))[0] == 401, (method, template, headers, shown)
+
+
+def test_an_operator_action_on_an_id_that_cannot_exist_is_unknown_not_a_500(intake: RunningIntake) -> None:
+    """Such an id reached the store: on PostgreSQL a NUL in it failed the query (500)."""
+    operator = {"Authorization": f"Bearer {TOKENS['FIREBREAK_TEST_OPERATOR_LI_WEI']}", **JSON}
+    before = stored()
+    for weird in ("INC%00x", "%00", "x" * 300, "INC-2026-0001%00", "%ED%A0%80"):
+        response = httpx.post(f"{intake.url}/v1/incidents/{weird}/note", content=b'{"text": "hello"}',
+                              headers=operator)
+        assert response.status_code == 404 and response.json()["error"].startswith("no incident"), \
+            (weird, response.text[:300])
+    assert httpx.post(f"{intake.url}/v1/incidents/INC-1999-9999/note", content=b'{"text": "hello"}',
+                      headers=operator).status_code == 404  # well formed, unknown: asked, and not found
+    assert stored() == before
+
+
+def test_a_refused_query_value_names_its_field_like_every_other_refusal(intake: RunningIntake) -> None:
+    for path, field in (("/v1/incidents?limit=abc", "query.limit"), ("/v1/incidents?limit=" + "9" * 30, "query.limit"),
+                        ("/v1/incidents?limit=%00", "query.limit"), ("/reports/?lang=fr", "query.lang")):
+        response = httpx.get(f"{intake.url}{path}", headers=READ_AUTH)
+        assert response.status_code == 422, (path, response.text)
+        answer = response.json()
+        assert [d["field"] for d in answer["details"]] == [field] and answer["details"][0]["reason"], answer
+        assert field in answer["error"]
 
 
 def test_docs_and_openapi_need_a_read_token(intake: RunningIntake) -> None:

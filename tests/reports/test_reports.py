@@ -356,7 +356,9 @@ def test_validator_requires_every_chinese_twin_once_one_is_there(tmp_path) -> No
 
     steps = [{"id": "note", "title": "Note it", "title_zh": "记录", "action": "record", "with": {"message": "m"}},
              {"id": "tell", "title": "Tell them", "description": "Page the lead.", "action": "notify",
-              "with": {"to": ["scenario_lead"], "title": "t", "message": "m"}}]
+              "with": {"to": ["scenario_lead"], "title": "t", "message": "m"}},
+             {"id": "gate", "title": "Lead decides", "title_zh": "负责人决定", "action": "approval",
+              "with": {"action": "publish", "reason": "busy", "approvers": ["scenario_lead"]}}]
     path = write_runbook(tmp_path, "half-chinese", steps)
     _, problems = validate_file(path)
     messages = sorted(str(p).split(": ", 1)[1] for p in problems)
@@ -366,10 +368,16 @@ def test_validator_requires_every_chinese_twin_once_one_is_there(tmp_path) -> No
     assert any("steps[1].description: step 'tell' has a description but no description_zh" in m for m in messages)
     assert any("steps[1].with.title: notify step 'tell' has `title` but no `title_zh`" in m for m in messages)
     assert any("steps[1].with.message: notify step 'tell' has `message` but no `message_zh`" in m for m in messages)
-    assert len(problems) == 6
+    # A note on the timeline and a gate's question are read by people too (the Chinese report, the approvers).
+    assert any("steps[0].with.message: record step 'note' has `message` but no `message_zh`" in m for m in messages)
+    assert any("steps[2].with.action: approval step 'gate' has `action` but no `action_zh`" in m for m in messages)
+    assert any("steps[2].with.reason: approval step 'gate' has `reason` but no `reason_zh`" in m for m in messages)
+    assert len(problems) == 9, messages
     whole = write_runbook(tmp_path, "all-chinese", [
-        {**steps[0]}, {**steps[1], "title_zh": "通知", "description_zh": "呼叫负责人。",
-                       "with": {**steps[1]["with"], "title_zh": "标题", "message_zh": "内容"}}],
+        {**steps[0], "with": {"message": "m", "message_zh": "记录内容"}},
+        {**steps[1], "title_zh": "通知", "description_zh": "呼叫负责人。",
+         "with": {**steps[1]["with"], "title_zh": "标题", "message_zh": "内容"}},
+        {**steps[2], "with": {**steps[2]["with"], "action_zh": "发布", "reason_zh": "繁忙"}}],
         title_zh="测试", description_zh="测试预案。")
     assert validate_file(whole)[1] == []
     # The seed runbooks carry every twin.

@@ -56,6 +56,7 @@ def test_system_outage(simulator) -> None:
         "hand_over_fault_notice": "skipped",  # the notice was published: nothing to hand over
         "mitigated": "succeeded",
         "verify_recovery": "succeeded", "announce_recovery": "succeeded", "resolved": "succeeded",
+        "read_service_figures": "succeeded", "record_service_figures": "succeeded",
         "tell_responders": "succeeded", "close": "succeeded",
     }
     sim = httpx.get(f"{simulator.url}/state").json()

@@ -210,7 +210,8 @@ def test_a_stale_holder_is_fenced_off(records_backend: str, simulator) -> None:
     from tasks.base import StepContext
     from tasks.catalog import ACTIONS
 
-    incident = _open()
+    # A seed runbook's step: the http action checks its request against that runbook's allowed_hosts.
+    incident = _open("system-outage")
     generation = run_locks.acquire(incident.id, "holder-a")
     lease_a = run_locks.Lease(incident.id, "holder-a", generation)
     assert generation == 1
@@ -220,7 +221,7 @@ def test_a_stale_holder_is_fenced_off(records_backend: str, simulator) -> None:
     # A's lease goes stale (stale_after=0: its last renewal is older than that) and B takes it over.
     assert run_locks.acquire(incident.id, "holder-b", stale_after=0) == 2
 
-    context = StepContext(incident_id=incident.id, incident_uid=incident.uid, runbook_id="fencing",
+    context = StepContext(incident_id=incident.id, incident_uid=incident.uid, runbook_id="system-outage",
                           step_id="fail_over", step_title="Fail over", action="http", level="II",
                           run_generation=1, lock_holder="holder-a")
     arguments = {"method": "POST", "url": f"{simulator.url}/failover", "json": {"to": "standby"}}
