@@ -100,12 +100,16 @@ def stages(records_url: str, incident_ids: list[str]) -> dict[str, list[float]]:
                 "select r.created_at, r.claimed_at, r.started_at, r.finished_at, (select min(n.sent_at) from notifications n "
                 "where n.incident_id = r.incident_id and n.status = 'delivered') "
                 f"from run_requests r where r.incident_id in ({marks})")).all()
+            # The runs must also end well: a run that failed or crashed may still have paged first.
+            failed = connection.execute(text(
+                f"select count(*) from incidents where id in ({marks}) and run_state in ('failed', 'crashed')")).scalar()
     finally:
         engine.dispose()
 
     def stamp(value: Any) -> datetime:
         return datetime.fromisoformat(str(value)).replace(tzinfo=timezone.utc)
 
+    print(f"  runs failed or crashed: {failed} of {len(incident_ids)}", flush=True)
     found: dict[str, list[float]] = {"waiting for a slot": [], "creating the run": [], "run to first page": [],
                                      "run (slot held)": []}
     for created, claimed, started, finished, paged in rows:
