@@ -114,7 +114,7 @@ class _Run:
     next_cancel_check: float = field(default_factory=lambda: time.monotonic() + CANCEL_POLL_SECONDS)
     #: Escalations of failed steps submitted but not yet tracked by the scheduler (see _escalate).
     escalations: list[tuple[Step, PrefectFuture[Any]]] = field(default_factory=list)
-    #: Called when a paging step has finished (the live view's first publication waits for it).
+    #: Called when a paging step has finished or a gate starts (the live view's first publication waits for it).
     paged: Callable[[], None] = lambda: None
 
     def step_context(self, **fields: Any) -> StepContext:
@@ -436,6 +436,8 @@ def _start(run: _Run, step: Step, title: str, summary: str | None
                                     timeout=step.timeout)
     spec = ACTIONS[step.action]
     if spec.prefect_task is None:  # an in-flow action (a gate): in its own thread, so only its dependants wait
+        # A gate pages its approvers at once and then waits for a person: the live view must show it now.
+        run.paged()
         return _in_thread(f"{step.id}-{run.incident_id}", spec.run_in_flow, step_context, arguments), None
     prefect_task = spec.prefect_task.with_options(
         task_run_name=step.id,

@@ -23,10 +23,12 @@ def gated(tmp_path: Path, name: str, **gate: Any) -> Path:
 
 def resume(flow_run_id: str, run_input: dict[str, Any]) -> None:
     """resume_flow_run, as the UI form does; the run saves its input form just after it enters
-    Paused, so a resume in that instant is told "schema not found" and is tried again."""
+    Paused, so a resume in that instant is told "schema not found" and is tried again. For up to 45 s:
+    Prefect's client retries that save after 2, 4, 8 … s while the server answers busy (503), and in
+    one full-suite run the form was still missing after 15 s."""
     from prefect.flow_runs import resume_flow_run
 
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 45
     while True:
         try:
             return resume_flow_run(flow_run_id, run_input=run_input)
