@@ -358,6 +358,7 @@ class LiveViewUpdater:
         #: How long the first view may wait for release() (see there); 0: at once.
         self.first_view_wait = first_view_wait
         self._released = threading.Event()
+        self._publishing = threading.Lock()  # see _update
         self.incident_id: str | None = None
         self.publishes = 0
         self._publisher = _Publisher()
@@ -430,6 +431,16 @@ class LiveViewUpdater:
             self._update()
 
     def _update(self, *, final: bool = False) -> None:
+        assert self.incident_id is not None
+        # One publish at a time, and none from the thread once stop() began: stop() waits for the thread
+        # only so long, and a slow publish (Prefect busy, its client backing off) that finished after the
+        # final one would leave an older view as the newest version.
+        with self._publishing:
+            if not final and self._stopping.is_set():
+                return
+            self._publish(final=final)
+
+    def _publish(self, *, final: bool) -> None:
         assert self.incident_id is not None
         try:
             self._seen_seq = incidents.last_seq(self.incident_id)

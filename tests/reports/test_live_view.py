@@ -45,7 +45,9 @@ def test_a_gate_shows_and_tags_the_run_until_it_is_decided(tmp_path: Path) -> No
     assert background.finish().is_completed()
     final = latest(incident_id)
     assert "Waiting for a decision" not in final
-    assert "approved by 钱丽 Qian Li" in final  # the recent timeline, as the contacts name her
+    # The decision was shown in the recent timeline, as the contacts name her (under load, later events
+    # such as the approvers' pages in flight can push it out of the final view's last 12).
+    assert any("approved by 钱丽 Qian Li" in version.data for version in artifact_versions(incident_id))
     tags = run_tags(flow_run_id)
     # The run completed with the incident still open (this runbook has no status steps): a person is
     # needed, but no gate waits any more.
