@@ -66,14 +66,18 @@ def server_environment(home: Path, port: int) -> dict[str, str]:
     return env
 
 
+def server_command(port: int) -> list[str]:
+    """`prefect server start`, through firebreak.cli.prefect_server_main: Prefect itself plus one fix
+    that keeps its SQLite server from freezing for 60 s under bursts (see there)."""
+    return [sys.executable, "-m", "firebreak.cli.prefect_server_main", "server", "start", "--host", "127.0.0.1",
+            "--port", str(port)]
+
+
 def start_local_server(home: Path, port: int, log_path: Path, *, detach: bool) -> subprocess.Popen[bytes]:
     home.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")
-    prefect = Path(sys.executable).with_name("prefect")
-    command = [str(prefect) if prefect.exists() else "prefect", "server", "start", "--host", "127.0.0.1",
-               "--port", str(port)]
-    return subprocess.Popen(command, env=server_environment(home, port), stdout=log, stderr=subprocess.STDOUT,
+    return subprocess.Popen(server_command(port), env=server_environment(home, port), stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=detach)
 
 

@@ -1,0 +1,97 @@
+"""The fix firebreak.cli.prefect_server_main applies to the Prefect server it starts.
+
+The freeze it fixes, reproduced with two aiosqlite connections on one SQLite file, as the Prefect
+server's own connections met under a burst:
+- A holds the write lock; its commit is driven from the event loop;
+- B waits for that lock inside SQLite's busy handler (holding B's connection mutex);
+- a cursor of B that was never closed is dropped on the event-loop thread.
+
+Unfixed, dropping the cursor blocks the event loop on B's mutex until B's busy wait gives up, so A
+cannot commit in time and B fails with "database is locked" (the Prefect server froze for 60 s like
+this). Fixed, the loop goes on, A commits, and B's write goes through.
+"""
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import aiosqlite
+import aiosqlite.cursor
+import pytest
+
+from firebreak.cli import prefect_server_main
+
+#: B's busy timeout: how long the unfixed event loop stays blocked.
+BUSY_TIMEOUT_MS = 2000
+
+
+async def _drop_a_cursor_while_its_connection_waits(database: Path) -> str:
+    """What happens to B's write: 'written', or the error B got."""
+    async with aiosqlite.connect(database, isolation_level=None) as a, \
+            aiosqlite.connect(database, isolation_level=None) as b:
+        await a.execute("PRAGMA journal_mode = WAL")
+        await a.execute("CREATE TABLE IF NOT EXISTS t (n INTEGER)")
+        await a.execute("INSERT INTO t VALUES (1), (2), (3)")
+        await b.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        # A statement still in use, never closed, that holds no read transaction (it reads no table),
+        # like the server's failed statements: B can still wait for the write lock in the busy handler.
+        left_open = await b.execute("SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3")
+        assert await left_open.fetchone() is not None
+
+        await a.execute("BEGIN IMMEDIATE")  # A holds the write lock
+        await a.execute("INSERT INTO t VALUES (4)")
+        b_write = asyncio.ensure_future(b.execute("INSERT INTO t VALUES (5)"))  # B waits for it
+        while not _waiting_in_sqlite(b, b_write):
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # B's thread has taken the write; let it reach the busy handler (timeout 2 s)
+
+        del left_open  # dropped on the event-loop thread, as the garbage collector did in the server
+        await a.execute("COMMIT")  # the holder commits: B's write can now go through
+        try:
+            await b_write
+        except sqlite3.OperationalError as exc:
+            return str(exc)
+        return "written"
+
+
+def _waiting_in_sqlite(connection: aiosqlite.Connection, write: asyncio.Future[object]) -> bool:
+    """The connection's thread has taken the write off its queue and not answered: it is inside
+    SQLite, which (A holding the write lock) means in the busy handler."""
+    return connection._tx.empty() and not write.done()
+
+
+@pytest.mark.parametrize("fixed", [True, False], ids=["fixed", "unfixed"])
+def test_a_cursor_dropped_on_the_loop_thread_does_not_block_the_lock_holder(tmp_path: Path, fixed: bool,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    if fixed:
+        monkeypatch.setattr(aiosqlite.cursor.Cursor, "__del__", prefect_server_main.close_on_connection_thread,
+                            raising=False)
+    else:
+        monkeypatch.delattr(aiosqlite.cursor.Cursor, "__del__", raising=False)
+    outcome = asyncio.run(_drop_a_cursor_while_its_connection_waits(tmp_path / "prefect.db"))
+    if fixed:
+        assert outcome == "written"
+    else:  # the bug the fix is for, still present in this stack (if this fails, the fix may be obsolete)
+        assert "locked" in outcome
+
+
+def test_the_server_firebreak_starts_runs_prefect_with_the_fix(tmp_path: Path) -> None:
+    """The launcher is `prefect` itself (its CLI answers), with the fix installed before it runs."""
+    result = subprocess.run([sys.executable, "-m", "firebreak.cli.prefect_server_main", "version"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "3.8.8" in result.stdout
+    probe = ("import aiosqlite.cursor as c; from firebreak.cli import prefect_server_main as m; m.install(); "
+             "print(c.Cursor.__del__ is m.close_on_connection_thread)")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60).stdout.strip() == "True"
+
+
+def test_the_local_server_is_started_through_the_launcher() -> None:
+    from firebreak.cli.prefect_server import server_command
+
+    assert server_command(4321) == [sys.executable, "-m", "firebreak.cli.prefect_server_main", "server", "start",
+                                    "--host", "127.0.0.1", "--port", "4321"]
