@@ -3,15 +3,15 @@
     python -m firebreak.cli.prefect_server_main server start --host 127.0.0.1 --port 4200
 
 Why: under a burst of new incidents the embedded (SQLite) Prefect server froze for 60 s, its
-SQLite busy timeout, in about one burst in four. Found with py-spy, the chain is:
+SQLite busy timeout, in one burst in three or four. Found with py-spy, the chain is:
 
 1. Prefect's server talks to SQLite through aiosqlite: one thread per connection, and the
    connection's SQLite mutex is held by that thread while a statement runs, including while it
    sleeps in SQLite's busy handler waiting up to 60 s for the write lock.
 2. The write lock is held by another connection's transaction, driven by a coroutine on the
    server's event loop.
-3. A cursor of the waiting connection that was never closed (a statement that failed, left in a
-   reference cycle) is freed by the garbage collector on the event-loop thread. Freeing an
+3. A cursor of the waiting connection that was never closed, left in a reference cycle, is freed
+   by the garbage collector on the event-loop thread. Freeing an
    unclosed sqlite3 cursor resets its statement, which takes that same connection mutex: the
    event loop blocks until the busy wait gives up, so the lock holder can never commit.
 
