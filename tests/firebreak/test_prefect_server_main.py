@@ -19,11 +19,9 @@ import sys
 from pathlib import Path
 
 import aiosqlite
-import aiosqlite.cursor
 import pytest
 
-from firebreak.cli import prefect_server_main
-
+REPO = Path(__file__).resolve().parents[2]
 #: B's busy timeout: how long the unfixed event loop stays blocked.
 BUSY_TIMEOUT_MS = 2000
 
@@ -64,14 +62,17 @@ def _waiting_in_sqlite(connection: aiosqlite.Connection, write: asyncio.Future[o
 
 
 @pytest.mark.parametrize("fixed", [True, False], ids=["fixed", "unfixed"])
-def test_a_cursor_dropped_on_the_loop_thread_does_not_block_the_lock_holder(tmp_path: Path, fixed: bool,
-                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    if fixed:
-        monkeypatch.setattr(aiosqlite.cursor.Cursor, "__del__", prefect_server_main.close_on_connection_thread,
-                            raising=False)
-    else:
-        monkeypatch.delattr(aiosqlite.cursor.Cursor, "__del__", raising=False)
-    outcome = asyncio.run(_drop_a_cursor_while_its_connection_waits(tmp_path / "prefect.db"))
+def test_a_cursor_dropped_on_the_loop_thread_does_not_block_the_lock_holder(tmp_path: Path, fixed: bool) -> None:
+    # Each case in a process of its own: the fix changes aiosqlite for the whole process, as it does
+    # in the Prefect server, and this test process stays as it was.
+    script = ("import asyncio, sys; from pathlib import Path; from firebreak.cli import prefect_server_main; "
+              + ("prefect_server_main.install(); " if fixed else "")
+              + "from tests.firebreak.test_prefect_server_main import _drop_a_cursor_while_its_connection_waits as d; "
+              + "print(asyncio.run(d(Path(sys.argv[1]))))")
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "prefect.db")], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    outcome = result.stdout.strip()
     if fixed:
         assert outcome == "written"
     else:  # the bug the fix is for, still present in this stack (if this fails, the fix may be obsolete)
