@@ -14,6 +14,8 @@ A try cut off before its outcome is recorded (its process killed mid-send) leave
 `sending`. The next try of that channel (a task retry, a flow retry, a resumed run) first records
 the cut-off try as an attempt of its own, outcome `interrupted`, then counts itself: so every try
 has its row, except the last one of a run that is never resumed (its summary row stays `sending`).
+Whoever sends that page again sends the same text (`unfinished_text`): the cut-off try may have arrived, so
+the record then holds the one text a contact may have received twice, not a second one.
 """
 from __future__ import annotations
 
@@ -58,6 +60,19 @@ def delivered_page(page_key: str) -> Notification | None:
     with session_scope() as session:
         return session.scalars(select(Notification).where(Notification.page_key == page_key,
                                                           Notification.status == "delivered").limit(1)).first()
+
+
+def unfinished_text(page_key: str) -> tuple[str, str, datetime] | None:
+    """The title, body and start of a try of this page whose outcome was never recorded (its channel row left
+    `sending` by a process that ended mid-send), if any: that message may have arrived."""
+    with session_scope() as session:
+        row = session.scalars(select(Notification).where(Notification.page_key == page_key,
+                                                          Notification.status == "sending",
+                                                          Notification.attempts > 0)
+                              .order_by(Notification.channel_index).limit(1)).first()
+        if row is None:
+            return None
+        return row.title, row.body, row.attempt_started_at or row.created_at
 
 
 def begin_attempt(*, key: str, incident_id: str, step_id: str, contact: str, role: str | None,

@@ -155,6 +155,10 @@ def _recipients(config: NotificationsConfig, roles: list[str], at: datetime) -> 
     return targets
 
 
+#: A cut-off try's text is sent again only while its ack link stays valid this much longer (_Pager._resend_text).
+RESEND_LINK_MARGIN = timedelta(hours=1)
+
+
 #: The role a contact named directly (NotifyInput.contacts) is paged in, as deliveries record it.
 NAMED_CONTACT = "named contact"
 
@@ -204,6 +208,20 @@ class _Pager:
         })
         return message.title, message.body
 
+    @staticmethod
+    def _resend_text(page_key: str) -> tuple[str, str] | None:
+        """The text of a try of this page cut off mid-send (it may have arrived), while its ack link has at least
+        RESEND_LINK_MARGIN left: a resend then repeats that message word for word, and the record keeps the one
+        text the contact may have received twice. Later, a fresh message with a fresh link."""
+        earlier = deliveries.unfinished_text(page_key)
+        if earlier is None:
+            return None
+        title, body, rendered_at = earlier
+        link_expires = default_expiry(rendered_at)
+        if link_expires - datetime.now(timezone.utc) < RESEND_LINK_MARGIN:
+            return None
+        return title, body
+
     def _deliver(self, contact: Contact, role: str, cycle: int, tier: int, event: str,
                  escalated_after: float | None) -> Delivery:
         ctx = self.ctx
@@ -212,7 +230,7 @@ class _Pager:
         if done is not None:
             return Delivery(contact=contact.id, role=role, channel=done.channel, status="reused",
                             attempts=done.attempts, tier=tier, cycle=cycle)
-        title, body = self._message(contact, event, tier, escalated_after)
+        title, body = self._resend_text(page_key) or self._message(contact, event, tier, escalated_after)
         last: Delivery | None = None
         for index, url in enumerate(contact.channels):
             try:

@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -26,13 +27,15 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 import tasks.notify as notify_task
-from records import incidents
+from firebreak.settings import reload_settings
+from records import deliveries, incidents
 from records.db import get_engine
 from records.deliveries import attempts_of
 from records.incidents import notifications
 from reports.render import load_record, render
 from tasks.base import StepContext
 from tasks.catalog import ACTIONS
+from tests.environment import environment
 from tests.http_receivers import ScriptedServer
 from tests.notifications_support import WHAT, contact, page_step
 from tests.polling import wait_for
@@ -118,12 +121,18 @@ def test_a_try_cut_off_by_a_killed_process_is_recorded_by_the_next_try(backend: 
         assert attempts_of(incident.id) == []  # the killed try recorded nothing of how it ended
 
         answer.set()
+        # A message rendered now would carry an ack link of a later expiry (whole seconds) than the cut-off one.
+        time.sleep(1.1)
         output = ACTIONS["notify"].run_in_flow(context, arguments)
     assert len(receiver.requests) == 2
+    # The resend repeats the cut-off message word for word (it may have arrived), and that is the text recorded.
+    first, again = (json.loads(r["body"]) for r in receiver.requests)
+    assert again == first and "/ack/" in first["message"]
     assert [(d["status"], d["attempts"]) for d in output["deliveries"]] == [("delivered", 2)]
 
     (summary,) = notifications(incident.id)  # the same channel row, counted on
     assert (summary.id, summary.status, summary.attempts) == (cut_off.id, "delivered", 2)
+    assert (summary.title, summary.body) == (cut_off.title, cut_off.body) == (first["title"], first["message"])
     interrupted, delivered = attempts_of(incident.id)
     assert [(t.attempt, t.outcome) for t in (interrupted, delivered)] == [(1, "interrupted"), (2, "delivered")]
     assert "process ended" in interrupted.error and "unknown" in interrupted.error and delivered.error is None
@@ -137,3 +146,32 @@ def test_a_try_cut_off_by_a_killed_process_is_recorded_by_the_next_try(backend: 
     record = load_record(incident.id)
     assert "attempts: 2 (1 interrupted, outcome unknown)" in render(record, "en").markdown
     assert "尝试 2 次（1 次中断，结果未知）" in render(record, "zh").html
+
+
+def test_a_cut_off_page_whose_ack_link_would_soon_expire_is_sent_afresh(backend: str, notify_config) -> None:
+    """Repeating a cut-off message word for word stops once its ack link has under an hour left: the contact
+    then gets a fresh message whose link works (here the links live one hour, so any earlier text is too old)."""
+    incident = incidents.open_incident(runbook_id="paging", runbook_version="1", title="Chat down", level="II",
+                                       source="operator", parameters={})
+    context = StepContext(incident_id=incident.id, incident_uid=incident.uid, runbook_id="paging", step_id="page",
+                          step_title="Page technical support", action="notify", level="II", run_generation=1)
+    arguments = {"to": ["technical_support"], "title": "Chat down", "message": "Online chat fails."}
+    with environment(FIREBREAK_ACK_LINK_TTL_HOURS="1"), ScriptedServer([(200, {"ok": True})]) as receiver:
+        reload_settings()
+        try:
+            notify_config.write([contact("li-wei", ["technical_support"], [f"json://{receiver.url[7:]}/inbox"])])
+            # What a process killed mid-send leaves: the channel's row claimed for a try, never finished.
+            page_key = f"{context.idempotency_key}:li-wei:c0:t1"
+            deliveries.begin_attempt(key=f"{page_key}:ch0", page_key=page_key, incident_id=incident.id,
+                                     step_id="page", contact="li-wei", role="technical_support",
+                                     channel="json://127.0.0.1/inbox", title="an earlier text",
+                                     body="an earlier body, its ack link about to expire", drill=False)
+            output = ACTIONS["notify"].run_in_flow(context, arguments)
+        finally:
+            reload_settings()
+    assert [(d["status"], d["attempts"]) for d in output["deliveries"]] == [("delivered", 2)]
+    (sent,) = (json.loads(r["body"]) for r in receiver.requests)
+    assert "Chat down" in sent["title"] and "/ack/" in sent["message"] and "earlier" not in sent["message"]
+    (summary,) = notifications(incident.id)
+    assert (summary.title, summary.body) == (sent["title"], sent["message"])
+    assert [t.outcome for t in attempts_of(incident.id)] == ["interrupted", "delivered"]
