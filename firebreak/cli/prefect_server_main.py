@@ -1,4 +1,4 @@
-"""`prefect`, as Firebreak starts it for its own Prefect server, with one fix for the SQLite server.
+"""`prefect`, as Firebreak starts it for its own Prefect server, with two fixes for the SQLite server.
 
     python -m firebreak.cli.prefect_server_main server start --host 127.0.0.1 --port 4200
 
@@ -18,7 +18,17 @@ SQLite busy timeout, in one burst in three or four. Found with py-spy, the chain
 Everything on the server (run creation, state changes, the UI) waits those 60 s, and the waiter
 then fails with "database is locked". The fix hands an aiosqlite cursor's sqlite3 cursor, when the
 wrapper is finalized, to its own connection thread to close, behind whatever that thread is
-doing, so no other thread ever waits on a connection's mutex. Everything else is `prefect` as is.
+doing, so no other thread ever waits on a connection's mutex.
+
+Second, the instant 503s. Prefect begins its SQLite write transactions DEFERRED (only
+`with_for_update` ones IMMEDIATE). In WAL mode a deferred transaction that has read, and then
+writes after another connection committed, cannot take the write lock at all: SQLite answers
+"database is locked" at once (its snapshot is stale; the busy handler is not asked), and Prefect
+turns that into a 503. Under a burst of new incidents run creations met this again and again,
+each retry later (the executor backs off), and a few runs took 4-8 s to be created. Every write
+transaction now begins IMMEDIATE: it takes the write lock first, waiting its turn in the busy
+handler, so it never meets a stale snapshot. SQLite has one writer anyway; reads outside a
+transaction (most of the API and the UI) are untouched. Everything else is `prefect` as is.
 """
 from __future__ import annotations
 
@@ -39,10 +49,23 @@ def close_on_connection_thread(cursor: Any) -> None:
 
 
 def install() -> None:
-    """Apply the fix to aiosqlite in this process (idempotent)."""
+    """Apply both fixes in this process (idempotent)."""
     import aiosqlite.cursor
+    from prefect.server.database.configurations import AioSqliteConfiguration
 
     aiosqlite.cursor.Cursor.__del__ = close_on_connection_thread  # type: ignore[attr-defined]
+    if not getattr(AioSqliteConfiguration.begin_transaction, "firebreak_immediate", False):
+        AioSqliteConfiguration.begin_transaction = _immediate(AioSqliteConfiguration.begin_transaction)  # type: ignore[method-assign]
+
+
+def _immediate(begin_transaction: Any) -> Any:
+    """Prefect's begin_transaction, always in IMMEDIATE mode: for SQLite, `with_for_update` chooses
+    BEGIN IMMEDIATE and nothing else (prefect.server.database.configurations)."""
+    def begin_immediate(self: Any, session: Any, with_for_update: bool = False) -> Any:
+        return begin_transaction(self, session, with_for_update=True)
+
+    begin_immediate.firebreak_immediate = True  # type: ignore[attr-defined]
+    return begin_immediate
 
 
 def main() -> None:
