@@ -22,6 +22,9 @@ to say, and a heartbeat alone cannot tell a dead run from one that never began.
 The outbox row (records.run_outbox) of a run whose end is recorded here is marked finished, and
 its lease on the incident (records.run_locks) released, so an operator can resume it (the same
 flow run goes on: flows.operator_actions.resume) or run the runbook again at once.
+A page the dead run left mid-send (a delivery try with no outcome, older than any send can take) is
+recorded as an `interrupted` try (records.deliveries.record_cut_off_tries), so the record shows it even
+if the run is never resumed.
 Runs every minute as the `reconcile-incidents` deployment (prefect.yaml; `firebreak up` serves
 it), and at the start of every drill.
 """
@@ -40,10 +43,11 @@ from prefect.states import Crashed
 from firebreak.errors import FirebreakError
 from flows import run_failure
 from flows.heartbeat import HEARTBEAT_SECONDS
-from records import incidents, run_locks, run_outbox
+from records import deliveries, incidents, run_locks, run_outbox
 from records.models import RunState, utcnow
 from reports.live_view import publish_live_view
 from reports.publish import publish_report
+from tasks.notify import LONGEST_SEND
 
 #: Missing this many heartbeats means the process is gone.
 STALE_AFTER = timedelta(seconds=HEARTBEAT_SECONDS * 6)
@@ -132,6 +136,8 @@ def _judge(client: Any, incident: Any, flow_run: Any, stale_after: timedelta) ->
             return None  # it moved on meanwhile (ended, paused …): judged again next time
     else:
         return None  # Scheduled, Pending, Paused, Cancelling: waiting, not dead
+    # Pages the run left mid-send are recorded as interrupted now, whether or not it is ever resumed.
+    deliveries.record_cut_off_tries(incident.id, started_before=utcnow() - LONGEST_SEND)
     if state in (RunState.failed, RunState.crashed):
         # Nobody was told when it ended (no hook ran, or it died first): no incident ends silently.
         run_failure.raise_alarm(incident.id, outcome=state, reason=reason, flow_run_id=incident.flow_run_id,

@@ -11,9 +11,9 @@ try is also a record of its own, a `delivery_attempts` row (append-only, migrati
 channel (redacted), the try's number, its outcome and its error (redacted too).
 
 A try cut off before its outcome is recorded (its process killed mid-send) leaves the summary row
-`sending`. The next try of that channel (a task retry, a flow retry, a resumed run) first records
-the cut-off try as an attempt of its own, outcome `interrupted`, then counts itself: so every try
-has its row, except the last one of a run that is never resumed (its summary row stays `sending`).
+`sending`. Reconcile, judging the run dead, records the cut-off try as an attempt of its own, outcome
+`interrupted` (record_cut_off_tries); so does the next try of that channel (a task retry, a flow retry,
+a resumed run) if reconcile has not, before it counts itself. Either way once, so every try has its row.
 Whoever sends that page again sends the same text (`unfinished_text`): the cut-off try may have arrived, so
 the record then holds the one text a contact may have received twice, not a second one.
 """
@@ -46,13 +46,13 @@ class DeliveryAttempt(Base):
     outcome: Mapped[str] = mapped_column(String(20))  # delivered | failed | interrupted
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime]
-    # An interrupted try's end went unrecorded: this is when the next try found it, an upper bound.
+    # An interrupted try's end went unrecorded: this is when it was found unfinished, an upper bound.
     finished_at: Mapped[datetime]
 
 
 #: The error of an interrupted try: nothing is known of how it ended, so the message may have arrived.
 INTERRUPTED = ("no outcome was recorded: the process ended (or the step was stopped) during this try, so whether "
-               "the message arrived is unknown; recorded when the next try found it unfinished")
+               "the message arrived is unknown; recorded when it was found unfinished (by reconcile or the next try)")
 
 
 def delivered_page(page_key: str) -> Notification | None:
@@ -108,8 +108,26 @@ def begin_attempt(*, key: str, incident_id: str, step_id: str, contact: str, rol
     raise RuntimeError(f"could not claim notification {key}")
 
 
-def _record_interrupted(session: Session, row: Notification, found_at: datetime) -> None:
-    """The try that left `row` sending never finished: its own attempt row, before the next try counts."""
+def record_cut_off_tries(incident_id: str, *, started_before: datetime) -> int:
+    """Record as `interrupted` each try of this incident left `sending` that began before `started_before`
+    (longer ago than any send can take, so nobody is still making it): reconcile does this for a run it
+    judges dead, so the record shows those tries even if the run is never resumed. Returns how many."""
+    with session_scope() as session:
+        rows = session.scalars(select(Notification).where(Notification.incident_id == incident_id,
+                                                          Notification.status == "sending",
+                                                          Notification.attempts > 0).with_for_update()).all()
+        found_at = utcnow()
+        cut_off = [row for row in rows if (row.attempt_started_at or row.created_at or found_at) < started_before]
+        return sum(_record_interrupted(session, row, found_at) for row in cut_off)
+
+
+def _record_interrupted(session: Session, row: Notification, found_at: datetime) -> bool:
+    """The try that left `row` sending never finished: its own attempt row, before the next try counts.
+    Once per try: reconcile may have recorded it already (record_cut_off_tries)."""
+    recorded = session.scalars(select(DeliveryAttempt.id).where(DeliveryAttempt.notification_id == row.id,
+                                                                DeliveryAttempt.attempt == row.attempts)).first()
+    if recorded is not None:
+        return False
     # Rows claimed before migration 0009 have no claim time; their first claim is the nearest known.
     started = row.attempt_started_at or row.created_at or found_at
     # min: the claim was stamped by another process's clock, which may run ahead of this one.
@@ -117,6 +135,7 @@ def _record_interrupted(session: Session, row: Notification, found_at: datetime)
                                 contact=row.contact, channel=row.channel, channel_index=row.channel_index,
                                 attempt=row.attempts, outcome="interrupted", error=INTERRUPTED,
                                 started_at=min(started, found_at), finished_at=found_at))
+    return True
 
 
 def finish_attempt(key: str, *, delivered: bool, error: str | None,

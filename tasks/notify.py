@@ -58,6 +58,9 @@ CHANNEL_TRIES = 2
 CHANNEL_BACKOFF = 0.5
 #: Per-send timeout (connect and read), also bounded by the step's remaining time.
 SEND_TIMEOUT = 10.0
+#: Longer than one try of a channel can take (Apprise's connect and read timeouts, each ≤ SEND_TIMEOUT, with
+#: room): a try this old with no outcome was cut off (flows.reconcile records it so).
+LONGEST_SEND = timedelta(seconds=3 * SEND_TIMEOUT)
 #: How often escalation looks for an acknowledgement while it waits.
 ACK_POLL_SECONDS = 0.2
 MAX_PARALLEL_SENDS = 64

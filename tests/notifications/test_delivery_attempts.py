@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,35 @@ def test_a_cut_off_page_whose_ack_link_would_soon_expire_is_sent_afresh(backend:
     (summary,) = notifications(incident.id)
     assert (summary.title, summary.body) == (sent["title"], sent["message"])
     assert [t.outcome for t in attempts_of(incident.id)] == ["interrupted", "delivered"]
+
+
+def test_reconcile_records_a_cut_off_try_once_and_a_resend_does_not_record_it_again(backend: str,
+                                                                                    notify_config) -> None:
+    """What reconcile does for a run it judges dead (flows.reconcile): each try left `sending` longer ago than any
+    send can take is recorded `interrupted`, once however often it is asked; a resumed run's resend then counts
+    itself without recording that try a second time."""
+    incident = incidents.open_incident(runbook_id="paging", runbook_version="1", title="Chat down", level="II",
+                                       source="operator", parameters={})
+    context = StepContext(incident_id=incident.id, incident_uid=incident.uid, runbook_id="paging", step_id="page",
+                          step_title="Page technical support", action="notify", level="II", run_generation=1)
+    arguments = {"to": ["technical_support"], "title": "Chat down", "message": "Online chat fails."}
+    with ScriptedServer([(200, {"ok": True})]) as receiver:
+        notify_config.write([contact("li-wei", ["technical_support"], [f"json://{receiver.url[7:]}/inbox"])])
+        page_key = f"{context.idempotency_key}:li-wei:c0:t1"
+        cut_off = deliveries.begin_attempt(key=f"{page_key}:ch0", page_key=page_key, incident_id=incident.id,
+                                           step_id="page", contact="li-wei", role="technical_support",
+                                           channel="json://127.0.0.1/inbox", title="t", body="b", drill=False)
+        assert cut_off.attempt_started_at is not None
+        # A try that began at the cut-off time or later may still be under way: left alone.
+        assert deliveries.record_cut_off_tries(incident.id, started_before=cut_off.attempt_started_at) == 0
+        assert attempts_of(incident.id) == []
+        later = cut_off.attempt_started_at + timedelta(seconds=1)
+        assert deliveries.record_cut_off_tries(incident.id, started_before=later) == 1
+        assert deliveries.record_cut_off_tries(incident.id, started_before=later) == 0
+        (interrupted,) = attempts_of(incident.id)
+        assert (interrupted.attempt, interrupted.outcome) == (1, "interrupted") and "unknown" in interrupted.error
+        assert notifications(incident.id)[0].status == "sending"  # its outcome is still unknown
+
+        output = ACTIONS["notify"].run_in_flow(context, arguments)
+    assert [(d["status"], d["attempts"]) for d in output["deliveries"]] == [("delivered", 2)]
+    assert [(t.attempt, t.outcome) for t in attempts_of(incident.id)] == [(1, "interrupted"), (2, "delivered")]
