@@ -63,18 +63,23 @@ def _waiting_in_sqlite(connection: aiosqlite.Connection, write: asyncio.Future[o
     return connection._tx.empty() and not write.done()
 
 
-@pytest.mark.parametrize("fixed", [True, False], ids=["fixed", "unfixed"])
-def test_a_cursor_dropped_on_the_loop_thread_does_not_block_the_lock_holder(tmp_path: Path, fixed: bool) -> None:
-    # Each case in a process of its own: the fix changes aiosqlite for the whole process, as it does
-    # in the Prefect server, and this test process stays as it was.
+def _in_a_process_of_its_own(case: str, database: Path, fixed: bool) -> str:
+    """Run one of the cases above on `database` in a process of its own, the fixes installed or not (they
+    change aiosqlite and Prefect for the whole process, as in the server; this test process stays as it was),
+    and return what it printed."""
     script = ("import asyncio, sys; from pathlib import Path; from firebreak.cli import prefect_server_main; "
               + ("prefect_server_main.install(); " if fixed else "")
-              + "from tests.firebreak.test_prefect_server_main import _drop_a_cursor_while_its_connection_waits as d; "
-              + "print(asyncio.run(d(Path(sys.argv[1]))))")
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "prefect.db")], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+              + f"from tests.firebreak.test_prefect_server_main import {case} as case; "
+              + "print(asyncio.run(case(Path(sys.argv[1]))))")
+    result = subprocess.run([sys.executable, "-c", script, str(database)], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 0, result.stderr
-    outcome = result.stdout.strip()
+    return result.stdout.strip()
+
+
+@pytest.mark.parametrize("fixed", [True, False], ids=["fixed", "unfixed"])
+def test_a_cursor_dropped_on_the_loop_thread_does_not_block_the_lock_holder(tmp_path: Path, fixed: bool) -> None:
+    outcome = _in_a_process_of_its_own("_drop_a_cursor_while_its_connection_waits", tmp_path / "prefect.db", fixed)
     if fixed:
         assert outcome == "written"
     else:  # the bug the fix is for, still present in this stack (if this fails, the fix may be obsolete)
@@ -121,14 +126,7 @@ def test_a_write_transaction_that_read_first_waits_its_turn_instead_of_failing_a
     """Unfixed, T1 fails at once with "database is locked" (the server answers 503), though its busy timeout
     is 60 s: its snapshot went stale when T2 committed. Fixed, T1 holds the write lock from its BEGIN, T2
     waits for it, and both write."""
-    script = ("import asyncio, sys; from pathlib import Path; from firebreak.cli import prefect_server_main; "
-              + ("prefect_server_main.install(); " if fixed else "")
-              + "from tests.firebreak.test_prefect_server_main import _read_then_write_after_another_commit as w; "
-              + "print(asyncio.run(w(Path(sys.argv[1]))))")
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "prefect.db")], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    outcome = result.stdout.strip()
+    outcome = _in_a_process_of_its_own("_read_then_write_after_another_commit", tmp_path / "prefect.db", fixed)
     if fixed:
         assert outcome == "written"
         rows = sqlite3.connect(tmp_path / "prefect.db").execute("SELECT n FROM t ORDER BY n").fetchall()
