@@ -108,7 +108,10 @@ async def _read_then_write_after_another_commit(database: Path) -> str:
         async with config.begin_transaction(first):
             await first.execute(text("SELECT count(*) FROM t"))
             other = asyncio.ensure_future(t2_writes())  # fixed: it waits for T1's lock; unfixed: it commits
-            await asyncio.sleep(0.5)
+            for _ in range(150):  # unfixed, until T2 has committed; fixed, T2 cannot, so 3 s pass
+                if other.done():
+                    break
+                await asyncio.sleep(0.02)
             await first.execute(text("INSERT INTO t VALUES (1)"))
         await other
     except Exception as exc:  # noqa: BLE001  the outcome is the point
