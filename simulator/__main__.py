@@ -30,7 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     if sim.inbox_url != sim.url:  # fault unreachable: the service refuses connections, the inbox is elsewhere
         print(f"inbox: {sim.inbox_url} (the service at {sim.url} refuses connections)", file=sys.stderr, flush=True)
     try:
-        threading.Event().wait()  # serve in the background thread until interrupted
+        # Serve in the background thread until interrupted. The wait wakes every second: the kernel may hand
+        # SIGINT to a serving thread, and a main thread asleep in a wait without a timeout would never run
+        # Python's handler (a full suite run once saw Ctrl-C ignored for 10 s).
+        never = threading.Event()
+        while not never.wait(1.0):
+            pass
     except KeyboardInterrupt:
         pass
     finally:
