@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         # Serve in the background thread until interrupted. The wait wakes every second: the kernel may hand
         # SIGINT to a serving thread, and a main thread asleep in a wait without a timeout would never run
         # Python's handler (a full suite run once saw Ctrl-C ignored for 10 s).
-        never = threading.Event()
-        while not never.wait(1.0):
-            pass
+        stopped = threading.Event()  # never set: only Ctrl-C ends the wait
+        while not stopped.is_set():
+            stopped.wait(1.0)
     except KeyboardInterrupt:
         pass
     finally:
