@@ -2,7 +2,7 @@
 
 Every exception the project defines derives from `FirebreakError` through one of
 the kinds below, so a caller can catch the whole family or one kind, and each
-edge maps kinds in one place: the intake to HTTP answers (intake/app.py
+edge maps kinds in one place: the intake to HTTP answers (intake/edge.py
 `HTTP_ANSWERS`), the CLI to one line on stderr and an exit code
 (firebreak/cli/main.py `main`).
 
@@ -18,7 +18,7 @@ LookupError, RosterInvalid a ValueError, ApprovalTimedOut a TimeoutError …).
     ├── NotFound          IncidentNotFound, RunbookNotFound
     ├── Conflict          InvalidTransition, IncidentBusy, LeaseLost (records.run_locks)
     ├── Refused           AuthFailed, SignatureReplayed, AckTokenError (AckTokenForged,
-    │                     AckTokenExpired), intake.app.Refused
+    │                     AckTokenExpired), intake.edge.Refused
     ├── StoreUnavailable  (raised by the intake when the records database does not answer),
     │                     AnchorsUnavailable (records.audit: Prefect, where audit heads are anchored),
     │                     PrefectServerDidNotStart (firebreak.cli.prefect_server)

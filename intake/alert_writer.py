@@ -42,6 +42,11 @@ def _settle(future: asyncio.Future[list[AlertResult]], outcome: list[AlertResult
         future.set_result(outcome)
 
 
+def _settle_all(settled: list[tuple[_Waiting, list[AlertResult] | BaseException]]) -> None:
+    for waiting, outcome in settled:
+        _settle(waiting.future, outcome)
+
+
 class GroupCommitWriter:
     def __init__(self, *, max_batch: int = 256, url: str | None = None):
         self.max_batch = max_batch
@@ -108,9 +113,15 @@ class GroupCommitWriter:
                 outcomes = [self._write_one(w.request) for w in batch]
         self.batches += 1
         self.requests += len(batch)
+        # One wake-up per event loop, not one per request: each call_soon_threadsafe writes to the
+        # loop's self-pipe, and every such system call hands the GIL to the busy event loop and waits
+        # to get it back (up to a switch interval), which made a batch's answers cost more than its commit.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Waiting, list[AlertResult] | BaseException]]] = {}
         for waiting, outcome in zip(batch, outcomes, strict=True):
+            by_loop.setdefault(waiting.loop, []).append((waiting, outcome))
+        for loop, settled in by_loop.items():
             try:
-                waiting.loop.call_soon_threadsafe(_settle, waiting.future, outcome)
+                loop.call_soon_threadsafe(_settle_all, settled)
             except RuntimeError:  # that event loop has closed: nobody is waiting any more
                 pass
 

@@ -28,7 +28,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from firebreak import errors
-from intake.app import INCIDENT_ID, Intake, Refused, parse_json, read_body, require_json, throttle, validate
+from intake.edge import INCIDENT_ID, Refused, parse_json, read_body, require_json, throttle, validate
+from intake.service import Intake
 from intake.sources import verify_operator
 
 
@@ -93,9 +94,9 @@ def router(intake: Intake) -> APIRouter:
                          "(an operator's own token)")
     async def act(incident_id: str, action: str, request: Request) -> JSONResponse:
         name = verify_operator(intake.operators, request.headers.get("authorization"))  # 401 before any lookup
-        throttle(intake, f"operator:{name}")
-        require_json(request)
-        raw = await read_body(request, intake.settings.max_body_bytes)
+        throttle(intake.limiter, f"operator:{name}")
+        require_json(request.headers.get("content-type"))
+        raw = await read_body(request.receive, request.headers.get("content-length"), intake.settings.max_body_bytes)
         model = BODIES.get(action)
         if model is None:
             raise Refused(404, f"no action {action[:40]!r}; actions: {', '.join(BODIES)}")

@@ -99,7 +99,7 @@ def router(reader: Callable[..., Any]) -> APIRouter:
                          lang: Literal["en", "zh"] = Query("en", description="en or zh")) -> Response:
         if not _INCIDENT_ID.match(incident_id):
             raise errors.NotFound(f"no incident {incident_id!r}")
-        # PdfUnavailable is errors.NotInstalled: 501 with its reason (intake.app HTTP_ANSWERS).
+        # PdfUnavailable is errors.NotInstalled: 501 with its reason (intake.edge HTTP_ANSWERS).
         data = await run_in_threadpool(pdf.report_pdf, incident_id, lang)
         return Response(data, media_type="application/pdf", headers={
             **PDF_HEADERS, "Content-Disposition": f'inline; filename="{incident_id}.report.{lang}.pdf"'})

@@ -7,7 +7,8 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
-from intake.app import create_app, load_intake
+from intake.app import create_app
+from intake.service import load_intake
 from intake.settings import IntakeSettings
 
 # Longer than monitors' idle pools, so a reused connection is not closed under a request.

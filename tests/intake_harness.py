@@ -13,7 +13,8 @@ from typing import Any
 import uvicorn
 import yaml
 
-from intake.app import create_app, load_intake
+from intake.app import create_app
+from intake.service import load_intake
 from intake.settings import IntakeSettings
 from records.incidents import events
 from tests.records_env import records_database_at

@@ -1,4 +1,4 @@
-"""The intake's one mapping from Firebreak's errors to HTTP answers (intake/app.py
+"""The intake's one mapping from Firebreak's errors to HTTP answers (intake/edge.py
 HTTP_ANSWERS): each answer's status, body and headers exactly as the endpoints gave
 them when each mapped its own errors; anything unmapped stays a 500."""
 from __future__ import annotations
@@ -61,6 +61,17 @@ def test_a_replayed_signature_answers_401_without_www_authenticate(intake: Runni
     assert "WWW-Authenticate" not in replay.headers
 
 
+def test_the_alert_routes_answer_other_methods_405_naming_post(intake: RunningIntake) -> None:
+    """The alert routes are answered before FastAPI (intake.alert_routes); other methods still get a 405."""
+    for method, path in [("GET", "/v1/alerts/alertmanager"), ("PUT", "/v2/enqueue"), ("DELETE", "/v1/alerts/x")]:
+        response = httpx.request(method, f"{intake.url}{path}")
+        assert response.status_code == 405, (method, path, response.text)
+        assert response.headers["Allow"] == "POST"
+        assert "POST" in (response.json().get("error") or response.json().get("message"))
+    # Not an alert route (a slash in the source): FastAPI's own 404, as before.
+    assert httpx.post(f"{intake.url}/v1/alerts/a/b", json={}).status_code == 404
+
+
 def test_an_unknown_incident_answers_404(intake: RunningIntake) -> None:
     response = httpx.get(f"{intake.url}/v1/incidents/INC-1999-9999", headers=READ_AUTH)
     assert response.status_code == 404
@@ -89,7 +100,7 @@ def test_store_down_answers_503_with_retry_after_in_each_shape(intake: RunningIn
 
 def test_an_unmapped_firebreak_error_stays_a_500(tmp_path: Path) -> None:
     sources, routes = write_config(tmp_path, {"runbook": None})
-    from intake.app import load_intake
+    from intake.service import load_intake
     from intake.settings import IntakeSettings
 
     app = create_app(load_intake(IntakeSettings(sources_file=sources, routes_file=routes, executor="none")))

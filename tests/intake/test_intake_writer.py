@@ -51,6 +51,20 @@ def test_a_batch_is_stored_in_order_with_each_requests_own_ids(url: str) -> None
     assert stored(url) == ["am/a", "am/b", "am/c"]
 
 
+def test_each_alert_id_names_its_own_row_across_batches_and_statements(url: str) -> None:
+    """On SQLite the ids are derived from the last row's id (records.alert_ingest._insert_on_sqlite):
+    after rows already stored, and over more rows than one INSERT statement takes."""
+    alert_ingest.ingest_many([request_for("before-1"), request_for("before-2")], url=url)
+    count = alert_ingest.SQLITE_ROWS_PER_INSERT + 7
+    outcomes = alert_ingest.ingest_many([request_for(f"many-{i}") for i in range(count)], url=url)
+    by_id = {outcome[0].alert_id: outcome[0].fingerprint for outcome in outcomes}
+    assert len(by_id) == count
+    with session_scope(url) as session:
+        rows = dict(session.execute(select(Alert.id, Alert.fingerprint).where(Alert.id.in_(list(by_id)))).all())
+    assert rows == by_id
+    assert [by_id[outcome[0].alert_id] for outcome in outcomes] == [f"am/many-{i}" for i in range(count)]
+
+
 def test_a_signature_seen_earlier_in_the_batch_refuses_only_that_request(url: str) -> None:
     alert_ingest.ingest_many([request_for("seen", signature="sig-0")], url=url)
     outcomes = alert_ingest.ingest_many([request_for("x", signature="sig-1"), request_for("y", signature="sig-1"),
