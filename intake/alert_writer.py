@@ -1,4 +1,4 @@
-"""Group commit: one thread writes every accepted request, many per transaction.
+"""Group commit: one writer stores every accepted request, many per transaction.
 
 A request handler hands its alerts to the writer and waits; the writer takes
 everything that has queued up (up to `max_batch` requests), stores it in one
@@ -10,6 +10,10 @@ when idle, a batch is a single request and nothing waits for company.
 If a batch fails, its requests are retried one per transaction, so one request
 the store refuses cannot fail the others; a store that is down fails each of
 them (the handler answers 503).
+
+The writer here is a thread of the intake process (on PostgreSQL, and in tests that
+run the app in-process); `firebreak serve` on SQLite runs the same batches in a
+process of its own (intake.writer_process, which says why).
 """
 from __future__ import annotations
 
@@ -18,7 +22,6 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Any
 
 from records import alert_ingest
 from records.alert_ingest import AlertResult, IngestRequest
@@ -100,17 +103,7 @@ class GroupCommitWriter:
                 return
 
     def _write(self, batch: list[_Waiting]) -> None:
-        try:
-            outcomes: list[Any] = alert_ingest.ingest_many([w.request for w in batch], url=self.url)
-        except Exception as exc:  # noqa: BLE001  handed to the waiting requests to answer; the writer thread must not die
-            if len(batch) == 1:
-                outcomes = [exc]
-            else:
-                # The driver's own error, not SQLAlchemy's wrapper: that one repeats every row's values.
-                cause = getattr(exc, "orig", None) or exc
-                log.warning("a batch of %d requests failed (%s: %s); storing them one by one",
-                            len(batch), type(cause).__name__, cause)
-                outcomes = [self._write_one(w.request) for w in batch]
+        outcomes = store_batch([w.request for w in batch], url=self.url)
         self.batches += 1
         self.requests += len(batch)
         # One wake-up per event loop, not one per request: each call_soon_threadsafe writes to the
@@ -125,10 +118,26 @@ class GroupCommitWriter:
             except RuntimeError:  # that event loop has closed: nobody is waiting any more
                 pass
 
-    def _write_one(self, request: IngestRequest) -> list[AlertResult] | BaseException:
-        try:
-            (outcome,) = alert_ingest.ingest_many([request], url=self.url)
-            return outcome
-        except Exception as exc:  # noqa: BLE001  this request's own outcome, answered by the intake; the writer goes on
-            return exc
 
+def store_batch(requests: list[IngestRequest], *, url: str | None = None) -> list[list[AlertResult] | BaseException]:
+    """Each request's outcome (its results, SignatureReplayed, or the error that refused it), all stored
+    in one transaction; if that fails, one transaction per request, so one request the store refuses
+    cannot fail the others. Never raises: the outcomes are answered, and a writer must not die."""
+    try:
+        return list(alert_ingest.ingest_many(requests, url=url))
+    except Exception as exc:  # noqa: BLE001  handed to the waiting requests to answer
+        if len(requests) == 1:
+            return [exc]
+        # The driver's own error, not SQLAlchemy's wrapper: that one repeats every row's values.
+        cause = getattr(exc, "orig", None) or exc
+        log.warning("a batch of %d requests failed (%s: %s); storing them one by one",
+                    len(requests), type(cause).__name__, cause)
+        return [_store_one(request, url) for request in requests]
+
+
+def _store_one(request: IngestRequest, url: str | None) -> list[AlertResult] | BaseException:
+    try:
+        (outcome,) = alert_ingest.ingest_many([request], url=url)
+        return outcome
+    except Exception as exc:  # noqa: BLE001  this request's own outcome, answered by the intake; the writer goes on
+        return exc

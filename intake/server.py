@@ -1,7 +1,9 @@
 """Run the intake under uvicorn (`firebreak serve`)."""
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -10,6 +12,7 @@ from fastapi import FastAPI
 from intake.app import create_app
 from intake.service import load_intake
 from intake.settings import IntakeSettings
+from intake.writer_process import WriterProcess
 
 # Longer than monitors' idle pools, so a reused connection is not closed under a request.
 KEEP_ALIVE_SECONDS = 75
@@ -32,7 +35,34 @@ def tls_options(settings: IntakeSettings) -> dict[str, Any]:
     return options
 
 
+def uses_writer_process(settings: IntakeSettings) -> bool:
+    if settings.alert_writer != "auto":
+        return settings.alert_writer == "process"
+    from sqlalchemy.engine import make_url
+
+    from firebreak.settings import get_settings
+
+    return make_url(get_settings().records_url).get_backend_name() == "sqlite"
+
+
 def serve(settings: IntakeSettings) -> None:
+    from records.db import migrate
+
+    migrate()  # once, before the writer process and the workers race to do it
+    writer = WriterProcess() if uses_writer_process(settings) else None
+    if writer is not None:
+        writer.start()
+        # The worker processes uvicorn starts read their settings from the environment.
+        os.environ["FIREBREAK_INTAKE_WRITER_SOCKET"] = writer.socket_path
+        settings = settings.model_copy(update={"writer_socket": Path(writer.socket_path)})
+    try:
+        _serve(settings)
+    finally:
+        if writer is not None:
+            writer.stop()
+
+
+def _serve(settings: IntakeSettings) -> None:
     # Requests pass between threads (event loop → writer → dispatcher → run threads); with
     # Python's default 5 ms GIL switch interval each hand-off can wait that long behind a busy
     # run thread, which adds tens of milliseconds from alert to run start.
@@ -41,9 +71,10 @@ def serve(settings: IntakeSettings) -> None:
     enabled = ", ".join(f"{name} ({source.format})" for name, source in sorted(intake.sources.items()))
     readers = ", ".join(sorted(intake.readers)) or "none configured: nobody can read incidents or /docs"
     scheme = "https" if settings.certfile else "http"
+    writer = "a writer process" if settings.writer_socket else "a writer thread per process"
     print(f"intake: {scheme}://{settings.host}:{settings.port}  (docs: /docs, with a read token; sources: {enabled}; "
-          f"readers: {readers}; runs: {settings.executor} executor; {settings.workers} worker process(es))",
-          flush=True)
+          f"readers: {readers}; runs: {settings.executor} executor; {settings.workers} worker process(es); "
+          f"alerts stored by {writer})", flush=True)
     options = {"host": settings.host, "port": settings.port, "log_level": "warning",
                "timeout_graceful_shutdown": 10, "timeout_keep_alive": KEEP_ALIVE_SECONDS, "backlog": 2048,
                **tls_options(settings)}
@@ -52,7 +83,4 @@ def serve(settings: IntakeSettings) -> None:
         return
     # Worker processes import the app by name; they read the same settings from the environment
     # (the caller's overrides are exported by `firebreak serve`).
-    from records.db import migrate
-
-    migrate()  # once, before the workers race to do it
     uvicorn.run("intake.server:app_from_environment", factory=True, workers=settings.workers, **options)

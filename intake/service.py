@@ -10,6 +10,7 @@ from intake.routing import Route, load_routes
 from intake.runs import RunDispatcher
 from intake.settings import IntakeSettings, WorkerSettings
 from intake.sources import Operator, Reader, Source, load_access
+from intake.writer_process import WriterClient
 
 
 @dataclass
@@ -18,7 +19,7 @@ class Intake:
     sources: dict[str, Source]
     routes: Route
     dispatcher: RunDispatcher
-    writer: GroupCommitWriter
+    writer: GroupCommitWriter | WriterClient
     #: Who may read the incidents API and /docs (the sources file's `readers:`).
     readers: dict[str, Reader] = field(default_factory=dict)
     #: Who may act on incidents over HTTP, each as one contact (the sources file's `operators:`).
@@ -39,5 +40,6 @@ def load_intake(settings: IntakeSettings | None = None, *, prefect_api_url: str 
                                poll_seconds=settings.outbox_poll_seconds, prefect_api_url=prefect_api_url,
                                heartbeat_seconds=workers.heartbeat_seconds, stale_after=workers.stale_seconds)
     access = load_access(settings.sources_file)
-    return Intake(settings, access.sources, load_routes(settings.routes_file), dispatcher, GroupCommitWriter(),
+    writer = WriterClient(settings.writer_socket) if settings.writer_socket else GroupCommitWriter()
+    return Intake(settings, access.sources, load_routes(settings.routes_file), dispatcher, writer,
                   readers=access.readers, operators=access.operators)

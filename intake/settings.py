@@ -38,6 +38,14 @@ class IntakeSettings(BaseSettings):
     keyfile: Path | None = Field(default=None, description="PEM private key of certfile")
     #: The private key's password, if it is encrypted (never logged).
     keyfile_password: SecretStr | None = None
+    #: Where accepted alerts are stored from: `process`, a writer process of its own that every
+    #: intake process of this `firebreak serve` hands its requests to (intake.writer_process: no GIL
+    #: shared with the event loop, one SQLite writer for all workers); `thread`, a thread of each
+    #: intake process. `auto`: a process when the records database is SQLite, else a thread (each
+    #: PostgreSQL replica writes on its own; row locks decide).
+    alert_writer: Literal["auto", "process", "thread"] = "auto"
+    #: Set by `firebreak serve` for the processes it starts: the writer process's socket.
+    writer_socket: Path | None = None
     #: How often the outbox is polled when nothing new arrives (another replica's alerts, a dead
     #: worker's runs, Prefect back up); this process's own alerts wake it at once.
     outbox_poll_seconds: float = Field(default=0.5, gt=0)
