@@ -7,6 +7,7 @@ on incidents (intake.operator_http) with their own operator token (`operators:`)
 """
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -48,6 +49,10 @@ def create_app(intake: Intake | None = None) -> IntakeApp:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         intake.writer.start()
         intake.dispatcher.start()
+        # Everything imported and built so far (Prefect, SQLAlchemy, pydantic: about a million objects)
+        # lives as long as the process; frozen, full collections no longer walk it. Unfrozen, one took
+        # 115 ms with the event loop stopped, which was most of the intake's p99 at 1,000 alerts/s.
+        gc.freeze()
         try:
             yield
         finally:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import itertools
 import logging
 import os
@@ -117,9 +118,11 @@ def run_writer(socket_path: str, url: str | None = None) -> None:
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     clients: dict[socket.socket, _Client] = {}
-    while not stopping.is_set() and os.getppid() == parent:
+
+    def gather(timeout: float) -> list[tuple[_Client, int, IngestRequest]]:
+        """The requests that have arrived, once any has (or none, after `timeout`)."""
         waiting: list[tuple[_Client, int, IngestRequest]] = []
-        for key, _events in selector.select(timeout=1.0):
+        for key, _events in selector.select(timeout=timeout):
             if key.fileobj is listener:
                 with contextlib.suppress(BlockingIOError):
                     sock, _address = listener.accept()
@@ -134,6 +137,13 @@ def run_writer(socket_path: str, url: str | None = None) -> None:
                 client.sock.close()
                 continue
             waiting.extend((client, request_id, request) for request_id, request in client.frames())
+        return waiting
+
+    gc.freeze()  # what the imports made lives as long as the process: no full collection walks it again
+    while not stopping.is_set() and os.getppid() == parent:
+        # No waiting for company: requests that arrive while a batch is stored form the next one.
+        # (Waiting 1–3 ms for more was measured: less CPU at 1,000 alerts/s, no better p99, worse p50.)
+        waiting = gather(1.0)
         for start in range(0, len(waiting), MAX_BATCH):
             batch = waiting[start:start + MAX_BATCH]
             results = store_batch([request for _client, _id, request in batch], url=url)
