@@ -20,12 +20,15 @@ LookupError, RosterInvalid a ValueError, ApprovalTimedOut a TimeoutError …).
     ├── Refused           AuthFailed, SignatureReplayed, AckTokenError (AckTokenForged,
     │                     AckTokenExpired), intake.edge.Refused
     ├── StoreUnavailable  (raised by the intake when the records database does not answer),
+    │                     WriterUnreachable (intake.writer_process),
     │                     AnchorsUnavailable (records.audit: Prefect, where audit heads are anchored),
     │                     PrefectServerDidNotStart (firebreak.cli.prefect_server)
     ├── NotInstalled      PdfUnavailable (reports.pdf: WeasyPrint, its system libraries or a CJK font missing)
     ├── StepFailed        HttpCheckFailed, ConditionNotMet, ApprovalRejected, ApprovalTimedOut
     │   └── DeliveryFailed    NobodyReached, NobodyAcknowledged
-    └── RunbookFailed     (flows.engine; a kind of its own)
+    ├── RunbookFailed     (flows.engine; a kind of its own)
+    └── WriterFailed      (intake.writer_process: a request the alert writer could not store, and not
+                          because the store is down; a bug, answered 500)
 
 Core layer: this module imports nothing from the project, so anything may import it.
 """

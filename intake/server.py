@@ -10,9 +10,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from intake.app import create_app
-from intake.service import load_intake
+from intake.service import Intake, load_intake
 from intake.settings import IntakeSettings
-from intake.writer_process import WriterProcess
+from intake.writer_process import WriterClient, WriterProcess
 
 # Longer than monitors' idle pools, so a reused connection is not closed under a request.
 KEEP_ALIVE_SECONDS = 75
@@ -36,38 +36,46 @@ def tls_options(settings: IntakeSettings) -> dict[str, Any]:
 
 
 def uses_writer_process(settings: IntakeSettings) -> bool:
-    if settings.alert_writer != "auto":
-        return settings.alert_writer == "process"
+    """Whether alerts are stored by a writer process (intake.writer_process): FIREBREAK_INTAKE_ALERT_WRITER."""
     from sqlalchemy.engine import make_url
 
+    from firebreak.errors import ConfigInvalid
     from firebreak.settings import get_settings
 
-    return make_url(get_settings().records_url).get_backend_name() == "sqlite"
+    sqlite = make_url(get_settings().records_url).get_backend_name() == "sqlite"
+    if settings.alert_writer == "process" and not sqlite:
+        # Its connections would be outside the connection budget, and PostgreSQL needs no single writer.
+        raise ConfigInvalid("FIREBREAK_INTAKE_ALERT_WRITER=process is for SQLite records; on PostgreSQL each "
+                            "intake process stores its own alerts (thread, or auto)")
+    return settings.alert_writer == "process" or (settings.alert_writer == "auto" and sqlite)
 
 
 def serve(settings: IntakeSettings) -> None:
     from records.db import migrate
 
+    # Requests pass between threads (event loop → dispatcher → run threads); with Python's default
+    # 5 ms GIL switch interval each hand-off can wait that long behind a busy run thread, which adds
+    # tens of milliseconds from alert to run start.
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+    writer_process = uses_writer_process(settings)
+    intake = load_intake(settings)  # a sources or routes file with problems ends here, before anything starts
     migrate()  # once, before the writer process and the workers race to do it
-    writer = WriterProcess() if uses_writer_process(settings) else None
+    writer = WriterProcess() if writer_process else None
     if writer is not None:
         writer.start()
         # The worker processes uvicorn starts read their settings from the environment.
         os.environ["FIREBREAK_INTAKE_WRITER_SOCKET"] = writer.socket_path
-        settings = settings.model_copy(update={"writer_socket": Path(writer.socket_path)})
+        intake.settings = settings = settings.model_copy(update={"writer_socket": Path(writer.socket_path)})
+        intake.writer = WriterClient(writer.socket_path)
     try:
-        _serve(settings)
+        _serve(intake)
     finally:
         if writer is not None:
             writer.stop()
 
 
-def _serve(settings: IntakeSettings) -> None:
-    # Requests pass between threads (event loop → writer → dispatcher → run threads); with
-    # Python's default 5 ms GIL switch interval each hand-off can wait that long behind a busy
-    # run thread, which adds tens of milliseconds from alert to run start.
-    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
-    intake = load_intake(settings)
+def _serve(intake: Intake) -> None:
+    settings = intake.settings
     enabled = ", ".join(f"{name} ({source.format})" for name, source in sorted(intake.sources.items()))
     readers = ", ".join(sorted(intake.readers)) or "none configured: nobody can read incidents or /docs"
     scheme = "https" if settings.certfile else "http"

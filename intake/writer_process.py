@@ -46,6 +46,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from firebreak import errors
 from intake.alert_writer import store_batch
 from intake.edge import STORE_DOWN
 from records.alert_ingest import AlertResult, IngestRequest
@@ -60,12 +61,12 @@ MAX_BATCH = 256
 START_SECONDS = 60.0
 
 
-class WriterUnreachable(ConnectionError):
+class WriterUnreachable(errors.StoreUnavailable, ConnectionError):
     """The writer process cannot be reached, went away before answering, or reports the store
     unavailable: the intake answers 503 and the monitor sends the request again (intake.edge.STORE_DOWN)."""
 
 
-class WriterFailed(RuntimeError):
+class WriterFailed(errors.FirebreakError, RuntimeError):
     """The writer process could not store a request for a reason that is not the store being down (a 500)."""
 
 
@@ -104,11 +105,15 @@ class _Client:
 
 
 def run_writer(socket_path: str, url: str | None = None) -> None:
-    """Serve intake processes on `socket_path` until SIGTERM/SIGINT or the parent process is gone."""
+    """Serve intake processes on `socket_path` until SIGTERM or the parent process is gone."""
     parent = os.getppid()
-    stopping = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.set())
+    # A plain flag: a handler that took a lock (threading.Event.set) deadlocked when a second signal
+    # arrived while the first handler held it (the parent-death SIGTERM and the intake's own).
+    stopping: list[bool] = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    # Ctrl-C reaches the terminal's whole process group: the intake then finishes the requests in
+    # flight, which need this writer, and stops it afterwards (SIGTERM).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(socket_path)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -140,7 +145,7 @@ def run_writer(socket_path: str, url: str | None = None) -> None:
         return waiting
 
     gc.freeze()  # what the imports made lives as long as the process: no full collection walks it again
-    while not stopping.is_set() and os.getppid() == parent:
+    while not stopping and os.getppid() == parent:
         # No waiting for company: requests that arrive while a batch is stored form the next one.
         # (Waiting 1–3 ms for more was measured: less CPU at 1,000 alerts/s, no better p99, worse p50.)
         waiting = gather(1.0)
@@ -255,6 +260,13 @@ class WriterClient:
         """Store the request (committed when this returns); raises SignatureReplayed, WriterUnreachable
         (the store or the writer is down: 503) or WriterFailed."""
         connection = await self._connection()
+        if not connection.open:
+            # It closed while this request waited for it to connect, before anything was sent: a new
+            # connection is safe to try, and the check and the registration below share one step of
+            # the event loop, so a connection that closes later fails this request's future itself.
+            connection = await self._connection()
+            if not connection.open:
+                raise WriterUnreachable("the alert writer went away; nothing is acknowledged, send again")
         request_id = next(self._ids)
         future: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
         connection.pending[request_id] = future

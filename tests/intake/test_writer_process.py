@@ -17,6 +17,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from firebreak.errors import ConfigInvalid
+from firebreak.settings import reload_settings
+from intake.server import uses_writer_process
+from intake.settings import IntakeSettings
 from intake.writer_process import WriterClient, WriterProcess, WriterUnreachable
 from records.alert_ingest import Alert, AlertResult, IncomingAlert, IngestRequest, RunPlan
 from records.db import dispose_all, session_scope
@@ -155,6 +159,16 @@ def test_the_writer_ends_with_its_intake_and_after_sigterm(database: str, tmp_pa
     writer.stop()  # SIGTERM: it ends after the batch it is storing
     assert writer.process.returncode == 0 and not os.path.exists(writer.socket_path)
 
+    # Signals in a volley (the intake's SIGTERM and the parent-death one land together): still it ends.
+    # A handler that took a lock once deadlocked here, leaving writers behind their dead intakes.
+    writer = WriterProcess()
+    writer.start()
+    assert writer.process is not None
+    for _ in range(50):
+        writer.process.send_signal(signal.SIGTERM)
+    assert writer.process.wait(10) == 0
+    writer.stop()
+
 
 def test_firebreak_serve_answers_503_while_its_writer_is_down_and_202_once_it_is_back(
         database: str, tmp_path: Path) -> None:
@@ -235,3 +249,27 @@ def _gone(pid: int, within: float) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+@pytest.mark.parametrize(("setting", "records", "expected"), [
+    ("auto", "sqlite:///records.db", True), ("auto", "postgresql+psycopg://h/db", False),
+    ("thread", "sqlite:///records.db", False), ("process", "sqlite:///records.db", True),
+])
+def test_which_intakes_store_through_a_writer_process(setting: str, records: str, expected: bool) -> None:
+    with environment(FIREBREAK_DATABASE_URL=records):
+        reload_settings()
+        try:
+            assert uses_writer_process(IntakeSettings(alert_writer=setting)) is expected
+        finally:
+            reload_settings()
+
+
+def test_a_writer_process_on_postgresql_is_refused_before_anything_starts() -> None:
+    # Its connections would be outside the connection budget; PostgreSQL needs no single writer.
+    with environment(FIREBREAK_DATABASE_URL="postgresql+psycopg://h/db"):
+        reload_settings()
+        try:
+            with pytest.raises(ConfigInvalid, match="ALERT_WRITER=process is for SQLite"):
+                uses_writer_process(IntakeSettings(alert_writer="process"))
+        finally:
+            reload_settings()
