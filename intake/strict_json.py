@@ -124,24 +124,64 @@ def _string_problem(text: str) -> str | None:
     return None
 
 
-def loads(body: bytes, *, max_depth: int = MAX_DEPTH) -> Any:
-    """The document in `body` (UTF-8 JSON), or NotJson / JsonRefused naming every refused field."""
+def loads(body: bytes, *, max_depth: int = MAX_DEPTH, walk: bool = False) -> Any:
+    """The document in `body` (UTF-8 JSON), or NotJson / JsonRefused naming every refused field.
+
+    Every value is walked for problems only if the parse may have met one (`walk` forces it; the
+    tests compare both ways): a number or key the parser flagged, a `\\u` escape that can make a NUL
+    or a lone surrogate (nothing else can: the parser refuses raw control characters, and UTF-8 text
+    holds no surrogates), or brackets nested deeper than `max_depth`. Most bodies have none of them,
+    and the walk cost as much as the parse."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise NotJson(f"body is not UTF-8 text (byte {exc.start})") from None
+    flagged: list[bool] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> _Object:
+        obj = _pairs(items)
+        if obj.duplicates:
+            flagged.append(True)
+        return obj
+
+    def flag(value: Any) -> Any:
+        if isinstance(value, _Bad):
+            flagged.append(True)
+        return value
+
     try:
-        document = json.loads(text, object_pairs_hook=_pairs, parse_int=_integer, parse_float=_float,
-                              parse_constant=_constant)
+        document = json.loads(text, object_pairs_hook=pairs, parse_int=lambda t: flag(_integer(t)),
+                              parse_float=lambda t: flag(_float(t)), parse_constant=lambda t: flag(_constant(t)))
     except json.JSONDecodeError as exc:
         raise NotJson(f"body is not JSON: {exc}") from None
     except RecursionError:
         # Deeper than the parser's own recursion: name where it first passed our limit.
         raise JsonRefused([Problem(_deep_path(text, max_depth), f"nested deeper than {max_depth} levels")]) from None
-    problems = _check(document, max_depth)
-    if problems:
-        raise JsonRefused(problems)
+    if walk or flagged or _RISKY_ESCAPE.search(text) or _depth(text) > max_depth:
+        problems = _check(document, max_depth)
+        if problems:
+            raise JsonRefused(problems)
     return document
+
+
+#: An escape that makes a NUL or a surrogate (`\\u0000`, `\\ud800`…); an escaped backslash before `u`
+#: matches too, which only costs the walk.
+_RISKY_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_A_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _depth(text: str) -> int:
+    """How deeply containers nest in `text` (valid JSON): its brackets outside strings, counted."""
+    brackets = _NOT_A_BRACKET.sub("", _STRING.sub("", text))
+    depth = deepest = 0
+    for bracket in brackets:
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
 
 
 def _check(document: Any, max_depth: int) -> list[Problem]:
