@@ -157,7 +157,7 @@ def loads(body: bytes, *, max_depth: int = MAX_DEPTH, walk: bool = False) -> Any
     except RecursionError:
         # Deeper than the parser's own recursion: name where it first passed our limit.
         raise JsonRefused([Problem(_deep_path(text, max_depth), f"nested deeper than {max_depth} levels")]) from None
-    if walk or flagged or _RISKY_ESCAPE.search(text) or _depth(text) > max_depth:
+    if walk or flagged or _RISKY_ESCAPE.search(text) or _may_nest_deeper(text, max_depth):
         problems = _check(document, max_depth)
         if problems:
             raise JsonRefused(problems)
@@ -167,8 +167,13 @@ def loads(body: bytes, *, max_depth: int = MAX_DEPTH, walk: bool = False) -> Any
 #: An escape that makes a NUL or a surrogate (`\\u0000`, `\\ud800`…); an escaped backslash before `u`
 #: matches too, which only costs the walk.
 _RISKY_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_STRING = re.compile(r'"(?:[^"\\]+|\\.)*"', re.DOTALL)
 _NOT_A_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _may_nest_deeper(text: str, max_depth: int) -> bool:
+    # Counting opening brackets is a bound that costs next to nothing (a one-alert body has about seven).
+    return text.count("{") + text.count("[") > max_depth and _depth(text) > max_depth
 
 
 def _depth(text: str) -> int:
