@@ -18,6 +18,7 @@ process of its own (intake.writer_process, which says why).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -113,10 +114,9 @@ class GroupCommitWriter:
         for waiting, outcome in zip(batch, outcomes, strict=True):
             by_loop.setdefault(waiting.loop, []).append((waiting, outcome))
         for loop, settled in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_settle_all, settled)
-            except RuntimeError:  # that event loop has closed: nobody is waiting any more
-                pass
+            if not loop.is_closed():  # closed: nobody is waiting any more
+                with contextlib.suppress(RuntimeError):  # it closed since the check
+                    loop.call_soon_threadsafe(_settle_all, settled)
 
 
 def store_batch(requests: list[IngestRequest], *, url: str | None = None) -> list[list[AlertResult] | BaseException]:

@@ -206,8 +206,10 @@ class _Connection:
                     future = self.pending.pop(request_id, None)
                     if future is not None and not future.done():
                         future.set_result(outcome)
-        except (asyncio.IncompleteReadError, OSError):
-            pass
+        except (asyncio.IncompleteReadError, OSError) as exc:
+            if self.pending:
+                log.error("the alert writer went away (%s) with %d requests unanswered; they are answered 503",
+                          type(exc).__name__, len(self.pending))
         finally:
             self.open = False
             self.writer.close()

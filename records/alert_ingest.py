@@ -306,7 +306,7 @@ def _sqlite_alert_columns(dialect: Any) -> tuple[list[str], list[Any]]:
     if found is None:
         columns = [column for column in _ALERTS.columns if column.name != "id"]
         found = _sqlite_columns[dialect] = ([column.name for column in columns],
-                                            [column.type._cached_bind_processor(dialect) for column in columns])
+                                            [column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns])
     return found
 
 

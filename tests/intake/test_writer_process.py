@@ -5,6 +5,7 @@ and is started again; a writer outlives neither its intake nor a SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -212,11 +213,9 @@ def test_firebreak_serve_answers_503_while_its_writer_is_down_and_202_once_it_is
 def _wait_for(condition: Callable[[], bool], process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + 60
     while True:
-        try:
+        with contextlib.suppress(httpx.HTTPError):  # not listening yet
             if condition():
                 return
-        except httpx.HTTPError:
-            pass
         assert process.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
         time.sleep(0.2)
 
