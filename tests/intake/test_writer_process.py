@@ -255,20 +255,20 @@ def _gone(pid: int, within: float) -> bool:
     ("thread", "sqlite:///records.db", False), ("process", "sqlite:///records.db", True),
 ])
 def test_which_intakes_store_through_a_writer_process(setting: str, records: str, expected: bool) -> None:
-    with environment(FIREBREAK_DATABASE_URL=records):
-        reload_settings()
-        try:
-            assert uses_writer_process(IntakeSettings(alert_writer=setting)) is expected
-        finally:
+    try:
+        with environment(FIREBREAK_DATABASE_URL=records):
             reload_settings()
+            assert uses_writer_process(IntakeSettings(alert_writer=setting)) is expected
+    finally:
+        reload_settings()  # outside the environment: the cached settings must not keep this test's URL
 
 
 def test_a_writer_process_on_postgresql_is_refused_before_anything_starts() -> None:
     # Its connections would be outside the connection budget; PostgreSQL needs no single writer.
-    with environment(FIREBREAK_DATABASE_URL="postgresql+psycopg://h/db"):
-        reload_settings()
-        try:
+    try:
+        with environment(FIREBREAK_DATABASE_URL="postgresql+psycopg://h/db"):
+            reload_settings()
             with pytest.raises(ConfigInvalid, match="ALERT_WRITER=process is for SQLite"):
                 uses_writer_process(IntakeSettings(alert_writer="process"))
-        finally:
-            reload_settings()
+    finally:
+        reload_settings()  # outside the environment, as above
