@@ -39,6 +39,7 @@ from flows import forms, run_failure
 from flows.heartbeat import heartbeat
 from flows.hooks import RUN_HOOKS
 from records import incidents, run_locks
+from records.db import waiting_out_outages
 from records.models import EventPhase, RunState
 from reports.live_view import LiveViewUpdater
 from reports.publish import publish_report
@@ -157,11 +158,15 @@ def execute_runbook(
 
     While it runs, the incident's live view in Prefect (reports.live_view: the artifact
     `incident-<id>` and the run's needs-attention / awaiting-approval tags) is kept current by one
-    updater thread fed by this run's timeline appends; its final state is published as the run ends."""
+    updater thread fed by this run's timeline appends; its final state is published as the run ends.
+
+    Its records writes, in its steps' tasks too, wait out a records database that stops answering for
+    up to records.db.OUTAGE_PATIENCE_SECONDS (a restart, a fail-over) instead of failing the run."""
     live = LiveViewUpdater(first_view_wait=FIRST_VIEW_WAIT_SECONDS)
     try:
-        return _execute_runbook(runbook_id, parameters, level=level, incident_id=incident_id, source=source,
-                                drill=drill, summary=summary, live=live)
+        with waiting_out_outages():
+            return _execute_runbook(runbook_id, parameters, level=level, incident_id=incident_id, source=source,
+                                    drill=drill, summary=summary, live=live)
     finally:
         live.stop()
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,20 @@ _SERVER_FULL_WORDS = ("too many clients", "remaining connection slots are reserv
 #: fresh. With a wait as long as the stale time, one blocked renewal would let the lease go stale
 #: while its holder still believed it was renewing, and another run could take the incident over.
 SQLITE_BUSY_TIMEOUT_SECONDS = 10.0
+
+#: How long a run's records write waits for a PostgreSQL server that does not answer at all (stopped,
+#: restarting, unreachable) before it fails (see waiting_out_outages). As long as a run's lease on its
+#: incident lasts without renewal (records.run_locks.STALE_AFTER_SECONDS, which checks this): waiting
+#: longer would only find the lease lost.
+OUTAGE_PATIENCE_SECONDS = 30.0
+#: What a server says when it is there but not taking connections now (shutting down, starting up,
+#: recovering after a crash). psycopg gives no SQLSTATE for a refused connection, only the server's words.
+_NOT_ANSWERING_NOW_WORDS = ("the database system is starting up", "the database system is shutting down",
+                            "the database system is in recovery mode", "not yet accepting connections",
+                            "terminating connection due to administrator command")
+
+#: This context's patience with an unreachable server, in seconds; 0 (fail at once) unless a run set it.
+_outage_patience: ContextVar[float] = ContextVar("records_outage_patience", default=0.0)
 
 _engines: dict[str, Engine] = {}
 _migrated: set[str] = set()
@@ -115,26 +130,65 @@ def server_full(exc: BaseException) -> bool:
     return False
 
 
+def server_unreachable(exc: BaseException, dbapi_operational_error: type[BaseException]) -> bool:
+    """A new connection failed because the server is not answering (refused, reset, timed out) or is
+    shutting down or starting up, not because of who asked: a server that answers with any other
+    error (a wrong password, no such database) would answer the same again, and that fails at once."""
+    if not isinstance(exc, dbapi_operational_error):
+        return False
+    message = " ".join(str(exc).split()).lower()
+    if "fatal:" not in message and "error:" not in message:
+        return True  # no answer from a server at all
+    return any(words in message for words in _NOT_ANSWERING_NOW_WORDS)
+
+
+@contextmanager
+def waiting_out_outages(seconds: float = OUTAGE_PATIENCE_SECONDS) -> Iterator[None]:
+    """In this context (and the tasks and threads it hands its context to), a new PostgreSQL connection
+    refused because the server is down or restarting is tried again for up to `seconds` instead of
+    failing at once. A run sets it around its body: a records outage shorter than that pauses the
+    run's writes rather than failing its step. The intake never sets it: while the store is away an
+    alert must get its 503 at once, so that the monitor sends it again."""
+    token = _outage_patience.set(seconds)
+    try:
+        yield
+    finally:
+        _outage_patience.reset(token)
+
+
 def _wait_while_server_full(engine: Engine, patience: float) -> None:
     """A new connection the server refuses as full ("too many clients") is tried again, with
     back-off and jitter, for up to `patience` seconds: another process's connections come and go,
-    and a step that needs one waits for it rather than failing its run. Any other refusal (wrong
-    password, server down) fails at once, as before."""
+    and a step that needs one waits for it rather than failing its run. A server that does not answer
+    is tried again as long as this context's outage patience (waiting_out_outages; none by default).
+    Any other refusal (wrong password, no such database) fails at once.
+
+    Pooled connections are pinged before use (pool_pre_ping), so a connection that died with the
+    server is replaced through here too."""
 
     @event.listens_for(engine, "do_connect")
     def _connect(dialect, _record, cargs, cparams):
-        deadline = time.monotonic() + patience
-        pause, tries = 0.05, 0
+        started = time.monotonic()
+        outage_patience = _outage_patience.get()
+        pause, warned = 0.05, set()
         while True:
             try:
                 return dialect.connect(*cargs, **cparams)
             except Exception as exc:
-                if not server_full(exc) or time.monotonic() + pause > deadline:
+                if server_full(exc):
+                    kind, deadline = "full", started + patience
+                elif server_unreachable(exc, dialect.loaded_dbapi.OperationalError):
+                    kind, deadline = "unreachable", started + outage_patience
+                else:
                     raise
-                tries += 1
-                if tries == 1:
-                    log.warning("the records database is full (too many clients); waiting for a connection "
-                                "(up to %gs): %s", patience, str(exc).strip().splitlines()[-1])
+                if time.monotonic() + pause > deadline:
+                    raise
+                if kind not in warned:
+                    warned.add(kind)
+                    what = ("is full (too many clients)" if kind == "full"
+                            else "does not answer")
+                    log.warning("the records database %s; waiting for a connection (up to %gs): %s", what,
+                                deadline - started, " ".join(str(exc).split()))
                 time.sleep(pause * (0.5 + random.random()))
                 pause = min(pause * 2, 1.0)
 

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from firebreak.background import repeating
 from firebreak.errors import Conflict
-from records.db import SQLITE_BUSY_TIMEOUT_SECONDS, session_scope
+from records.db import OUTAGE_PATIENCE_SECONDS, SQLITE_BUSY_TIMEOUT_SECONDS, session_scope
 from records.incidents import IncidentNotFound
 from records.models import Base, Incident, utcnow
 
@@ -47,6 +47,9 @@ STALE_AFTER_SECONDS = 30.0
 #: A renewal blocked waiting for the database must fail well before the lease goes stale
 #: (records.db); several renewals fit in the stale time even when each waits that long.
 assert SQLITE_BUSY_TIMEOUT_SECONDS * 2 < STALE_AFTER_SECONDS - RENEW_SECONDS
+#: A run's write waiting out a records outage (records.db.waiting_out_outages) gives up by the time its
+#: lease would be lost anyway. The renewals themselves never wait (their thread has no patience set).
+assert OUTAGE_PATIENCE_SECONDS <= STALE_AFTER_SECONDS
 #: PostgreSQL's equivalent for a renewal waiting on the lock row.
 RENEW_LOCK_TIMEOUT_MS = int(SQLITE_BUSY_TIMEOUT_SECONDS * 1000)
 
