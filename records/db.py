@@ -22,7 +22,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from firebreak.settings import get_settings
@@ -197,8 +197,8 @@ def server_unreachable(exc: BaseException, dbapi_operational_error: type[BaseExc
 
 @contextmanager
 def waiting_out_outages(seconds: float = OUTAGE_PATIENCE_SECONDS) -> Iterator[None]:
-    """In this context (and the tasks and threads it hands its context to), a new PostgreSQL connection
-    refused because the server is down or restarting is tried again for up to `seconds` instead of
+    """In this context (and the tasks and threads it hands its context to), a session_scope whose
+    PostgreSQL server is down or restarting tries again for up to `seconds` to connect instead of
     failing at once. A run sets it around its body: a records outage shorter than that pauses the
     run's writes rather than failing its step. The intake never sets it: while the store is away an
     alert must get its 503 at once, so that the monitor sends it again."""
@@ -212,36 +212,24 @@ def waiting_out_outages(seconds: float = OUTAGE_PATIENCE_SECONDS) -> Iterator[No
 def _wait_while_server_full(engine: Engine, patience: float) -> None:
     """A new connection the server refuses as full ("too many clients") is tried again, with
     back-off and jitter, for up to `patience` seconds: another process's connections come and go,
-    and a step that needs one waits for it rather than failing its run. A server that does not answer
-    is tried again as long as this context's outage patience (waiting_out_outages; none by default).
-    Any other refusal (wrong password, no such database) fails at once.
-
-    Pooled connections are pinged before use (pool_pre_ping), so a connection that died with the
-    server is replaced through here too."""
+    and a step that needs one waits for it rather than failing its run. Any other refusal (wrong
+    password, server down) fails here at once (a run's session waits out a server that is down:
+    session_scope)."""
 
     @event.listens_for(engine, "do_connect")
     def _connect(dialect, _record, cargs, cparams):
-        started = time.monotonic()
-        outage_patience = _outage_patience.get()
-        pause, warned = 0.05, set()
+        deadline = time.monotonic() + patience
+        pause, tries = 0.05, 0
         while True:
             try:
                 return dialect.connect(*cargs, **cparams)
             except Exception as exc:
-                if server_full(exc):
-                    kind, deadline = "full", started + patience
-                elif server_unreachable(exc, dialect.loaded_dbapi.OperationalError):
-                    kind, deadline = "unreachable", started + outage_patience
-                else:
+                if not server_full(exc) or time.monotonic() + pause > deadline:
                     raise
-                if time.monotonic() + pause > deadline:
-                    raise
-                if kind not in warned:
-                    warned.add(kind)
-                    what = ("is full (too many clients)" if kind == "full"
-                            else "does not answer")
-                    log.warning("the records database %s; waiting for a connection (up to %gs): %s", what,
-                                deadline - started, " ".join(str(exc).split()))
+                tries += 1
+                if tries == 1:
+                    log.warning("the records database is full (too many clients); waiting for a connection "
+                                "(up to %gs): %s", patience, " ".join(str(exc).split()))
                 time.sleep(pause * (0.5 + random.random()))
                 pause = min(pause * 2, 1.0)
 
@@ -297,10 +285,46 @@ def migrate(url: str | None = None) -> None:
 
 @contextmanager
 def session_scope(url: str | None = None) -> Iterator[Session]:
-    """A session whose transaction commits on success and rolls back on any error."""
+    """A session whose transaction commits on success and rolls back on any error.
+
+    Under waiting_out_outages (a run), its connection is taken before the body runs, and a server that
+    does not answer is waited for, between tries, without holding a place in the pool: a wait inside
+    the pool's connect would hold one, and the intake's own writes, which must fail at once with 503,
+    would queue behind the waiting runs for the pool timeout instead."""
     migrate(url)
-    with _session_factory(get_engine(url)).begin() as session:
+    engine = get_engine(url)
+    session = _session_factory(engine)()
+    try:
+        patience = _outage_patience.get()
+        if patience and engine.dialect.name != "sqlite":
+            _connect_patiently(session, engine, patience)
         yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def _connect_patiently(session: Session, engine: Engine, patience: float) -> None:
+    deadline = time.monotonic() + patience
+    pause, warned = 0.05, False
+    while True:
+        try:
+            session.connection()  # checked out (pinged first: one that died with the server is replaced)
+            return
+        except DBAPIError as exc:
+            if (exc.orig is None or not server_unreachable(exc.orig, engine.dialect.loaded_dbapi.OperationalError)
+                    or time.monotonic() + pause > deadline):
+                raise
+            session.rollback()
+            if not warned:
+                warned = True
+                log.warning("the records database does not answer; this run's write waits for it (up to %gs): %s",
+                            patience, " ".join(str(exc.orig).split()))
+            time.sleep(pause * (0.5 + random.random()))
+            pause = min(pause * 2, 1.0)
 
 
 _factories: dict[Engine, sessionmaker[Session]] = {}
