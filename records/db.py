@@ -2,7 +2,11 @@
 
 SQLite (the embedded default) runs in WAL mode and every transaction begins
 IMMEDIATE, so concurrent steps queue for the write lock instead of failing with
-"database is locked" half-way through a transaction.
+"database is locked" half-way through a transaction; a process's own transactions
+take turns before they begin (_configure_sqlite).
+
+PostgreSQL: one pool per process; a server that is full is waited for at connect, and
+inside a run (waiting_out_outages) a server that does not answer is waited for too.
 """
 from __future__ import annotations
 

@@ -2,9 +2,10 @@
 
 SQLite lets one writer in at a time anyway, and writers that wait in its busy handler sleep
 in growing steps (up to 100 ms), which under a burst costs far more than queueing. Threads
-of this process queue on a lock; processes (several intake workers on one database) on an
-advisory file lock beside the database, which wakes the next waiter the moment it is
-released. PostgreSQL needs no turn-taking (row locks decide).
+of this process queue on a lock (records.db does that for every transaction too, per engine;
+this one also orders the threads around the file lock); processes (several intake workers, or
+the intake's writer process, on one database) on an advisory file lock beside the database,
+which wakes the next waiter the moment it is released. PostgreSQL needs no turn-taking (row locks decide).
 """
 from __future__ import annotations
 
