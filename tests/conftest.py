@@ -71,31 +71,6 @@ def pytest_configure(config: pytest.Config) -> None:
             os.environ["COVERAGE_PROCESS_CONFIG"] = coverage_config
 
 
-#: Files that take longest (whole stacks, browsers, Prefect deployments, bursts, kills), longest first.
-#: They are started before the rest: under `--dist loadfile` a worker runs a whole file, and a long
-#: file handed out last would leave one worker running it alone while the other has nothing to do.
-LONGEST_FIRST = (
-    "firebreak/test_production_layout.py", "flows/test_lifecycle_runs.py", "firebreak/test_browser.py",
-    "flows/test_run_lifecycle.py", "intake/test_intake_fuzz.py", "reports/test_reports.py",
-    "firebreak/test_stack.py", "flows/test_lifecycle.py", "flows/test_prefect_deploy.py", "tasks/test_approval.py",
-    "firebreak/test_connection_budget.py", "reports/test_reports_pdf.py", "intake/test_intake_runs.py",
-    "records/test_audit.py", "intake/test_writer_process.py", "flows/test_run_failure.py",
-)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    tests_dir = Path(__file__).resolve().parent
-    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
-
-    def place(item: pytest.Item) -> int:
-        try:
-            return rank.get(item.path.relative_to(tests_dir).as_posix(), len(rank))
-        except ValueError:
-            return len(rank)
-
-    items.sort(key=place)  # stable: the rest keep their order, and each file's tests theirs
-
-
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _SERVER is None:
         return
