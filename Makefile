@@ -38,7 +38,7 @@ fuzz: setup
 	FIREBREAK_FUZZ_EXAMPLES=10000 $(BIN)/python -m pytest tests/intake/test_intake_fuzz.py
 
 # Chaos tests (tests/chaos/): the intake SIGKILLed during a 2,000-alert burst; Prefect, then the records
-# database, stopped while alerts arrive; a worker SIGKILLed at five random steps, then its runs resumed; an
+# database, stopped while alerts arrive; a worker SIGKILLed at three random steps, then its runs resumed; an
 # unreachable outage drilled. Not part of `make test` (pytest's default selection is -m 'not chaos'); minutes.
 chaos: setup
 	$(BIN)/python -m pytest -m chaos -s tests/chaos
