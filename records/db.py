@@ -234,8 +234,14 @@ def _wait_while_server_full(engine: Engine, patience: float) -> None:
                 if tries == 1:
                     log.warning("the records database is full (too many clients); waiting for a connection "
                                 "(up to %gs): %s", patience, " ".join(str(exc).split()))
-                time.sleep(pause * (0.5 + random.random()))
-                pause = min(pause * 2, 1.0)
+                pause = _back_off(pause)
+
+
+def _back_off(pause: float) -> float:
+    """Sleep about `pause` (jittered, so waiters that met the same refusal do not all try again at
+    once); the next pause, doubled up to a second."""
+    time.sleep(pause * (0.5 + random.random()))
+    return min(pause * 2, 1.0)
 
 
 def _sqlite_driver(connection: Connection) -> Any:
@@ -327,8 +333,7 @@ def _connect_patiently(session: Session, engine: Engine, patience: float) -> Non
                 warned = True
                 log.warning("the records database does not answer; this run's write waits for it (up to %gs): %s",
                             patience, " ".join(str(exc.orig).split()))
-            time.sleep(pause * (0.5 + random.random()))
-            pause = min(pause * 2, 1.0)
+            pause = _back_off(pause)
 
 
 _factories: dict[Engine, sessionmaker[Session]] = {}
