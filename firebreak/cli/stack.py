@@ -39,7 +39,19 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Exited but not yet reaped by its parent (a supervisor or script that started `up` and waits on
+    `down` before reaping it): signal 0 still reaches it, but it has stopped. Without this `down`
+    waited out its whole grace period for a process that was already gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc (macOS): signal 0 is all there is
+    # The state is the first field after the command name, which is in parentheses and may hold spaces.
+    return stat[stat.rfind(")") + 2:].startswith("Z")
 
 
 def recorded() -> dict[str, int]:

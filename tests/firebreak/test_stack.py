@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,3 +103,25 @@ def test_up_listens_where_it_is_told_and_down_stops_it_all(tmp_path: Path) -> No
     for url in (f"{stack.api_url}/health", f"http://127.0.0.1:{stack.intake_port}/healthz",
                 f"{stack.simulator_url}/health"):
         assert not answers(url), f"{url} still answers after `firebreak down`"
+
+
+def test_an_exited_but_unreaped_process_counts_as_stopped() -> None:
+    """`up` started by a script that reaps it only after `down` returns stays a zombie until then:
+    signal 0 still reaches it, and `down` used to wait its whole grace period for it."""
+    from firebreak.cli.stack import _alive
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 30
+        while _alive(child.pid) and time.monotonic() < deadline:  # exits, and nobody reaps it yet
+            time.sleep(0.05)
+        assert not _alive(child.pid)
+        os.kill(child.pid, 0)  # still there for signal 0: a zombie, not a reaped pid
+    finally:
+        child.wait(timeout=10)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert _alive(sleeper.pid)
+    finally:
+        sleeper.kill()
+        sleeper.wait(timeout=10)
