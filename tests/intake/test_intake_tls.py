@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import signal
 import ssl
 import subprocess
 import time
@@ -201,6 +202,19 @@ def test_the_https_intake_refuses_untrusted_and_plaintext_clients(tls_intake) ->
                    json={"routing_key": ROUTING_KEY, "event_action": "trigger",
                          "payload": {"summary": "x", "source": "y", "severity": "info"}}, timeout=5)
     assert "Traceback" not in intake.log.read_text(errors="replace")
+
+
+def test_an_idle_https_client_does_not_hold_the_intake_open_at_sigterm(tls_intake) -> None:  # type: ignore[no-untyped-def]
+    """A monitor's keep-alive pool never sends TLS close_notify: the stopping intake cuts its idle
+    connection instead of waiting out uvicorn's graceful timeout for it."""
+    intake, ca = tls_intake
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(ca))) as client:
+        assert client.get(f"{intake.base}/healthz").status_code == 200  # the connection stays open, idle
+        intake.process.terminate()
+        # uvicorn re-raises the SIGTERM it handled once it has shut down, so that is the exit status.
+        assert intake.process.wait(timeout=60) in (0, -signal.SIGTERM)
+    log = intake.log.read_text(errors="replace")
+    assert "timeout graceful shutdown exceeded" not in log and "Traceback" not in log, log[-2000:]
 
 
 def test_serve_refuses_half_a_tls_configuration(tmp_path: Path) -> None:
