@@ -157,9 +157,9 @@ def test_a_cut_off_page_whose_ack_link_would_soon_expire_is_sent_afresh(backend:
     context = StepContext(incident_id=incident.id, incident_uid=incident.uid, runbook_id="paging", step_id="page",
                           step_title="Page technical support", action="notify", level="II", run_generation=1)
     arguments = {"to": ["technical_support"], "title": "Chat down", "message": "Online chat fails."}
-    with environment(FIREBREAK_ACK_LINK_TTL_HOURS="1"), ScriptedServer([(200, {"ok": True})]) as receiver:
-        reload_settings()
-        try:
+    try:
+        with environment(FIREBREAK_ACK_LINK_TTL_HOURS="1"), ScriptedServer([(200, {"ok": True})]) as receiver:
+            reload_settings()
             notify_config.write([contact("li-wei", ["technical_support"], [f"json://{receiver.url[7:]}/inbox"])])
             # What a process killed mid-send leaves: the channel's row claimed for a try, never finished.
             page_key = f"{context.idempotency_key}:li-wei:c0:t1"
@@ -168,8 +168,8 @@ def test_a_cut_off_page_whose_ack_link_would_soon_expire_is_sent_afresh(backend:
                                      channel="json://127.0.0.1/inbox", title="an earlier text",
                                      body="an earlier body, its ack link about to expire", drill=False)
             output = ACTIONS["notify"].run_in_flow(context, arguments)
-        finally:
-            reload_settings()
+    finally:
+        reload_settings()  # outside the environment: the cached settings must not keep its 1 h link lifetime
     assert [(d["status"], d["attempts"]) for d in output["deliveries"]] == [("delivered", 2)]
     (sent,) = (json.loads(r["body"]) for r in receiver.requests)
     assert "Chat down" in sent["title"] and "/ack/" in sent["message"] and "earlier" not in sent["message"]

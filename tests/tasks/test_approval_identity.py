@@ -149,12 +149,14 @@ def test_an_unreadable_directory_marks_the_answer_and_leaves_the_form_free_text(
 
     contacts = tmp_path / "contacts.yaml"
     contacts.write_text("contacts: [\n  {id: qian-li, name: \"Qian Li\"\n")  # a half-saved edit: broken YAML
-    with environment(FIREBREAK_CONTACTS_FILE=str(contacts)):
-        reload_settings()
-        try:
+    try:
+        with environment(FIREBREAK_CONTACTS_FILE=str(contacts)):
+            reload_settings()
             assert approval._identify("qian-li") == approval.Approver("qian-li", unverified="directory-unreadable")
             assert approval._identify("qian-li").shown == "qian-li (unverified: the contacts directory could not be read)"
             form = approval._form(["scenario_lead"], "prompt")
             assert "anyOf" not in form.model_json_schema()["properties"]["approver"]
-        finally:
-            reload_settings()
+    finally:
+        # Outside the block, once the variable is gone: reloaded inside it, the broken directory stayed the
+        # settings of every later test in this process (a gate test paged from it, seen in a partial run).
+        reload_settings()
