@@ -35,7 +35,7 @@ from prefect.states import Cancelled, Completed, State
 from pydantic import BaseModel, ValidationError, WithJsonSchema
 
 from firebreak.errors import FirebreakError
-from flows import forms, run_failure
+from flows import first_pages, forms, run_failure
 from flows.heartbeat import heartbeat
 from flows.hooks import RUN_HOOKS
 from records import incidents, run_locks
@@ -168,6 +168,8 @@ def execute_runbook(
             return _execute_runbook(runbook_id, parameters, level=level, incident_id=incident_id, source=source,
                                     drill=drill, summary=summary, live=live)
     finally:
+        if live.incident_id is not None:
+            first_pages.forget(live.incident_id)
         live.stop()
 
 
@@ -216,12 +218,17 @@ def _execute_runbook(
             runbook_id=runbook.id, runbook_version=runbook.version, title=title, level=resolved_level.value,
             source=source, parameters=params, drill=drill, summary=summary, flow_run_id=flow_run_id,
         )
+    first_pages.expect(incident.id)
     _rename_flow_run(flow_run_id, f"{incident.id} · {runbook.id}{' (drill)' if drill else ''}")
     live.follow(incident.id)
     logger.info("incident: %s  runbook: %s v%s  level: %s", incident.id, runbook.id, runbook.version, resolved_level.value)
 
+    def paged(incident_id: str = incident.id) -> None:
+        live.release()
+        first_pages.paged(incident_id)
+
     run = _Run(runbook, incident.id, resolved_level, params, drill, flow_run_id, incident_uid=incident.uid,
-               paged=live.release)
+               paged=paged)
     alarm = None
     run_stop.forget(flow_run_id)  # a retry of this flow run starts afresh
     with run_locks.held(incident.id, lock_holder) as lease, heartbeat(incident.id):
@@ -247,11 +254,13 @@ def _execute_runbook(
     if run.aborted_by:
         assert alarm is not None
         final = incidents.set_run_state(incident.id, RunState.failed, error=message)
+        first_pages.wait_for_first_pages(incident.id)
         publish_report(incident.id, flow_run_id)  # the failed run's report is the one auditors want most
         attention = f"{incident.id} NEEDS ATTENTION (still {final.status})" if final.needs_attention else incident.id
         raise RunbookFailed(f"{message} — {attention}: {alarm.summary}")
     incidents.set_run_state(incident.id, RunState.completed,
                             error=("; ".join(run.failures) if run.failures else None))
+    first_pages.wait_for_first_pages(incident.id)  # its report and final view: after others' first pages
     publish_report(incident.id, flow_run_id)
     final = incidents.get_incident(incident.id)
     result = RunSummary(incident_id=incident.id, runbook=runbook.id, level=resolved_level.value, status=final.status,

@@ -45,6 +45,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from firebreak.background import repeating
+from flows import first_pages
 from records import run_outbox
 from records.models import utcnow
 from records.signatures import forget_signatures_before
@@ -237,12 +238,15 @@ class RunDispatcher:
             with self._lock:
                 self._idle -= 1
                 self._waiting -= 1
+            # From its claim the run is on its way to a first page: other runs' reports wait for it.
+            first_pages.expect(row.incident_id)
             try:
                 self._serve(row)
             except Exception as exc:  # never lose the slot, nor the row: give it back if it is still only claimed
                 log.exception("run slot failed on %s: %s: %s", row.incident_id, type(exc).__name__, exc)
                 self._give_back(row, f"{type(exc).__name__}: {exc}")
             finally:
+                first_pages.forget(row.incident_id)
                 with self._lock:
                     self._busy -= 1
                 self._wake.set()  # a slot is free: claim the next row now
