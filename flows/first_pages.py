@@ -1,5 +1,5 @@
-"""First pages first: in a burst of new incidents, the work a run does after it has paged waits
-while other runs in this process have yet to page.
+"""First pages first: in a burst of new incidents, the work a run does after it has paged waits for
+the runs of its process that are already on their way to their first page.
 
 A run's report (rendered twice, in two languages, and published to Prefect), its final live view
 and its anchor cost more CPU than everything before its first page. On a machine whose cores a
@@ -7,11 +7,12 @@ burst keeps busy, that work of the runs that paged first took the CPU from the r
 way to their first page: measured on 2 cores, 50 new incidents at 5 a second, the p99 alert → first
 page was several seconds although each run alone pages in a fraction of one (issue 13).
 
-So a run that has finished its steps calls `wait_for_first_pages()` before that work. It waits while
-any run this process has taken on (claimed from the outbox, or started by Prefect) has not yet
-paged, for at most MAX_DEFER_SECONDS. A run counts as waiting for its first page from `expect()`
-until `paged()` or `forget()`, and for no longer than PENDING_SECONDS: a run whose first steps
-take longer (a health check that retries, an approval) does not hold the others back.
+So a run that has finished its steps calls `wait_for_first_pages()` before that work. It waits until
+the runs this process had taken on by then (claimed from the outbox, or started by Prefect) have
+paged, for at most MAX_DEFER_SECONDS; runs taken on later do not make it wait longer. A run counts
+as on its way from `expect()` until `paged()` or `forget()`, and for no longer than PENDING_SECONDS:
+a run whose first steps take longer (a health check that retries, an approval) does not hold the
+others back.
 
 Nothing is skipped, only reordered: the run still renders and publishes its report before it ends.
 Per process, as the CPU it shares is; the Prefect server's share follows, because the deferred work
@@ -55,18 +56,23 @@ def waiting(now: float | None = None) -> int:
 
 
 def wait_for_first_pages(incident_id: str | None = None, max_wait: float = MAX_DEFER_SECONDS) -> float:
-    """Wait while other runs here have yet to page, at most `max_wait`; the seconds waited.
-    The caller's own incident (which has paged, or never will) does not count."""
+    """Wait until the runs here that are on their way to their first page now have paged (or stopped
+    counting), at most `max_wait`; the seconds waited. The caller's own incident does not count, nor
+    do runs taken on while it waits: in a steady stream of new incidents there is always one more, and
+    waiting for all of them held every finished run's slot until none was left to take the next."""
     started = time.monotonic()
     with _changed:
         if incident_id is not None and _pending.pop(incident_id, None) is not None:
             _changed.notify_all()
+        _drop_expired(started)
+        ahead = dict(_pending)  # incident → when it was expected; the same entry while it is still pending
         while True:
             now = time.monotonic()
-            if not _drop_expired(now) or now - started >= max_wait:
+            _drop_expired(now)
+            still = [since for key, since in ahead.items() if _pending.get(key) == since]
+            if not still or now - started >= max_wait:
                 return now - started
-            oldest = min(_pending.values())
-            _changed.wait(min(oldest + PENDING_SECONDS, started + max_wait) - now)
+            _changed.wait(min(min(still) + PENDING_SECONDS, started + max_wait) - now)
 
 
 def _drop_expired(now: float) -> int:

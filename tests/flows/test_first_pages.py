@@ -53,6 +53,30 @@ def test_the_report_waits_until_every_other_run_has_paged() -> None:
     assert first_pages.waiting() == 0  # its own incident was dropped too
 
 
+def test_runs_taken_on_during_the_wait_do_not_prolong_it() -> None:
+    """In a steady stream there is always one more new run: waiting for those too held every
+    finished run's slot (measured: the embedded burst's p99 went from 0.6 s to 3 s)."""
+    first_pages.expect("INC-2")
+    thread, log = _waiter("INC-1")
+    thread.join(0.3)
+    first_pages.expect("INC-3")  # claimed after the wait began
+    log.append("INC-2 paged")
+    first_pages.paged("INC-2")
+    thread.join(10)
+    assert log == ["INC-2 paged", "report"]
+    assert first_pages.waiting() == 1  # INC-3 is still on its way; its own page goes on
+
+
+def test_a_run_that_pages_again_later_is_not_waited_for_twice() -> None:
+    first_pages.expect("INC-2")
+    thread, log = _waiter("INC-1")
+    thread.join(0.3)
+    first_pages.paged("INC-2")
+    first_pages.expect("INC-2")  # a second run of the same incident, taken on later
+    thread.join(10)
+    assert log == ["report"]
+
+
 def test_a_run_slow_to_page_stops_holding_the_others_back(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(first_pages, "PENDING_SECONDS", 0.3)
     first_pages.expect("INC-slow")  # a health check retrying, an approval: never pages here
