@@ -12,7 +12,8 @@ from flows import first_pages
 
 
 @pytest.fixture(autouse=True)
-def _clean() -> Iterator[None]:
+def _clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(first_pages, "_enabled", True)  # as `firebreak worker` does
     first_pages._pending.clear()
     yield
     first_pages._pending.clear()
@@ -92,6 +93,14 @@ def test_the_wait_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     waited = first_pages.wait_for_first_pages("INC-1", max_wait=0.2)
     assert waited >= 0.2
     assert first_pages.waiting() == 1  # still pending: the report went ahead anyway
+
+
+def test_off_unless_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded default leaves it off (its Prefect database has one writer: see the module)."""
+    monkeypatch.setattr(first_pages, "_enabled", False)
+    first_pages.expect("INC-2")
+    assert first_pages.waiting() == 0
+    assert first_pages.wait_for_first_pages("INC-1") == 0.0
 
 
 def test_expect_keeps_the_first_time() -> None:

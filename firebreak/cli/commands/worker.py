@@ -33,8 +33,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from firebreak.cli.prefect_server import ensure_server
 
         ensure_server()  # the local one; a configured server is used as it is, even while it is down
+    from flows import first_pages
     from intake.runs import RunDispatcher
 
+    first_pages.enable()  # a finished run's report waits for its neighbours' first pages (see there)
     sys.setswitchinterval(0.001)  # quick hand-offs between the claim loop and the slots (as the intake)
     worker = RunDispatcher("warm", max_concurrent_runs=settings.slots, poll_seconds=settings.poll_seconds,
                            heartbeat_seconds=settings.heartbeat_seconds, stale_after=settings.stale_seconds)
