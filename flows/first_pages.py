@@ -19,9 +19,10 @@ Per process, as the CPU it shares is; the Prefect server's share follows, becaus
 is also most of the run's calls to it.
 
 Off unless `enable()`d: `firebreak worker` enables it (the production layout: Prefect on PostgreSQL,
-where it measured p99 0.5–3.0 s against 0.5–8.2 s without, median 0.7 s against 3.6 s). In the
-embedded default it made the burst worse (p99 1.3–3.9 s against 0.3–2.4 s): there the deferred
-writes all reach Prefect's SQLite database, which has one writer, in a bunch.
+where the burst's p99 had a median of 0.9 s over ten runs with it against 3.9 s over twelve without;
+README, bench/burst.py). In the embedded default it made the burst worse (p99 1.3–3.9 s against
+0.3–2.4 s): there the deferred writes all reach Prefect's SQLite database, which has one writer, in
+a bunch.
 """
 from __future__ import annotations
 
