@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import threading
 
@@ -22,6 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.recovery_seconds < 0:
         parser.error("--recovery-seconds must be >= 0")
 
+    # Ctrl-C stops it even when it was started with SIGINT ignored, as a shell script's `&` job is or a
+    # parent that ignored it: Python then installs no KeyboardInterrupt handler of its own (a full suite
+    # run saw Ctrl-C ignored for 10 s).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sim = start_simulator(args.host, args.port, fault=args.fault, recovery_seconds=args.recovery_seconds,
                           verbose=args.verbose)
     # The URL goes to stdout alone on its line and is flushed, so a wrapper (make demo)
