@@ -3,6 +3,7 @@ only by the commands that need them, after the Prefect server is chosen."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -212,6 +213,11 @@ USAGE_MISTAKES = (ConfigInvalid, InputInvalid, NotFound)
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Ctrl-C (SIGINT, which `firebreak up` also uses to stop its children) must stop every command, even one
+    # started with SIGINT ignored, as a shell script's `&` job is: Python then installs no KeyboardInterrupt
+    # handler of its own, and `firebreak serve-deployments` started so went on serving after SIGINT.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

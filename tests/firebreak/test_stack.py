@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -125,3 +126,18 @@ def test_an_exited_but_unreaped_process_counts_as_stopped() -> None:
     finally:
         sleeper.kill()
         sleeper.wait(timeout=10)
+
+
+def test_a_command_started_with_sigint_ignored_still_stops_on_ctrl_c(tmp_path: Path) -> None:
+    """Started with SIGINT ignored (a shell script's `&` job), Python installs no KeyboardInterrupt
+    handler: `firebreak serve-deployments` went on serving after SIGINT, which `firebreak up` stops
+    its children with. Every firebreak command puts Python's handler back first."""
+    script = ("import signal\nfrom firebreak.cli.main import main\n"
+              "assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN\n"
+              "code = main(['validate'])\n"
+              "print(code, signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "FIREBREAK_HOME": str(tmp_path / "home")},
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # noqa: PLW1509
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "0 True"
