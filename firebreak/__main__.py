@@ -1,5 +1,5 @@
 import sys
 
-from firebreak.cli import main
+from firebreak.cli import entry
 
-sys.exit(main())
+sys.exit(entry())

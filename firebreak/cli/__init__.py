@@ -3,6 +3,6 @@
 Nothing below the CLI imports from here; the ground (`firebreak.settings`,
 `firebreak.config_files`, `firebreak.errors` …) is everything else in `firebreak/`.
 """
-from firebreak.cli.main import main
+from firebreak.cli.main import entry, main
 
-__all__ = ["main"]
+__all__ = ["entry", "main"]

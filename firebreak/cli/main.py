@@ -212,12 +212,18 @@ def build_parser() -> argparse.ArgumentParser:
 USAGE_MISTAKES = (ConfigInvalid, InputInvalid, NotFound)
 
 
-def main(argv: list[str] | None = None) -> int:
+def entry() -> int:
+    """The `firebreak` process: the console script and `python -m firebreak` (main() is also called in-process)."""
     # Ctrl-C (SIGINT, which `firebreak up` also uses to stop its children) must stop every command, even one
     # started with SIGINT ignored, as a shell script's `&` job is: Python then installs no KeyboardInterrupt
-    # handler of its own, and `firebreak serve-deployments` started so went on serving after SIGINT.
+    # handler of its own, and `firebreak serve-deployments` started so went on serving after SIGINT. Here, not in
+    # main(): a caller's own process (a test's thread) keeps its handlers.
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    return main()
+
+
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

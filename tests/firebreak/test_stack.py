@@ -131,10 +131,12 @@ def test_an_exited_but_unreaped_process_counts_as_stopped() -> None:
 def test_a_command_started_with_sigint_ignored_still_stops_on_ctrl_c(tmp_path: Path) -> None:
     """Started with SIGINT ignored (a shell script's `&` job), Python installs no KeyboardInterrupt
     handler: `firebreak serve-deployments` went on serving after SIGINT, which `firebreak up` stops
-    its children with. Every firebreak command puts Python's handler back first."""
-    script = ("import signal\nfrom firebreak.cli.main import main\n"
+    its children with. The `firebreak` process entry (console script, `python -m firebreak`) puts
+    Python's handler back first."""
+    script = ("import signal, sys\nfrom firebreak.cli import entry\n"
               "assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN\n"
-              "code = main(['validate'])\n"
+              "sys.argv = ['firebreak', 'validate']\n"
+              "code = entry()\n"
               "print(code, signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n")
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "FIREBREAK_HOME": str(tmp_path / "home")},
