@@ -223,9 +223,9 @@ def _execute_runbook(
     live.follow(incident.id)
     logger.info("incident: %s  runbook: %s v%s  level: %s", incident.id, runbook.id, runbook.version, resolved_level.value)
 
-    def paged(incident_id: str = incident.id) -> None:
+    def paged() -> None:
         live.release()
-        first_pages.paged(incident_id)
+        first_pages.paged(incident.id)
 
     run = _Run(runbook, incident.id, resolved_level, params, drill, flow_run_id, incident_uid=incident.uid,
                paged=paged)

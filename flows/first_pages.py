@@ -64,10 +64,10 @@ def paged(incident_id: str) -> None:
 forget = paged  # the run ended, or never started here: the same for whoever waits
 
 
-def waiting(now: float | None = None) -> int:
+def waiting() -> int:
     """Runs still on their way to their first page (expired ones are dropped)."""
     with _changed:
-        return _drop_expired(time.monotonic() if now is None else now)
+        return _drop_expired(time.monotonic())
 
 
 def wait_for_first_pages(incident_id: str | None = None, max_wait: float = MAX_DEFER_SECONDS) -> float:
@@ -75,9 +75,9 @@ def wait_for_first_pages(incident_id: str | None = None, max_wait: float = MAX_D
     counting), at most `max_wait`; the seconds waited. The caller's own incident does not count, nor
     do runs taken on while it waits: in a steady stream of new incidents there is always one more, and
     waiting for all of them held every finished run's slot until none was left to take the next."""
-    started = time.monotonic()
     if not _enabled:
         return 0.0
+    started = time.monotonic()
     with _changed:
         if incident_id is not None and _pending.pop(incident_id, None) is not None:
             _changed.notify_all()
