@@ -202,7 +202,7 @@ def production_stack(args: argparse.Namespace, inbox: str):  # type: ignore[no-u
             while True:
                 text_ = log.read_text(errors="replace")
                 try:
-                    ready = len(re.findall(r"^run worker ", text_, re.M)) >= 2 and all(
+                    ready = len(re.findall(r"run worker \S+: ", text_)) >= 2 and all(
                         httpx.get(f"{u}/readyz", timeout=2).status_code == 200 for u in intakes)
                 except httpx.HTTPError:
                     ready = False

@@ -97,7 +97,7 @@ class Stack:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"`firebreak up` exited {self.process.returncode}:\n{self.log()[-4000:]}")
-            workers = len(re.findall(r"^run worker \S+:", self.log(), re.M))
+            workers = len(re.findall(r"run worker \S+:", self.log()))
             try:
                 ready = all(httpx.get(f"{url}/readyz", timeout=2).status_code == 200 for url in self.replicas)
             except httpx.HTTPError:
