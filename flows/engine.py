@@ -37,7 +37,7 @@ from pydantic import BaseModel, ValidationError, WithJsonSchema
 from firebreak.errors import FirebreakError
 from flows import first_pages, forms, run_failure
 from flows.heartbeat import heartbeat
-from flows.hooks import RUN_HOOKS
+from flows.run_options import RUNBOOK_FLOW_OPTIONS
 from records import incidents, run_locks
 from records.db import waiting_out_outages
 from records.models import EventPhase, RunState
@@ -626,4 +626,4 @@ def run_runbook(
 # defined"), so every deployed run failed before its first step. Resolved here, once, instead.
 run_runbook.__annotations__ = typing.get_type_hints(run_runbook, include_extras=True)
 run_runbook = flow(name="run-runbook", description="Run any Firebreak runbook definition by id.",
-                   **RUN_HOOKS)(run_runbook)
+                   **RUNBOOK_FLOW_OPTIONS)(run_runbook)

@@ -11,7 +11,7 @@ from prefect import Flow, flow
 
 from flows.engine import RunSummary, execute_runbook
 from flows.forms import COMMON_ARGS, IncidentRef, Level, LevelChoice, OptionalText, Source, StartedBy
-from flows.hooks import RUN_HOOKS
+from flows.run_options import RUNBOOK_FLOW_OPTIONS
 from runbooks import library
 from tasks.catalog import load_runbook
 
@@ -39,7 +39,7 @@ def entry_flow(runbook_id: str) -> Flow[..., RunSummary]:
     run.__doc__ = (f"{runbook.title} ({runbook.title_zh or ''}): {' '.join(runbook.description.split())}\n\n"
                    f"    Args:\n        parameters: What this runbook needs to know; each field says what it is.\n"
                    f"{COMMON_ARGS}\n")
-    return flow(name=runbook_id, description=runbook.description.strip(), **RUN_HOOKS)(run)
+    return flow(name=runbook_id, description=runbook.description.strip(), **RUNBOOK_FLOW_OPTIONS)(run)
 
 
 system_outage = entry_flow("system-outage")
