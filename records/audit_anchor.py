@@ -112,6 +112,15 @@ def _record(incident_id: str, seq: int, digest: str, variable: str, ok: bool, er
         LOGGER.exception("could not record the anchoring of %s", incident_id)
 
 
+def _last_anchored(incident_id: str) -> tuple[int, str] | None:
+    """The head of this incident last anchored in Prefect, as the records say: (seq, hash), or None."""
+    with session_scope() as session:
+        row = session.execute(select(AuditAnchoring.seq, AuditAnchoring.hash)
+                              .where(AuditAnchoring.incident_id == incident_id, AuditAnchoring.ok.is_(True))
+                              .order_by(AuditAnchoring.id.desc()).limit(1)).first()
+    return (row.seq, row.hash) if row is not None else None
+
+
 def anchor(incident_id: str) -> Anchored | None:
     """Anchor the incident's current signed head in Prefect. Never raises; None if there is no
     signed head to anchor (an incident recorded before signed heads, or an unknown one)."""
@@ -132,7 +141,21 @@ def anchor(incident_id: str) -> Anchored | None:
         from prefect.client.schemas.actions import VariableCreate, VariableUpdate
         from prefect.exceptions import ObjectAlreadyExists
 
+        last = _last_anchored(incident_id)
+        if last == (seq, digest):
+            return Anchored(incident_id, seq, name, True)  # this very head is anchored there (a republish)
         with get_client(sync_client=True) as client:
+            # An incident never anchored before (its first run, at its first report) has no variable yet:
+            # create it without reading first, one API call fewer for every new incident. If it is there
+            # after all (anchored by a process whose record was lost), the read and checks below decide.
+            if last is None:
+                try:
+                    client.create_variable(VariableCreate(name=name, value=document, tags=[tag]))
+                except ObjectAlreadyExists:
+                    pass
+                else:
+                    _record(incident_id, seq, digest, name, True, None)
+                    return Anchored(incident_id, seq, name, True)
             existing = client.read_variable_by_name(name)
             held = existing.value if existing is not None and isinstance(existing.value, dict) else None
             if held is not None and held.get("uid") == document["uid"] and int(held.get("seq") or 0) >= seq:
