@@ -48,11 +48,76 @@ RUNBOOK = {"id": "bench-burst-page", "title": "Bench burst page", "description":
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 
 
+ROLES = (("prefect_server_main", "Prefect server"), ("firebreak worker", "workers"),
+         ("serve-deployments", "deployments runner"), ("writer_process", "intake"), ("firebreak serve", "intake"),
+         ("firebreak up", "supervisor"), ("postgres", "PostgreSQL"))
+
+
+class CpuMeter:
+    """CPU seconds the processes of a layout used, by role, from /proc: every process under the
+    given roots (a layout's supervisor, the Prefect server, a PostgreSQL cluster's postmaster)."""
+
+    def __init__(self) -> None:
+        self.roots: set[int] = set()
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def add_root(self, pid: int | None) -> None:
+        if pid:
+            self.roots.add(pid)
+
+    def read(self) -> dict[str, float]:
+        parents: dict[int, int] = {}
+        used: dict[int, float] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            parents[int(entry)] = int(fields[1])
+            used[int(entry)] = (int(fields[11]) + int(fields[12])) / self.tick
+        totals: dict[str, float] = {}
+        for pid, seconds in used.items():
+            ancestor = pid
+            while ancestor not in self.roots and ancestor > 1:
+                ancestor = parents.get(ancestor, 0)
+            if ancestor in self.roots:
+                role = self._role(pid)
+                totals[role] = totals.get(role, 0.0) + seconds
+        return totals
+
+    @staticmethod
+    def _role(pid: int) -> str:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            return "other"
+        return next((role for mark, role in ROLES if mark in command), "other")
+
+
+#: The meter of the layout being measured (None: not measured).
+METER: CpuMeter | None = None
+
+
+def cpu_per_run(before: dict[str, float], after: dict[str, float], runs: int) -> str:
+    """CPU seconds a run cost each role over a phase (its background work included), and what two
+    cores' worth of them would sustain."""
+    spent = {role: after.get(role, 0.0) - before.get(role, 0.0) for role in after}
+    spent = {role: seconds for role, seconds in spent.items() if seconds >= 0.005 * runs}
+    total = sum(spent.values())
+    shown = ", ".join(f"{role} {seconds / runs:.2f}" for role, seconds in sorted(spent.items(), key=lambda kv: -kv[1]))
+    cores = os.cpu_count() or 1
+    return (f"CPU per run: {total / runs:.2f} s ({shown}); {cores} core(s) sustain at most "
+            f"{cores * runs / total:.1f} runs/s" if total else "CPU per run: not measured")
+
+
 def measure(intakes: list[str], records_url: str, alerts: int, rate: float, timeout: float) -> list[float]:
     """Send `alerts` new incidents at `rate` a second (alternating intakes); seconds from each POST
     to its incident's first delivered page."""
     sent: dict[str, datetime] = {}
     tag = time.time_ns()
+    cpu_before = METER.read() if METER else {}
     start = time.monotonic()
     with httpx.Client(timeout=30) as client:
         for i in range(alerts):
@@ -80,12 +145,37 @@ def measure(intakes: list[str], records_url: str, alerts: int, rate: float, time
         engine.dispose()
     if len(pages) < alerts:
         print(f"  ({alerts - len(pages)} of {alerts} incidents had no delivered page after {timeout:.0f}s)")
+    finished = _wait_until_finished(records_url, list(sent), deadline)
+    if METER and finished:
+        CPU[len(STAGES)] = cpu_per_run(cpu_before, METER.read(), alerts)
     STAGES[len(STAGES)] = stages(records_url, list(sent))
     return list(pages.values())
 
 
+def _wait_until_finished(records_url: str, incident_ids: list[str], deadline: float) -> bool:
+    """Until every run of these incidents has ended (the next phase starts on a quiet layout, and the
+    CPU a phase used is all of its runs'); False if the deadline came first."""
+    engine = create_engine(records_url)
+    marks = ", ".join(f"'{i}'" for i in incident_ids)  # ids the intake made (INC-YYYY-NNNN), not user text
+    try:
+        while True:
+            with engine.connect() as connection:
+                left = connection.execute(text(
+                    f"select count(*) from run_requests where incident_id in ({marks}) and finished_at is null")).scalar()
+            if not left:
+                return True
+            if time.monotonic() > deadline:
+                print(f"  ({left} run(s) still running at the deadline: CPU per run not measured)")
+                return False
+            time.sleep(0.5)
+    finally:
+        engine.dispose()
+
+
 #: Per measure() call, where the time went (see stages()); printed beside the burst figures.
 STAGES: dict[int, dict[str, list[float]]] = {}
+#: Per measure() call, the CPU its runs cost (see cpu_per_run()).
+CPU: dict[int, str] = {}
 
 
 def stages(records_url: str, incident_ids: list[str]) -> dict[str, list[float]]:
@@ -139,6 +229,9 @@ def run_layout(label: str, intakes: list[str], records_url: str, args: argparse.
         print(f"{'':<12} burst p99 ÷ paced p99: {ratio:.1f}×", flush=True)
     for stage, values in STAGES[len(STAGES) - 1].items():
         print(f"{'':<12}   burst, {stage}: {figures(values, args.burst)}", flush=True)
+    for phase, index in (("paced", len(STAGES) - 2), ("burst", len(STAGES) - 1)):
+        if index in CPU:
+            print(f"{'':<12}   {phase}, {CPU[index]}", flush=True)
     return {"paced": paced, "burst": burst}
 
 
@@ -155,14 +248,22 @@ def write_config(directory: Path) -> dict[str, str]:
 
 
 def embedded(args: argparse.Namespace, inbox: str) -> None:
-    from firebreak.cli.prefect_server import ensure_server
+    from firebreak.cli.prefect_server import ensure_server, own_server_state
 
     server = ensure_server()
     directory = Path(tempfile.mkdtemp(prefix="firebreak-bench-burst-"))
     config = write_config(directory)
     env = {"PREFECT_API_URL": server.api_url, "FIREBREAK_INBOX": inbox}
     with IntakeProcess({"runbook": config["runbook"]}, executor="warm", env=env) as intake:
-        run_layout("embedded", [intake.url], intake.records_url(), args)
+        global METER
+        METER = CpuMeter()
+        METER.add_root(intake.process.pid if intake.process else None)
+        state = own_server_state()
+        METER.add_root(int(str(state["pid"])) if state else None)
+        try:
+            run_layout("embedded", [intake.url], intake.records_url(), args)
+        finally:
+            METER = None
 
 
 @contextmanager
@@ -211,7 +312,15 @@ def production_stack(args: argparse.Namespace, inbox: str):  # type: ignore[no-u
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"the production layout did not come up:\n{text_[-3000:]}")
                 time.sleep(0.5)
-            yield intakes, records
+            global METER
+            METER = CpuMeter()
+            METER.add_root(process.pid)  # `firebreak up`: the Prefect server, replicas, workers, deployments
+            postmaster = cluster.directory / "data" / "postmaster.pid"
+            METER.add_root(int(postmaster.read_text().split()[0]) if postmaster.exists() else None)
+            try:
+                yield intakes, records
+            finally:
+                METER = None
         finally:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGINT)
