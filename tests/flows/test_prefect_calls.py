@@ -4,14 +4,13 @@ Every request costs the server CPU, and in a burst of new incidents that CPU is 
 pages wait for (bench/burst.py). These pin two requests a run no longer makes: the server's
 default result storage (asked twice a run before: runbook runs keep no Prefect results), and the
 read of the audit anchor before creating it for a new incident. The requests are watched at
-httpx's send, which every Prefect client goes through, and passed on unchanged.
+httpx's own log of each request, which every Prefect client makes through it.
 """
 from __future__ import annotations
 
-import json
-import threading
+import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -26,48 +25,41 @@ from tests.runbook_helpers import run, write_runbook
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 
-class PrefectRequests:
-    """Every request this process sends through httpx while it is installed: (method, path, body)."""
+class PrefectRequests(logging.Handler):
+    """The requests this process sends through httpx (every Prefect client does), as (method, path):
+    from httpx's own log line for each answered request, at INFO. A handler of the httpx logger
+    itself: Prefect sets up logging at its first flow run and replaces the root logger's handlers."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.seen: list[tuple[str, str, str]] = []
-        self._lock = threading.Lock()
-        sync_send, async_send = httpx.Client.send, httpx.AsyncClient.send
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seen: list[tuple[str, str]] = []
 
-        def note(request: httpx.Request) -> None:
-            try:
-                body = request.content.decode(errors="replace")
-            except httpx.RequestNotRead:  # a streamed body: not a Prefect API call
-                body = ""
-            with self._lock:
-                self.seen.append((request.method, request.url.path, body))
+    def emit(self, record: logging.LogRecord) -> None:
+        if isinstance(record.msg, str) and record.msg.startswith("HTTP Request:") and len(record.args or ()) >= 2:
+            method, url = record.args[0], record.args[1]  # type: ignore[index]
+            self.seen.append((str(method), httpx.URL(str(url)).path))
 
-        def send(client: httpx.Client, request: httpx.Request, *args: Any, **kwargs: Any) -> httpx.Response:
-            note(request)
-            return sync_send(client, request, *args, **kwargs)
-
-        async def asend(client: httpx.AsyncClient, request: httpx.Request, *args: Any, **kwargs: Any) -> httpx.Response:
-            note(request)
-            return await async_send(client, request, *args, **kwargs)
-
-        monkeypatch.setattr(httpx.Client, "send", send)
-        monkeypatch.setattr(httpx.AsyncClient, "send", asend)
-
-    def to(self, path_end: str, method: str | None = None) -> list[tuple[str, str, str]]:
-        with self._lock:
-            return [r for r in self.seen if r[1].endswith(path_end) and (method is None or r[0] == method)]
+    def to(self, path_end: str, method: str | None = None) -> list[tuple[str, str]]:
+        return [r for r in list(self.seen) if r[1].endswith(path_end) and (method is None or r[0] == method)]
 
     def variable(self, name: str) -> list[tuple[str, str]]:
-        """The requests about one variable: by its name in the path, or in a creation's body."""
-        with self._lock:
-            return [(m, p) for m, p, body in self.seen if "/variables" in p and (
-                p.endswith(f"/name/{name}") or (m == "POST" and p.endswith("/variables/")
-                                                and json.loads(body or "{}").get("name") == name))]
+        """The requests about one variable, by its name in the path, and every variable creation (its
+        name is in the body, which the log line does not show: each test makes one incident only)."""
+        return [(m, p) for m, p in list(self.seen) if p.endswith(f"/variables/name/{name}")
+                or (m == "POST" and p.endswith("/variables/"))]
 
 
 @pytest.fixture
-def prefect_requests(monkeypatch: pytest.MonkeyPatch) -> PrefectRequests:
-    return PrefectRequests(monkeypatch)
+def prefect_requests() -> Iterator[PrefectRequests]:
+    logger = logging.getLogger("httpx")
+    watch, level = PrefectRequests(), logger.level
+    logger.addHandler(watch)
+    logger.setLevel(logging.INFO)
+    try:
+        yield watch
+    finally:
+        logger.removeHandler(watch)
+        logger.setLevel(level)
 
 
 def test_a_run_does_not_ask_the_server_for_its_default_result_storage(tmp_path: Path,
