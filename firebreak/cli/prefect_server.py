@@ -76,9 +76,9 @@ def server_command(port: int) -> list[str]:
 def start_local_server(home: Path, port: int, log_path: Path, *, detach: bool) -> subprocess.Popen[bytes]:
     home.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "ab")
-    return subprocess.Popen(server_command(port), env=server_environment(home, port), stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=detach)
+    with open(log_path, "ab") as log:  # the server writes through its own copy; ours closes here
+        return subprocess.Popen(server_command(port), env=server_environment(home, port), stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=detach)
 
 
 def wait_until_healthy(api_url: str, process: subprocess.Popen[bytes] | None, log_path: Path | None,
