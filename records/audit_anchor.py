@@ -121,6 +121,17 @@ def _last_anchored(incident_id: str) -> tuple[int, str] | None:
     return (row.seq, row.hash) if row is not None else None
 
 
+def _created(client: Any, variable: Any) -> bool:
+    """Create the variable; False if it exists already."""
+    from prefect.exceptions import ObjectAlreadyExists
+
+    try:
+        client.create_variable(variable)
+    except ObjectAlreadyExists:
+        return False
+    return True
+
+
 def anchor(incident_id: str) -> Anchored | None:
     """Anchor the incident's current signed head in Prefect. Never raises; None if there is no
     signed head to anchor (an incident recorded before signed heads, or an unknown one)."""
@@ -148,14 +159,9 @@ def anchor(incident_id: str) -> Anchored | None:
             # An incident never anchored before (its first run, at its first report) has no variable yet:
             # create it without reading first, one API call fewer for every new incident. If it is there
             # after all (anchored by a process whose record was lost), the read and checks below decide.
-            if last is None:
-                try:
-                    client.create_variable(VariableCreate(name=name, value=document, tags=[tag]))
-                except ObjectAlreadyExists:
-                    pass
-                else:
-                    _record(incident_id, seq, digest, name, True, None)
-                    return Anchored(incident_id, seq, name, True)
+            if last is None and _created(client, VariableCreate(name=name, value=document, tags=[tag])):
+                _record(incident_id, seq, digest, name, True, None)
+                return Anchored(incident_id, seq, name, True)
             existing = client.read_variable_by_name(name)
             held = existing.value if existing is not None and isinstance(existing.value, dict) else None
             if held is not None and held.get("uid") == document["uid"] and int(held.get("seq") or 0) >= seq:
