@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,10 @@ LOGGER = logging.getLogger("firebreak.audit")
 FORMAT = "firebreak-audit-anchor/1"
 PAGE = 200
 _USERINFO = re.compile(r"(://)[^/@\s]+@")
+#: One anchoring at a time per incident in this process (striped by incident id). A run's live view and
+#: its report anchor the same new head at about the same moment; in a burst, 20 of 56 runs did both at
+#: once, and the loser paid a refused creation and a read. In turn, the second finds the first's record.
+_TURNS = tuple(threading.Lock() for _ in range(64))
 
 
 def variable_name(uid: str) -> str:
@@ -135,6 +140,11 @@ def _created(client: Any, variable: Any) -> bool:
 def anchor(incident_id: str) -> Anchored | None:
     """Anchor the incident's current signed head in Prefect. Never raises; None if there is no
     signed head to anchor (an incident recorded before signed heads, or an unknown one)."""
+    with _TURNS[hash(incident_id) % len(_TURNS)]:
+        return _anchor(incident_id)
+
+
+def _anchor(incident_id: str) -> Anchored | None:
     try:
         made = _document(incident_id)
     except Exception as exc:  # noqa: BLE001  anchor() never raises (documented): the caller's run or report goes on

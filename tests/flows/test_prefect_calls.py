@@ -9,8 +9,10 @@ httpx's own log of each request, which every Prefect client makes through it.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -116,3 +118,25 @@ def test_an_anchor_already_in_prefect_without_a_record_of_it_is_moved_on_not_dup
     with get_client(sync_client=True) as client:
         held = client.read_variable_by_name(name)
     assert held is not None and held.value["seq"] == anchored.seq
+
+
+def test_two_anchorings_of_the_same_new_head_at_once_make_one_creation(
+        backend: str, prefect_requests: PrefectRequests) -> None:
+    """A run's live view and its report anchor the same new head at about the same moment: the second
+    waits its turn and finds the first's record, rather than meeting a refused creation and reading."""
+    incident_id = incident_with_events(3)
+    name = variable_name(incidents.get_incident(incident_id).uid)
+    start = threading.Barrier(2)
+    results: list[Any] = []
+
+    def anchor_at_once() -> None:
+        start.wait()
+        results.append(anchor(incident_id))
+
+    threads = [threading.Thread(target=anchor_at_once) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(results) == 2 and all(r is not None and r.ok for r in results), results
+    assert prefect_requests.variable(name) == [("POST", "/api/variables/")], prefect_requests.variable(name)
