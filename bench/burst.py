@@ -101,8 +101,9 @@ METER: CpuMeter | None = None
 
 
 def cpu_per_run(before: dict[str, float], after: dict[str, float], runs: int) -> str:
-    """CPU seconds a run cost each role over a phase (its background work included), and what two
-    cores' worth of them would sustain."""
+    """CPU seconds a run cost each role over a phase (its background work included), and the runs a
+    second this machine's cores would sustain at that cost. A process that ended during the phase is
+    not counted (its CPU left /proc with it): the layouts here restart none in a benchmark."""
     spent = {role: after.get(role, 0.0) - before.get(role, 0.0) for role in after}
     spent = {role: seconds for role, seconds in spent.items() if seconds >= 0.005 * runs}
     total = sum(spent.values())
