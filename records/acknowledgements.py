@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from records.alert_ingest import Alert
-from records.db import session_scope
+from records.db import read_scope, session_scope
 from records.incidents import IncidentNotFound
 from records.models import Base, Incident, IncidentStatus, Notification, TimelineEvent, utcnow
 
@@ -211,13 +211,13 @@ def escalation_stop(incident_id: str, since: datetime, *, gate_step: str | None 
 
 
 def first_acknowledgement(incident_id: str) -> Acknowledgement | None:
-    with session_scope() as session:
+    with read_scope() as session:
         return session.scalars(select(Acknowledgement).where(Acknowledgement.incident_id == incident_id)
                                .order_by(Acknowledgement.id).limit(1)).first()
 
 
 def list_acknowledgements(incident_id: str) -> list[Acknowledgement]:
-    with session_scope() as session:
+    with read_scope() as session:
         return list(session.scalars(select(Acknowledgement).where(Acknowledgement.incident_id == incident_id)
                                     .order_by(Acknowledgement.id)))
 
@@ -227,7 +227,7 @@ def paged_tiers(incident_id: str, step_id: str, step_key: str | None = None) -> 
     conditions = [EscalationTier.incident_id == incident_id, EscalationTier.step_id == step_id]
     if step_key is not None:
         conditions.append(EscalationTier.step_key == step_key)
-    with session_scope() as session:
+    with read_scope() as session:
         return list(session.scalars(select(EscalationTier).where(*conditions)
                                     .order_by(EscalationTier.id)))
 

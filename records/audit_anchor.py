@@ -37,7 +37,7 @@ from records.audit import (
     installation_id,
 )
 from records.audit_key import load_key
-from records.db import session_scope
+from records.db import read_scope, session_scope
 from records.models import Incident, Sequence, utcnow
 
 LOGGER = logging.getLogger("firebreak.audit")
@@ -119,7 +119,7 @@ def _record(incident_id: str, seq: int, digest: str, variable: str, ok: bool, er
 
 def _last_anchored(incident_id: str) -> tuple[int, str] | None:
     """The head of this incident last anchored in Prefect, as the records say: (seq, hash), or None."""
-    with session_scope() as session:
+    with read_scope() as session:
         row = session.execute(select(AuditAnchoring.seq, AuditAnchoring.hash)
                               .where(AuditAnchoring.incident_id == incident_id, AuditAnchoring.ok.is_(True))
                               .order_by(AuditAnchoring.id.desc()).limit(1)).first()

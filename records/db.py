@@ -37,6 +37,9 @@ log = logging.getLogger("firebreak.records.db")
 
 #: SQLAlchemy's own pool defaults, for a process that sizes nothing (the CLI, a run Prefect started).
 DEFAULT_POOL_SIZE, DEFAULT_MAX_OVERFLOW = 5, 10
+#: SQLite's read-only connections (read_scope): a file handle each, no server to count against, so as
+#: many as the threads that read at once (a worker's slots, their live views, the intake).
+READ_POOL_SIZE, READ_MAX_OVERFLOW = 8, 32
 #: PostgreSQL's SQLSTATE for "sorry, too many clients already" and "remaining connection slots are
 #: reserved …": the server is full right now, which passes as other clients disconnect.
 TOO_MANY_CONNECTIONS = "53300"
@@ -67,6 +70,7 @@ _outage_patience: ContextVar[float] = ContextVar("records_outage_patience", defa
 _HOLDS_TURN = "firebreak_holds_writer_turn"
 
 _engines: dict[str, Engine] = {}
+_read_engines: dict[str, Engine] = {}
 _migrated: set[str] = set()
 _lock = threading.Lock()
 _migrate_lock = threading.Lock()
@@ -160,6 +164,43 @@ def get_engine(url: str | None = None) -> Engine:
                                        max_overflow=max_overflow(), pool_timeout=settings.db_pool_timeout)
                 _wait_while_server_full(engine, settings.db_pool_timeout)
             _engines[url] = engine
+        return engine
+
+
+def _sqlite_read_engine(url: str) -> Engine:
+    """SQLite only: the engine read_scope uses. Its connections are read-only (query_only) and begin
+    their transactions DEFERRED, outside this process's writer turn: in WAL mode a reader sees the
+    last commit and neither waits for the writer nor holds it up."""
+    with _lock:
+        engine = _read_engines.get(url)
+        if engine is None:
+            engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS,
+                                                      "check_same_thread": False},
+                                   pool_size=READ_POOL_SIZE, max_overflow=READ_MAX_OVERFLOW)
+
+            @event.listens_for(engine, "connect")
+            def _on_connect(dbapi_connection, _record):
+                dbapi_connection.isolation_level = None  # transactions begin in _on_begin below
+                cursor = dbapi_connection.cursor()
+                cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_SECONDS * 1000)}")
+                cursor.execute("PRAGMA query_only=ON")  # a write here is a bug: it fails instead of racing
+                cursor.close()
+
+            @event.listens_for(engine, "begin")
+            def _on_begin(conn):
+                # One snapshot for the whole scope: what a view reads from several tables agrees.
+                conn.exec_driver_sql("BEGIN")
+
+            @event.listens_for(engine, "commit")
+            def _on_commit(conn):
+                _sqlite_driver(conn).commit()
+
+            @event.listens_for(engine, "rollback")
+            def _on_rollback(conn):
+                if conn.connection.driver_connection is not None:
+                    conn.connection.driver_connection.rollback()
+
+            _read_engines[url] = engine
         return engine
 
 
@@ -317,6 +358,31 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
         session.close()
 
 
+@contextmanager
+def read_scope(url: str | None = None) -> Iterator[Session]:
+    """A session that only reads (one snapshot). On SQLite it waits for no writer: every session_scope
+    transaction takes this process's writer turn and begins IMMEDIATE, so a read there queued behind
+    every write, and under a burst the runs' many small reads (a live view, a delivery check) held
+    the turn the writes needed (issue 13). Here a write fails ("attempt to write a readonly
+    database"). Elsewhere it is a session_scope."""
+    url = url or get_settings().records_url
+    engine = get_engine(url)
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):  # one connection's own
+        with session_scope(url) as session:
+            yield session
+        return
+    migrate(url)
+    session = _session_factory(_sqlite_read_engine(url))()
+    try:
+        yield session
+        session.commit()  # ends the read transaction; nothing was written, so nothing is synced
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
 def _connect_patiently(session: Session, engine: Engine, patience: float) -> None:
     deadline = time.monotonic() + patience
     pause, warned = 0.05, False
@@ -350,8 +416,9 @@ def _session_factory(engine: Engine) -> sessionmaker[Session]:
 
 def dispose_all() -> None:
     with _lock:
-        for engine in _engines.values():
+        for engine in [*_engines.values(), *_read_engines.values()]:
             engine.dispose()
         _engines.clear()
+        _read_engines.clear()
         _factories.clear()
         _migrated.clear()

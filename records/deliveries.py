@@ -25,7 +25,7 @@ from sqlalchemy import ForeignKey, Index, Integer, String, Text, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from records.db import session_scope
+from records.db import read_scope, session_scope
 from records.models import Base, Notification, utcnow
 
 
@@ -57,7 +57,7 @@ INTERRUPTED = ("no outcome was recorded: the process ended (or the step was stop
 
 def delivered_page(page_key: str) -> Notification | None:
     """The delivered row of this page, if any channel delivered it."""
-    with session_scope() as session:
+    with read_scope() as session:
         return session.scalars(select(Notification).where(Notification.page_key == page_key,
                                                           Notification.status == "delivered").limit(1)).first()
 
@@ -65,7 +65,7 @@ def delivered_page(page_key: str) -> Notification | None:
 def unfinished_text(page_key: str) -> tuple[str, str, datetime] | None:
     """The title, body and start of a try of this page whose outcome was never recorded (its channel row left
     `sending` by a process that ended mid-send), if any: that message may have arrived."""
-    with session_scope() as session:
+    with read_scope() as session:
         row = session.scalars(select(Notification).where(Notification.page_key == page_key,
                                                           Notification.status == "sending",
                                                           Notification.attempts > 0)
@@ -159,6 +159,6 @@ def finish_attempt(key: str, *, delivered: bool, error: str | None,
 
 def attempts_of(incident_id: str) -> list[DeliveryAttempt]:
     """Every recorded delivery try of an incident, in the order they ended."""
-    with session_scope() as session:
+    with read_scope() as session:
         return list(session.scalars(select(DeliveryAttempt).where(DeliveryAttempt.incident_id == incident_id)
                                     .order_by(DeliveryAttempt.id)))

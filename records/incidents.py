@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from firebreak.errors import Conflict, NotFound
 from records import audit
-from records.db import session_scope
+from records.db import read_scope, session_scope
 from records.models import (
     STATUS_ORDER,
     EventPhase,
@@ -95,7 +95,7 @@ def _forget_changes(session: Session) -> None:
 def last_seq(incident_id: str) -> int:
     """The sequence number of the incident's newest timeline event (0 if none): a cheap way for
     another process to notice that something happened."""
-    with session_scope() as session:
+    with read_scope() as session:
         return session.scalar(select(func.max(TimelineEvent.seq)).where(TimelineEvent.incident_id == incident_id)) or 0
 
 
@@ -159,7 +159,7 @@ def open_incident(
 
 
 def get_incident(incident_id: str) -> Incident:
-    with session_scope() as session:
+    with read_scope() as session:
         incident = session.get(Incident, incident_id)
         if incident is None:
             raise IncidentNotFound(f"no incident {incident_id!r}")
@@ -168,12 +168,12 @@ def get_incident(incident_id: str) -> Incident:
 
 def incident_of_flow_run(flow_run_id: str) -> str | None:
     """The incident this flow run is (or was last) attached to, if any."""
-    with session_scope() as session:
+    with read_scope() as session:
         return session.scalars(select(Incident.id).where(Incident.flow_run_id == flow_run_id)).first()
 
 
 def list_incidents(limit: int = 50) -> list[Incident]:
-    with session_scope() as session:
+    with read_scope() as session:
         return list(session.scalars(select(Incident).order_by(Incident.created_at.desc()).limit(limit)))
 
 
@@ -243,7 +243,7 @@ def transition(incident_id: str, status: IncidentStatus | str, *, actor: str, re
 def level_of(incident_id: str) -> str:
     """The incident's response level now (a run reads it before each step: an operator or a
     `set_level` step may have changed it)."""
-    with session_scope() as session:
+    with read_scope() as session:
         level = session.scalar(select(Incident.level).where(Incident.id == incident_id))
         if level is None:
             raise IncidentNotFound(f"no incident {incident_id!r}")
@@ -302,7 +302,7 @@ def heartbeat(incident_id: str) -> None:
 
 def open_runs() -> list[Incident]:
     """Incidents whose runbook run has not recorded an end."""
-    with session_scope() as session:
+    with read_scope() as session:
         return list(session.scalars(select(Incident).where(
             Incident.run_state.in_([RunState.running.value, RunState.pending.value]))))
 
@@ -322,20 +322,20 @@ def append_event(incident_id: str, *, guard: Callable[[Session], None] | None = 
 
 
 def events(incident_id: str) -> list[TimelineEvent]:
-    with session_scope() as session:
+    with read_scope() as session:
         return list(session.scalars(select(TimelineEvent).where(TimelineEvent.incident_id == incident_id)
                                     .order_by(TimelineEvent.seq)))
 
 
 def notifications(incident_id: str) -> list[Notification]:
-    with session_scope() as session:
+    with read_scope() as session:
         return list(session.scalars(select(Notification).where(Notification.incident_id == incident_id)
                                     .order_by(Notification.id)))
 
 
 def succeeded_outcome(incident_id: str, idempotency_key: str) -> TimelineEvent | None:
     """The recorded success of a side effect with this key, if it already happened."""
-    with session_scope() as session:
+    with read_scope() as session:
         return session.scalars(
             select(TimelineEvent)
             .where(TimelineEvent.incident_id == incident_id,
@@ -350,7 +350,7 @@ def succeeded_outcome(incident_id: str, idempotency_key: str) -> TimelineEvent |
 def succeeded_in_flow_run(incident_id: str, step_id: str, flow_run_id: str) -> TimelineEvent | None:
     """The recorded success of this step by this very flow run (an earlier attempt of it: a flow
     retry, or a resume after its process died), reads included."""
-    with session_scope() as session:
+    with read_scope() as session:
         return session.scalars(
             select(TimelineEvent)
             .where(TimelineEvent.incident_id == incident_id,
@@ -365,7 +365,7 @@ def succeeded_in_flow_run(incident_id: str, step_id: str, flow_run_id: str) -> T
 
 def resumes_of(incident_id: str, flow_run_id: str) -> int:
     """How often an operator resumed this flow run (its `resume-requested` events)."""
-    with session_scope() as session:
+    with read_scope() as session:
         return session.scalar(
             select(func.count()).select_from(TimelineEvent)
             .where(TimelineEvent.incident_id == incident_id, TimelineEvent.flow_run_id == flow_run_id,

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from firebreak.background import repeating
 from firebreak.errors import Conflict
-from records.db import OUTAGE_PATIENCE_SECONDS, SQLITE_BUSY_TIMEOUT_SECONDS, session_scope
+from records.db import OUTAGE_PATIENCE_SECONDS, SQLITE_BUSY_TIMEOUT_SECONDS, read_scope, session_scope
 from records.incidents import IncidentNotFound
 from records.models import Base, Incident, utcnow
 
@@ -170,7 +170,7 @@ def fence(incident_id: str, holder: str, generation: int) -> Callable[[Session],
 
 
 def current(incident_id: str) -> IncidentRunLock | None:
-    with session_scope() as session:
+    with read_scope() as session:
         return session.get(IncidentRunLock, incident_id)
 
 

@@ -17,7 +17,7 @@ from records.acknowledgements import Acknowledgement, EscalationTier
 from records.alert_ingest import Alert
 from records.audit import Verification
 from records.audit_anchor import variable_name
-from records.db import session_scope
+from records.db import read_scope
 from records.deliveries import DeliveryAttempt
 from records.incidents import IncidentNotFound
 from records.models import Incident, Notification, TimelineEvent
@@ -54,7 +54,7 @@ def _optional_rows(session: Any, model: Any, incident_id: str, order: str) -> li
 
 
 def load_record(incident_id: str) -> IncidentRecord:
-    with session_scope() as session:
+    with read_scope() as session:
         incident = session.get(Incident, incident_id)
         if incident is None:
             raise IncidentNotFound(f"no incident {incident_id!r}")

@@ -147,9 +147,9 @@ def _events(incident_id: str, flow_run_id: str | None) -> tuple[list[TimelineEve
     timeline, which an alert storm can make tens of thousands of events long."""
     from sqlalchemy import select
 
-    from records.db import session_scope
+    from records.db import read_scope
 
-    with session_scope() as session:
+    with read_scope() as session:
         newest = list(session.scalars(select(TimelineEvent).where(TimelineEvent.incident_id == incident_id)
                                       .order_by(TimelineEvent.seq.desc()).limit(RECENT_EVENTS)))
         if flow_run_id is None:
