@@ -32,7 +32,11 @@ transaction (most of the API and the UI) are untouched. Everything else is `pref
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
+import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 
@@ -59,13 +63,49 @@ def install() -> None:
 
 
 def _immediate(begin_transaction: Any) -> Any:
-    """Prefect's begin_transaction, always in IMMEDIATE mode: for SQLite, `with_for_update` chooses
-    BEGIN IMMEDIATE and nothing else (prefect.server.database.configurations)."""
-    def begin_immediate(self: Any, session: Any, with_for_update: bool = False) -> Any:
-        return begin_transaction(self, session, with_for_update=True)
+    """Prefect's begin_transaction, always in IMMEDIATE mode (for SQLite, `with_for_update` chooses
+    BEGIN IMMEDIATE and nothing else: prefect.server.database.configurations), and in turn: the
+    write transactions of one event loop queue for it, first come first served, on an asyncio lock.
+
+    Why the turn: SQLite has one writer, and a connection that finds the write lock taken waits in
+    its busy handler, which sleeps 1, 2, 5, 10 … up to 100 ms between tries whether or not the lock
+    came free meanwhile. Under a burst of new incidents the server's writers (run creations, state
+    changes, its event and task-run services) met there, and the unlucky ones slept through many
+    commits of the others: the p99 of creating a run was several times its p50. Queued, each writer
+    begins the moment the one before it commits. A transaction begun inside one this task already
+    holds (Prefect does not do that; SQLite would refuse it anyway) skips the queue rather than wait
+    for itself."""
+    turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turn] = weakref.WeakKeyDictionary()
+
+    @contextlib.asynccontextmanager
+    async def begin_immediate(self: Any, session: Any, with_for_update: bool = False) -> AsyncIterator[Any]:
+        loop = asyncio.get_running_loop()
+        turn = turns.get(loop)
+        if turn is None:
+            turn = turns[loop] = _Turn()
+        task = asyncio.current_task()
+        if task is not None and turn.holder is task:
+            async with begin_transaction(self, session, with_for_update=True) as transaction:
+                yield transaction
+            return
+        async with turn.lock:
+            turn.holder = task
+            try:
+                async with begin_transaction(self, session, with_for_update=True) as transaction:
+                    yield transaction
+            finally:
+                turn.holder = None
 
     begin_immediate.firebreak_immediate = True  # type: ignore[attr-defined]
     return begin_immediate
+
+
+class _Turn:
+    """One event loop's write turn (see _immediate) and the task that holds it."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.holder: asyncio.Task[Any] | None = None
 
 
 def main() -> None:

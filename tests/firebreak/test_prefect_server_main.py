@@ -138,6 +138,48 @@ def test_a_write_transaction_that_read_first_waits_its_turn_instead_of_failing_a
         assert "database is locked" in outcome
 
 
+async def _writers_queued_behind_a_holder(database: Path) -> str:
+    """T1 holds a write transaction while T2, T3 and T4 begin theirs, in that order; each writes its
+    number. What the table holds afterwards, and whether the waiters waited inside SQLite meanwhile."""
+    from prefect.server.database.configurations import AioSqliteConfiguration
+    from sqlalchemy import text
+
+    config = AioSqliteConfiguration(connection_url=f"sqlite+aiosqlite:///{database}")
+    engine = await config.engine()
+    async with engine.begin() as setup:
+        await setup.execute(text("CREATE TABLE t (n INTEGER)"))
+    sessions = [await config.session(engine) for _ in range(4)]
+    in_sqlite = []
+
+    async def writes(number: int) -> None:
+        async with config.begin_transaction(sessions[number - 1]):
+            await sessions[number - 1].execute(text(f"INSERT INTO t VALUES ({number})"))
+
+    try:
+        async with config.begin_transaction(sessions[0]):
+            await sessions[0].execute(text("INSERT INTO t VALUES (1)"))
+            waiters = []
+            for number in (2, 3, 4):
+                waiters.append(asyncio.ensure_future(writes(number)))
+                await asyncio.sleep(0.2)  # each has begun its wait before the next comes
+            # A waiter inside SQLite holds a connection checked out of the pool; queued, none has one yet.
+            in_sqlite.append(engine.pool.checkedout() - 1)
+        await asyncio.gather(*waiters)
+    finally:
+        for session in sessions:
+            await session.close()
+        await engine.dispose()
+    rows = sqlite3.connect(database).execute("SELECT n FROM t ORDER BY rowid").fetchall()
+    return f"{[n for (n,) in rows]} waiting in sqlite: {in_sqlite[0]}"
+
+
+def test_write_transactions_queue_first_come_first_served_outside_sqlite(tmp_path: Path) -> None:
+    """Fixed, writers that find the write lock taken wait on the server's own turn, not asleep in SQLite's
+    busy handler (1 … 100 ms naps whether or not the lock came free), and write in the order they came."""
+    outcome = _in_a_process_of_its_own("_writers_queued_behind_a_holder", tmp_path / "prefect.db", True)
+    assert outcome == "[1, 2, 3, 4] waiting in sqlite: 0"
+
+
 def test_the_server_firebreak_starts_runs_prefect_with_the_fix(tmp_path: Path) -> None:
     """The launcher is `prefect` itself (its CLI answers), with the fix installed before it runs."""
     result = subprocess.run([sys.executable, "-m", "firebreak.cli.prefect_server_main", "version"],
@@ -147,7 +189,7 @@ def test_the_server_firebreak_starts_runs_prefect_with_the_fix(tmp_path: Path) -
     probe = ("import aiosqlite.cursor as c; from firebreak.cli import prefect_server_main as m; m.install(); "
              "m.install(); from prefect.server.database.configurations import AioSqliteConfiguration as a; "
              "print(c.Cursor.__del__ is m.close_on_connection_thread and a.begin_transaction.firebreak_immediate "
-             "and a.begin_transaction.__closure__[0].cell_contents.__name__ == 'begin_transaction')")
+             "and a.begin_transaction.__wrapped__.__closure__[0].cell_contents.__name__ == 'begin_transaction')")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           timeout=60).stdout.strip() == "True"
 
