@@ -385,3 +385,29 @@ def test_validator_requires_every_chinese_twin_once_one_is_there(tmp_path) -> No
         from tasks.catalog import load_runbook
 
         assert load_runbook(seed).runbook.has_zh
+
+
+def test_reports_written_in_a_burst_share_one_index_rewrite_and_the_index_misses_none(backend: str,
+                                                                                       monkeypatch) -> None:
+    """Runs ending together (a burst of incidents) each write their report; index.html, rebuilt from every
+    incident's summary, is rewritten at most once per interval, and once the pending rewrite is done it lists
+    every one of them."""
+    ids = [_build_outage(title=f"Burst {n}")[0] for n in range(4)]
+    rewrites = []
+    write_index = render.write_index
+
+    def counted() -> object:
+        rewrites.append(1)
+        return write_index()
+
+    monkeypatch.setattr(render, "write_index", counted)
+    monkeypatch.setattr(render, "INDEX_REFRESH_SECONDS", 3600.0)  # the whole burst falls in one interval
+    for incident_id in ids:
+        assert render.write_reports(incident_id, ("en",), ("md",))[("en", "md")].exists()
+    assert len(rewrites) <= 1  # the first (unless one was written within the interval already), no more
+    render.flush_index()  # what the background rewrite, or the process's exit, does
+    assert 1 <= len(rewrites) <= 2
+    index = (render.reports_dir() / "index.html").read_text(encoding="utf-8")
+    assert all(incident_id in index for incident_id in ids)
+    render.flush_index()
+    assert len(rewrites) <= 2  # nothing pending: nothing rewritten
