@@ -344,6 +344,20 @@ def production(args: argparse.Namespace, inbox: str) -> None:
         stack.__exit__(None, None, None)
 
 
+def machine_probe() -> float:
+    """Seconds one core takes for a fixed piece of pure Python (ten million additions), best of three:
+    on 2 shared cores the burst's figures move with the machine's speed from session to session,
+    and this says how fast this one was when the figures were taken."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for number in range(10_000_000):
+            total += number
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layout", choices=["embedded", "production", "both"], default="both")
@@ -354,6 +368,9 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=8, help="production: run slots per worker")
     args = parser.parse_args()
     from simulator import start_simulator
+
+    print(f"machine: {os.cpu_count()} cores; a fixed Python loop took {machine_probe():.2f} s "
+          "(the same on every machine and session: a slower machine takes longer; compare runs by it)", flush=True)
 
     receiver = start_simulator(fault="none")
     inbox = f"{receiver.host}:{receiver.port}"
