@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import logging
-import random
 import re
 import threading
 import time
@@ -347,41 +346,6 @@ def publish_live_view(incident_id: str) -> bool:
         return False
 
 
-class _InterimViewBudget:
-    """How many live views the runs of one process publish a second while they run (their final views
-    are not counted: each run always publishes its last one).
-
-    Each view costs CPU here and on the Prefect server (the records read, the Markdown, an artifact and
-    the tags written). A run that lasts longer publishes more of them, so when a burst of new incidents
-    slows runs down, every run costs more and the burst slows them further: measured on 2 cores, a run
-    cost 0.20–0.28 CPU-seconds in a burst that kept up and 0.35–0.47 in one that did not (issue 13).
-    Shared by all of a process's runs, the budget keeps the views' cost per second fixed however many
-    runs there are: with few runs each still publishes once a second; with many, each less often."""
-
-    def __init__(self, per_second: float) -> None:
-        self.per_second = per_second
-        self._lock = threading.Lock()
-        self._tokens = per_second
-        self._refilled = time.monotonic()
-
-    def wait_for_turn(self) -> float:
-        """0 and a view may be published now (and is counted), or the seconds to wait before asking again."""
-        with self._lock:
-            now = time.monotonic()
-            self._tokens = min(self.per_second, self._tokens + (now - self._refilled) * self.per_second)
-            self._refilled = now
-            if self._tokens >= 1:
-                self._tokens -= 1
-                return 0.0
-            # Spread the waiters out, so they do not all come back at the same moment.
-            return (1 - self._tokens) / self.per_second * (1 + random.random())
-
-
-#: At most this many interim views a second per process (_InterimViewBudget).
-INTERIM_VIEWS_PER_SECOND = 4.0
-INTERIM_VIEWS = _InterimViewBudget(INTERIM_VIEWS_PER_SECOND)
-
-
 class LiveViewUpdater:
     """Keeps one incident's live view current while a run drives it (see the module docstring).
 
@@ -463,9 +427,6 @@ class LiveViewUpdater:
             pause = max(self.settle, self.min_interval - (time.monotonic() - self._last_publish))
             if self._stopping.wait(pause):
                 return
-            while (wait := INTERIM_VIEWS.wait_for_turn()) > 0:  # many runs at once: they share the budget
-                if self._stopping.wait(wait):
-                    return
             self._wake.clear()
             self._update()
 

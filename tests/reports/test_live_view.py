@@ -4,7 +4,6 @@ person is needed, and a run's many timeline events become few artifact versions 
 one updater thread, not one Prefect call per event)."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -116,16 +115,3 @@ def test_the_first_view_waits_for_the_first_page_and_the_head_is_anchored_as_it_
     # ANCHOR_INTERVAL_SECONDS after that), then again at its end with the report.
     assert len(anchored) >= 2 and all(a.ok for a in anchored), [(a.seq, a.ok, a.error) for a in anchored]
     assert anchored[0].seq < anchored[-1].seq
-
-
-def test_interim_views_share_a_budget_per_process_and_the_waiters_are_told_how_long() -> None:
-    """Runs at once in one process take turns for their interim views: at most the budget's rate a second,
-    however many runs there are; one told to wait gets its turn once it has waited that long."""
-    from reports.live_view import _InterimViewBudget
-
-    budget = _InterimViewBudget(2.0)
-    assert [budget.wait_for_turn() for _ in range(2)] == [0.0, 0.0]
-    waits = [budget.wait_for_turn() for _ in range(5)]  # ten runs' worth of views in one instant: no more turns
-    assert all(0 < wait <= 2 * (1 / 2.0) for wait in waits)
-    time.sleep(max(waits))
-    assert budget.wait_for_turn() == 0.0
