@@ -17,6 +17,7 @@ import re
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -579,7 +580,9 @@ class _IndexRefresher:
     when the interval is over, covers them all. A process that exits with the index stale rewrites it
     on the way out; one killed meanwhile leaves it stale until the next report, or `firebreak reports`."""
 
-    def __init__(self) -> None:
+    def __init__(self, interval: float = INDEX_REFRESH_SECONDS, write: Callable[[], object] | None = None) -> None:
+        self.interval = interval
+        self._rewrite = write  # None: write_index
         self._lock = threading.Lock()
         self._writing = False
         self._stale = False
@@ -589,7 +592,7 @@ class _IndexRefresher:
 
     def request(self) -> None:
         with self._lock:
-            if self._writing or time.monotonic() - self._last < INDEX_REFRESH_SECONDS:
+            if self._writing or time.monotonic() - self._last < self.interval:
                 self._stale = True
                 self._start_thread()
                 return
@@ -615,7 +618,7 @@ class _IndexRefresher:
     def _rewrite_when_due(self) -> None:
         while True:
             with self._lock:
-                due = self._last + INDEX_REFRESH_SECONDS - time.monotonic()
+                due = self._last + self.interval - time.monotonic()
                 if due <= 0 and not self._writing:
                     if not self._stale:
                         self._thread = None
@@ -623,13 +626,13 @@ class _IndexRefresher:
                     self._writing, self._stale, self._last = True, False, time.monotonic()
                     due = None
             if due is not None:
-                time.sleep(min(max(due, 0.05), 0.5))  # short naps: the interval is read anew each time
+                time.sleep(max(due, 0.05))
                 continue
             self._write()
 
     def _write(self) -> None:  # self._writing was set by the caller
         try:
-            write_index()
+            (self._rewrite or write_index)()
         except Exception:  # noqa: BLE001  a report's index is a convenience: its run goes on, the next report retries
             LOGGER.exception("the reports index was not rewritten")
         finally:
