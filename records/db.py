@@ -1,9 +1,10 @@
 """Engine, sessions and schema migration for the records database.
 
-SQLite (the embedded default) runs in WAL mode and every transaction begins
-IMMEDIATE, so concurrent steps queue for the write lock instead of failing with
+SQLite (the embedded default) runs in WAL mode and every session_scope transaction
+begins IMMEDIATE, so concurrent steps queue for the write lock instead of failing with
 "database is locked" half-way through a transaction; a process's own transactions
-take turns before they begin (_configure_sqlite).
+take turns before they begin (_configure_sqlite). Reads that write nothing use
+read_scope: read-only connections that begin DEFERRED and wait for no writer.
 
 PostgreSQL: one pool per process; a server that is full is waited for at connect, and
 inside a run (waiting_out_outages) a server that does not answer is waited for too.

@@ -118,3 +118,37 @@ def test_a_delivered_notification_is_never_claimed_again(backend: str) -> None:
     third = deliveries.begin_attempt(**common)
     assert third.status == "delivered" and third.attempts == 2  # not counted, not re-sent
     assert len(incidents.notifications(incident.id)) == 1
+
+
+def test_a_read_neither_waits_for_an_open_write_nor_sees_it_and_cannot_write(backend: str) -> None:
+    """read_scope: while another thread's write transaction is open (on SQLite it holds this process's
+    writer turn and the write lock), a read goes ahead at once and sees the last commit; a write in a read
+    scope is refused on SQLite (query_only)."""
+    from records.db import read_scope, session_scope
+
+    incident = incidents.open_incident(runbook_id="system-outage", runbook_version="1", title="Read beside a write",
+                                       level="II", source="test", parameters={})
+    writing, release = threading.Event(), threading.Event()
+
+    def write_and_hold() -> None:
+        with session_scope() as session:
+            session.execute(text("UPDATE incidents SET level = 'I' WHERE id = :id"), {"id": incident.id})
+            writing.set()
+            release.wait(30)
+
+    writer = threading.Thread(target=write_and_hold)
+    writer.start()
+    try:
+        assert writing.wait(30)
+        read = []
+        reader = threading.Thread(target=lambda: read.append(incidents.level_of(incident.id)))
+        reader.start()
+        reader.join(5)  # a read queued behind the open write would still be waiting (the writer holds 30 s)
+        assert read == ["II"], "the read waited for the open write, or saw it before its commit"
+    finally:
+        release.set()
+        writer.join(30)
+    assert incidents.level_of(incident.id) == "I"  # committed now: the next read sees it
+    if backend == "sqlite":
+        with pytest.raises(Exception, match="readonly"), read_scope() as session:
+            session.execute(text("UPDATE incidents SET level = 'III' WHERE id = :id"), {"id": incident.id})
