@@ -618,17 +618,17 @@ class _IndexRefresher:
     def _rewrite_when_due(self) -> None:
         while True:
             with self._lock:
-                due = self._last + self.interval - time.monotonic()
-                if due <= 0 and not self._writing:
+                wait = self._last + self.interval - time.monotonic()
+                rewrite = wait <= 0 and not self._writing
+                if rewrite:
                     if not self._stale:
                         self._thread = None
                         return
                     self._writing, self._stale, self._last = True, False, time.monotonic()
-                    due = None
-            if due is not None:
-                time.sleep(max(due, 0.05))
-                continue
-            self._write()
+            if rewrite:
+                self._write()
+            else:
+                time.sleep(max(wait, 0.05))
 
     def _write(self) -> None:  # self._writing was set by the caller
         try:
