@@ -599,12 +599,20 @@ class _IndexRefresher:
             self._writing, self._stale, self._last = True, False, time.monotonic()
         self._write()
 
-    def flush(self) -> None:
-        """Rewrite now if a requested rewrite is still pending (at exit; tests)."""
-        with self._lock:
-            if not self._stale or self._writing:
+    def flush(self, patience: float = 10.0) -> None:
+        """Rewrite now if a requested rewrite is still pending (at exit; tests). A rewrite under way in the
+        background is waited for first (up to `patience` seconds): it may have begun before the last report."""
+        deadline = time.monotonic() + patience
+        while True:
+            with self._lock:
+                if not self._stale:
+                    return
+                if not self._writing:
+                    self._writing, self._stale, self._last = True, False, time.monotonic()
+                    break
+            if time.monotonic() > deadline:
                 return
-            self._writing, self._stale, self._last = True, False, time.monotonic()
+            time.sleep(0.02)
         self._write()
 
     def _start_thread(self) -> None:  # under self._lock

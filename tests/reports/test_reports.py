@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -410,3 +411,29 @@ def test_reports_written_in_a_burst_share_one_index_rewrite_and_the_index_misses
     assert all(incident_id in index for incident_id in ids)
     refresher.flush()
     assert len(rewrites) == 2  # nothing pending: nothing rewritten
+
+
+def test_the_index_flush_at_exit_waits_for_a_rewrite_under_way_and_then_does_the_pending_one() -> None:
+    """A report written while a rewrite is under way (begun before it, so missing it) leaves one pending;
+    the flush a process does at exit waits for the rewrite under way, then does the pending one."""
+    under_way, go_on, rewrites = threading.Event(), threading.Event(), []
+
+    def write_index() -> None:
+        rewrites.append(1)
+        if len(rewrites) == 1:
+            under_way.set()
+            go_on.wait(30)
+
+    refresher = render._IndexRefresher(interval=3600.0, write=write_index)
+    first = threading.Thread(target=refresher.request)  # rewrites at once, and is held mid-rewrite
+    first.start()
+    assert under_way.wait(30)
+    refresher.request()  # a report meanwhile: pending
+    flusher = threading.Thread(target=refresher.flush)
+    flusher.start()
+    flusher.join(0.5)
+    assert flusher.is_alive() and len(rewrites) == 1  # waiting for the rewrite under way, not skipping
+    go_on.set()
+    flusher.join(30)
+    first.join(30)
+    assert len(rewrites) == 2  # the pending rewrite, done once
