@@ -189,17 +189,9 @@ def _sqlite_read_engine(url: str) -> Engine:
 
             @event.listens_for(engine, "begin")
             def _on_begin(conn):
-                # One snapshot for the whole scope: what a view reads from several tables agrees.
+                # One snapshot for the whole scope: what a view reads from several tables agrees. The
+                # driver's own commit and rollback end it (no turn to hand on here).
                 conn.exec_driver_sql("BEGIN")
-
-            @event.listens_for(engine, "commit")
-            def _on_commit(conn):
-                _sqlite_driver(conn).commit()
-
-            @event.listens_for(engine, "rollback")
-            def _on_rollback(conn):
-                if conn.connection.driver_connection is not None:
-                    conn.connection.driver_connection.rollback()
 
             _read_engines[url] = engine
         return engine

@@ -596,7 +596,7 @@ class _IndexRefresher:
                 self._stale = True
                 self._start_thread()
                 return
-            self._writing, self._stale, self._last = True, False, time.monotonic()
+            self._claim()
         self._write()
 
     def flush(self, patience: float = 10.0) -> None:
@@ -608,12 +608,15 @@ class _IndexRefresher:
                 if not self._stale:
                     return
                 if not self._writing:
-                    self._writing, self._stale, self._last = True, False, time.monotonic()
+                    self._claim()
                     break
             if time.monotonic() > deadline:
                 return
             time.sleep(0.02)
         self._write()
+
+    def _claim(self) -> None:  # under self._lock: this caller rewrites, covering every report so far
+        self._writing, self._stale, self._last = True, False, time.monotonic()
 
     def _start_thread(self) -> None:  # under self._lock
         if not self._exit_hook:
@@ -632,7 +635,7 @@ class _IndexRefresher:
                     if not self._stale:
                         self._thread = None
                         return
-                    self._writing, self._stale, self._last = True, False, time.monotonic()
+                    self._claim()
             if rewrite:
                 self._write()
             else:
@@ -654,11 +657,6 @@ _index_refresher = _IndexRefresher()
 def refresh_index() -> None:
     """Bring index.html up to date with the summaries: now, or within INDEX_REFRESH_SECONDS (see _IndexRefresher)."""
     _index_refresher.request()
-
-
-def flush_index() -> None:
-    """Write a pending index rewrite now."""
-    _index_refresher.flush()
 
 
 def write_index() -> Path:
