@@ -133,7 +133,8 @@ class RunDispatcher:
         self._flow_ids: dict[str, Any] = {}  # flow name → id on the Prefect server (for run creation)
         self.runs: dict[str, Future[Any]] = {}  # flow run id → its execution here, while it runs (warm)
         self._last_prune = 0.0
-        self._creation_settings_cache: Any = None  # see _creation_settings
+        self._built_settings: dict[int | None, Any] = {}  # client retries → Settings (see _settings)
+        self._api_tls: Any = None  # ssl.SSLContext every slot's client verifies with (see _api_tls_context)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -230,7 +231,7 @@ class RunDispatcher:
     def _slot(self) -> None:
         """A slot thread: keeps one Prefect client for its life (a new client costs ~50 ms of CPU,
         more than creating a run does) and serves one claimed row at a time."""
-        contexts = _enter_client_context(self._settings)  # noqa: F841  held for the thread's life (see there)
+        contexts = _enter_client_context(self._settings, self._api_tls_context)  # noqa: F841  held for the thread's life
         while True:
             with self._lock:
                 self._idle += 1
@@ -390,6 +391,20 @@ class RunDispatcher:
         return flow_run, flow_run.state.type.value if flow_run.state else "SCHEDULED", False
 
     def _settings(self, *, client_retries: int | None = None) -> AbstractContextManager[Any]:
+        """The settings this executor's runs use (with `client_retries`: its run creations'), built once
+        each and entered per thread. Prefect's temporary_settings builds a whole new Settings object each
+        time (pydantic-settings reads the environment again): 13 % of the intake's CPU in a burst when it
+        was built per creation, and 10 % more when built per new slot thread (0.13 CPU-s each on a slow
+        machine, and a burst starts up to 16 slot threads)."""
+        from prefect.context import SettingsContext, get_settings_context
+
+        built = self._built_settings.get(client_retries)
+        if built is None:
+            built = self._build_settings(client_retries)
+            self._built_settings[client_retries] = built  # two threads may both build it: the same value
+        return SettingsContext(profile=get_settings_context().profile, settings=built)
+
+    def _build_settings(self, client_retries: int | None) -> Any:
         from prefect.settings import (
             PREFECT_API_URL,
             PREFECT_CLIENT_MAX_RETRIES,
@@ -406,20 +421,30 @@ class RunDispatcher:
             updates[PREFECT_API_URL] = self.prefect_api_url
         if client_retries is not None:
             updates[PREFECT_CLIENT_MAX_RETRIES] = client_retries
-        # A context variable: it applies to this thread only, not to the whole process.
-        return temporary_settings(updates=updates)
+        with temporary_settings(updates=updates) as settings:
+            return settings
 
     def _creation_settings(self) -> AbstractContextManager[Any]:
-        """The slot's settings with CREATION_RETRIES, built once: Prefect's temporary_settings builds a
-        whole new Settings object each time (pydantic-settings reads the environment again), which was
-        13 % of the intake's CPU in a burst, spent while holding one of the CREATORS."""
-        from prefect.context import SettingsContext, get_settings_context
+        return self._settings(client_retries=CREATION_RETRIES)
 
-        current = get_settings_context()
-        if self._creation_settings_cache is None:
-            with self._settings(client_retries=CREATION_RETRIES) as settings:
-                self._creation_settings_cache = settings
-        return SettingsContext(profile=current.profile, settings=self._creation_settings_cache)
+    def _api_tls_context(self) -> Any:
+        """The TLS context the slots' Prefect clients verify the API with, made once. Prefect's client
+        makes a new one per client (loading every CA certificate: 80 ms of CPU on a slow machine, paid
+        per new slot thread in a burst), as its own settings say: a CA file, or no verification."""
+        if self._api_tls is None:
+            import ssl
+
+            import certifi
+            from prefect.settings import PREFECT_API_SSL_CERT_FILE, PREFECT_API_TLS_INSECURE_SKIP_VERIFY
+
+            if PREFECT_API_TLS_INSECURE_SKIP_VERIFY.value():
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            else:
+                context = ssl.create_default_context(cafile=PREFECT_API_SSL_CERT_FILE.value() or certifi.where())
+            self._api_tls = context
+        return self._api_tls
 
     def _create_flow_run(self, row: run_outbox.RunRequest) -> Any:
         from prefect.client.orchestration import get_client
@@ -511,20 +536,25 @@ def _create_pending_run(client: Any, flow: Any, flow_id: Any, row: run_outbox.Ru
     return FlowRun.model_validate(response.json())
 
 
-def _enter_client_context(settings: Callable[[], AbstractContextManager[Any]]) -> ExitStack:
+def _enter_client_context(settings: Callable[[], AbstractContextManager[Any]], tls: Callable[[], Any]) -> ExitStack:
     """Enter the API settings and a Prefect client context in this thread, so every flow run and API
-    call made from it reuses one client. If Prefect cannot be reached now, the thread goes on without:
-    each run then makes its own client, as Prefect does.
+    call made from it reuses one client, which verifies the API with the `tls()` context shared by all
+    slots. If Prefect cannot be reached now, the thread goes on without: each run then makes its own
+    client, as Prefect does.
 
-    The caller keeps what this returns for the thread's life. The settings are a generator-based
-    context manager: dropped, it is collected and its `finally` leaves the settings at once (so the
-    slot's runs went on with the process's settings: Prefect's heartbeat thread, and its API URL)."""
+    The caller keeps what this returns for the thread's life: dropped, a context could be left at once
+    (a generator-based one was, when collected: the slot's runs then went on with the process's
+    settings, Prefect's heartbeat thread and its API URL)."""
     contexts = ExitStack()
     contexts.enter_context(settings())
     try:
+        from prefect.client.orchestration import get_client
         from prefect.context import SyncClientContext
 
-        contexts.enter_context(SyncClientContext.get_or_create())
+        # model_construct, not SyncClientContext(httpx_settings=…): get_client() hands out a context's
+        # client only to callers asking with the same httpx settings, and the runs' calls ask with none.
+        client = get_client(sync_client=True, httpx_settings={"verify": tls()})
+        contexts.enter_context(SyncClientContext.model_construct(client=client))
     except Exception as exc:  # noqa: BLE001  optional reuse: without it each run makes its own client, as Prefect does
         log.info("no lasting Prefect client for %s: %s: %s", threading.current_thread().name,
                  type(exc).__name__, exc)
