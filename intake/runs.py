@@ -124,6 +124,7 @@ class RunDispatcher:
         self._busy = 0  # slots holding a claimed row or a run
         self._handoff: queue.SimpleQueue[run_outbox.RunRequest] = queue.SimpleQueue()  # ≤ free slots, never more
         self._threads = self._idle = self._waiting = 0
+        self._finishing = 0  # runs that gave their slot up to wait for others' first pages (_serve_in_slot)
         self._prefect_backoff = 0.0
         self._prefect_down_until = 0.0
         #: Slots open to new claims, ≤ slots: halved when Prefect answers a creation slowly or busy,
@@ -230,27 +231,56 @@ class RunDispatcher:
 
     def _slot(self) -> None:
         """A slot thread: keeps one Prefect client for its life (a new client costs ~50 ms of CPU,
-        more than creating a run does) and serves one claimed row at a time."""
-        contexts = _enter_client_context(self._settings, self._api_tls_context)  # noqa: F841  held for the thread's life
-        while True:
-            with self._lock:
-                self._idle += 1
-            row = self._handoff.get()
-            with self._lock:
-                self._idle -= 1
-                self._waiting -= 1
-            # From its claim the run is on its way to a first page: other runs' reports wait for it.
-            first_pages.expect(row.incident_id)
-            try:
-                self._serve(row)
-            except Exception as exc:  # never lose the slot, nor the row: give it back if it is still only claimed
-                log.exception("run slot failed on %s: %s: %s", row.incident_id, type(exc).__name__, exc)
-                self._give_back(row, f"{type(exc).__name__}: {exc}")
-            finally:
-                first_pages.forget(row.incident_id)
+        more than creating a run does) and serves one claimed row at a time. A run that gives its slot
+        up to wait for others' first pages (flows.first_pages) goes on in this thread, which then
+        serves no more rows if the dispatcher has started its full count of slot threads meanwhile."""
+        with _enter_client_context(self._settings, self._api_tls_context):
+            while True:
                 with self._lock:
+                    self._idle += 1
+                row = self._handoff.get()
+                with self._lock:
+                    self._idle -= 1
+                    self._waiting -= 1
+                if not self._serve_in_slot(row):
+                    return
+
+    def _serve_in_slot(self, row: run_outbox.RunRequest) -> bool:
+        """Serve one row; whether this thread is still a slot thread afterwards."""
+        released = False
+
+        def release() -> bool:
+            nonlocal released
+            with self._lock:
+                if released or self._finishing >= self.slots:  # at most as many finishing as slots
+                    return False
+                released = True
+                self._finishing += 1
+                self._busy -= 1
+                self._threads -= 1  # no longer one of the slot threads: _hand may start another
+            self._wake.set()  # a slot is free: claim the next row now
+            return True
+
+        # From its claim the run is on its way to a first page: other runs' reports wait for it.
+        first_pages.expect(row.incident_id)
+        try:
+            with first_pages.releasable_slot(release):
+                self._serve(row)
+        except Exception as exc:  # never lose the slot, nor the row: give it back if it is still only claimed
+            log.exception("run slot failed on %s: %s: %s", row.incident_id, type(exc).__name__, exc)
+            self._give_back(row, f"{type(exc).__name__}: {exc}")
+        finally:
+            first_pages.forget(row.incident_id)
+            with self._lock:
+                if released:
+                    self._finishing -= 1
+                    rejoin = self._threads < self.slots
+                    self._threads += rejoin
+                else:
                     self._busy -= 1
-                self._wake.set()  # a slot is free: claim the next row now
+                    rejoin = True
+            self._wake.set()  # a slot is free: claim the next row now
+        return rejoin
 
     # --- one claimed row ---------------------------------------------------------------------------
 

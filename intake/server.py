@@ -10,6 +10,7 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from flows import first_pages
 from intake.app import create_app
 from intake.service import Intake, load_intake
 from intake.settings import IntakeSettings
@@ -40,6 +41,7 @@ class HttpProtocol(HttpToolsProtocol):
 def app_from_environment() -> FastAPI:
     """The app each worker process builds for itself (settings from FIREBREAK_INTAKE_*)."""
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+    first_pages.enable()  # as in serve()
     return create_app(load_intake(IntakeSettings()))
 
 
@@ -75,6 +77,8 @@ def serve(settings: IntakeSettings) -> None:
     # 5 ms GIL switch interval each hand-off can wait that long behind a busy run thread, which adds
     # tens of milliseconds from alert to run start.
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+    # A finished run's report waits for the first pages of the runs on their way, without its slot.
+    first_pages.enable()
     writer_process = uses_writer_process(settings)
     intake = load_intake(settings)  # a sources or routes file with problems ends here, before anything starts
     migrate()  # once, before the writer process and the workers race to do it

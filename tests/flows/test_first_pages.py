@@ -95,8 +95,38 @@ def test_the_wait_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert first_pages.waiting() == 1  # still pending: the report went ahead anyway
 
 
+def test_a_run_that_waits_gives_its_slot_up_first_and_one_that_need_not_wait_keeps_it() -> None:
+    released: list[str] = []
+
+    def release(name: str) -> bool:
+        released.append(name)
+        return True
+
+    with first_pages.releasable_slot(lambda: release("alone")):
+        first_pages.wait_for_first_pages("INC-1")  # nobody else on the way: no wait, the slot is kept
+    assert released == []
+
+    first_pages.expect("INC-2")
+    log: list[str] = []
+
+    def finish() -> None:
+        with first_pages.releasable_slot(lambda: release("behind INC-2")):
+            first_pages.wait_for_first_pages("INC-1")
+            log.append("report")
+
+    thread = threading.Thread(target=finish, daemon=True)
+    thread.start()
+    thread.join(0.3)
+    assert thread.is_alive() and released == ["behind INC-2"] and log == []  # given up before waiting
+    first_pages.paged("INC-2")
+    thread.join(10)
+    assert log == ["report"] and released == ["behind INC-2"]  # once
+    first_pages.wait_for_first_pages("INC-3")  # outside any slot: nothing to give up
+    assert released == ["behind INC-2"]
+
+
 def test_off_unless_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The embedded default leaves it off (its Prefect database has one writer: see the module)."""
+    """Processes that run no executor (the CLI, tests, `firebreak drill`) leave it off."""
     monkeypatch.setattr(first_pages, "_enabled", False)
     first_pages.expect("INC-2")
     assert first_pages.waiting() == 0

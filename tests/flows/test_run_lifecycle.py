@@ -230,6 +230,41 @@ def test_claims_never_exceed_free_slots_and_a_row_is_started_only_when_its_run_b
     assert worker is None  # stopped cleanly: no longer live
 
 
+def test_a_run_waiting_for_others_first_pages_gives_its_slot_to_the_next_incident(
+        tmp_path: Path, own_records: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """First pages first (flows.first_pages), as `firebreak serve` and `firebreak worker` run it: a
+    run whose steps are done waits for the runs still on their way to their first page, and gives
+    its slot up while it waits, so the next new incident starts now rather than after them."""
+    from flows import first_pages
+
+    monkeypatch.setattr(first_pages, "_enabled", True)
+    monkeypatch.setattr(first_pages, "PENDING_SECONDS", 120)  # the holding run counts as on its way throughout
+    first_pages._pending.clear()
+    quick = write_runbook(tmp_path, "lifecycle-quick", quick_steps())
+    (done_first,) = ask_for_runs(quick, 1, prefix=f"first-{tmp_path.name}")
+    (holding,) = ask_for_runs(_hold_runbook(tmp_path, seconds=8), 1, prefix=f"holding-{tmp_path.name}")
+    (next_one,) = ask_for_runs(quick, 1, prefix=f"next-{tmp_path.name}")
+    ids = [done_first, holding, next_one]
+    executor = RunDispatcher("warm", max_concurrent_runs=2, poll_seconds=0.2)
+    executor.start()
+    try:
+        # The two slots take the first two; the quick one's steps end while the other holds.
+        started = wait_for(lambda: rows(ids)[next_one].started_at, timeout=120, what="the third run to start")
+        wait_until_finished(ids, timeout=180)
+    finally:
+        executor.stop(wait_for_runs=True)
+        first_pages._pending.clear()
+    (hold_ended,) = [e.at for e in events(holding) if e.step_id == "hold" and e.status == "succeeded"]
+    assert started < hold_ended, "the third incident waited for a slot held by a run that had done its steps"
+    finished = rows(ids)
+    # The first run still waited for the holding run's first page before its report: it ended after it.
+    assert finished[done_first].finished_at > hold_ended
+    assert all(r.status == "finished" and r.attempts == 1 for r in finished.values())
+    assert runs_begun(ids) == dict.fromkeys(ids, 1)
+    assert all(get_incident(i).run_state == "completed" for i in ids)
+    assert executor.free_slots == 2 and executor._finishing == 0
+
+
 def test_a_dead_workers_claims_are_taken_over_and_a_live_ones_are_not(tmp_path: Path, own_records: str) -> None:
     quick = write_runbook(tmp_path, "lifecycle-quick", quick_steps())
     ids = ask_for_runs(quick, 3, prefix=f"takeover-{tmp_path.name}")
