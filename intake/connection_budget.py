@@ -10,9 +10,9 @@ configuration, the same for every process:
   + reserved (the CLI, reconcile, runs started from the Prefect UI)
   ≤ FIREBREAK_DB_CONNECTION_BUDGET ≤ the server's max_connections − its reserved slots
 
-A pool left unset is sized to the process: a worker's run slots + 2 (its claim loop and
-heartbeat), an intake's 5 (writer, readiness, reads, acknowledgements) plus its run slots when
-it runs them itself (warm). A process that would break the budget refuses to start with one
+A pool left unset is sized to the process: a worker's run slots + 3 (its claim loop, heartbeat
+and outbox listener), an intake's 5 (writer, readiness, reads, acknowledgements) plus, when it
+claims runs itself, 1 for its outbox listener and (warm) its run slots. A process that would break the budget refuses to start with one
 line naming the formula (firebreak.errors.ConfigInvalid).
 """
 from __future__ import annotations
@@ -25,10 +25,13 @@ from firebreak.errors import ConfigInvalid
 from firebreak.settings import Settings, get_settings, reload_settings
 from intake.settings import IntakeSettings, WorkerSettings
 
-#: Connections a worker needs besides its run slots: the claim loop and the heartbeat.
-WORKER_EXTRA = 2
+#: Connections a worker needs besides its run slots: the claim loop, the heartbeat, and (PostgreSQL)
+#: the one its outbox listener holds (records.run_outbox.wait_for_due_rows).
+WORKER_EXTRA = 3
 #: An intake's connections without runs: the writer, readiness, incident reads, acknowledgements.
 INTAKE_BASE = 5
+#: An intake that runs alert-started runs itself (warm) also holds one for its outbox listener.
+INTAKE_LISTENER = 1
 
 Kind = Literal["intake", "worker"]
 
@@ -88,7 +91,9 @@ def plan_connections(kind: Kind, *, intake: IntakeSettings | None = None, worker
     worker = worker or WorkerSettings()
     settings = settings or get_settings()
     explicit = settings.db_pool_size
-    intake_pool = explicit or INTAKE_BASE + (intake.max_concurrent_runs if intake.executor == "warm" else 0)
+    runs_here = intake.executor in ("warm", "deployment")  # both claim outbox rows, so both listen
+    intake_pool = explicit or INTAKE_BASE + (intake.max_concurrent_runs if intake.executor == "warm" else 0) + (
+        INTAKE_LISTENER if runs_here else 0)
     worker_pool = explicit or worker.slots + WORKER_EXTRA
     # An intake that runs nothing still counts the workers the configuration declares; a worker counts itself.
     workers = max(worker.processes, 1) if kind == "worker" else worker.processes

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from records import incidents
 from records.db import session_scope
 from records.models import Base, EventPhase, Incident, IncidentStatus, RunState, utcnow
-from records.run_outbox import RunRequest, idempotency_key
+from records.run_outbox import RunRequest, announce_claimable, idempotency_key
 from records.signatures import SignatureReplayed, replayed_signatures
 from records.writer_turn import writer_turn
 
@@ -156,6 +156,8 @@ def ingest_many(requests: list[IngestRequest], *, url: str | None = None) -> lis
                 continue
             outcomes.append([batch.ingest_one(alert, plan) for alert, plan in request.items])
         batch.write_alert_rows()
+        if any(r.disposition == "opened" for r in batch.results):
+            announce_claimable(session)  # workers on PostgreSQL claim their rows as this commits, not at a poll
         return [[r.resolve() for r in outcome] if isinstance(outcome, list) else outcome for outcome in outcomes]
 
 

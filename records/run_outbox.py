@@ -15,10 +15,18 @@ executor (intake.runs: the intake's embedded one, or `firebreak worker`) moves i
   reconcile (flows.reconcile) marks it finished when Prefect reports its end.
 - Every change of a claimed row is fenced on `claimed_by`: an executor that lost its claim
   (taken over while it looked dead) changes nothing.
+- On PostgreSQL a transaction that makes rows claimable now (a new incident's row, rows a stopping
+  worker gives back, a run asked to resume) also sends NOTIFY on WAKE_CHANNEL, delivered as it
+  commits; executors LISTEN (`wait_for_due_rows`) and claim at once instead of at their next poll.
+  The poll stays, for rows due later (a back-off) and for SQLite, which has no such signal.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
 import uuid
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -39,8 +47,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from records.db import session_scope
+from records.db import get_engine, session_scope
 from records.models import Base, Incident, utcnow
+
+log = logging.getLogger("firebreak.records.run_outbox")
+
+#: The PostgreSQL channel told that outbox rows became claimable (see the module docstring).
+WAKE_CHANNEL = "firebreak_run_outbox"
 
 
 class RunRequest(Base):
@@ -95,6 +108,56 @@ HELD = ("claimed", "started")
 WORKER_STALE_SECONDS = 15.0
 
 
+def announce_claimable(session: Any) -> None:
+    """Tell the executors listening on this PostgreSQL database that rows became claimable, when
+    `session`'s transaction commits (NOTIFY is transactional: a rollback sends nothing, and one
+    transaction sends one however often it is called). Elsewhere nothing: executors poll."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(WAKE_CHANNEL, "")))
+
+
+def wait_for_due_rows(on_due: Callable[[], None], stop: threading.Event, *, url: str | None = None,
+                      retry_seconds: float = 1.0) -> None:
+    """Until `stop` is set: call `on_due()` each time a transaction announcing claimable rows commits
+    (announce_claimable). PostgreSQL only: on another database it returns at once.
+
+    It holds one connection of this process's pool for LISTEN (the connection budget counts it). A
+    connection lost (a restart, a fail-over) is replaced after `retry_seconds`, and `on_due()` is called
+    then too: announcements sent while nobody listened are lost, and the caller's poll would otherwise
+    find their rows only at its next turn."""
+    engine = get_engine(url)
+    if engine.dialect.name != "postgresql":
+        return
+    lost: str | None = None  # why the last connection went, while it is not back
+    while not stop.is_set():
+        connection = None
+        try:
+            connection = engine.connect()
+            connection.rollback()  # nothing open: LISTEN outside a transaction takes effect at once
+            listener = connection.connection.driver_connection
+            assert listener is not None  # a live connection has its driver's
+            listener.autocommit = True
+            listener.execute(f"LISTEN {WAKE_CHANNEL}")
+            if lost is not None:
+                log.info("outbox wake-ups back (they had stopped: %s)", lost)
+                lost = None
+                on_due()  # what was announced while nobody listened
+            while not stop.is_set():
+                for _ in listener.notifies(timeout=1.0, stop_after=1):
+                    on_due()
+        except Exception as exc:  # noqa: BLE001  the database went away: listen again when it is back; the poll goes on
+            if lost is None:
+                log.warning("outbox wake-ups stopped (%s: %s): listening again every %gs; until then "
+                            "executors find new rows at their poll", type(exc).__name__, exc, retry_seconds)
+            lost = f"{type(exc).__name__}: {exc}"[:300]
+            stop.wait(retry_seconds)
+        finally:
+            if connection is not None:
+                with contextlib.suppress(Exception):  # a dead connection may refuse even that
+                    connection.invalidate()  # autocommit and LISTEN: not for the pool's other users
+                    connection.close()
+
+
 # --- workers ------------------------------------------------------------------------------------
 
 
@@ -117,9 +180,12 @@ def stop_worker(worker_id: str, *, url: str | None = None) -> int:
     stay `started`: the run ends here, or reconcile records it crashed.)"""
     with session_scope(url) as session:
         session.execute(update(RunWorker).where(RunWorker.id == worker_id).values(stopped_at=utcnow()))
-        return _changed(session.execute(
+        given_back = _changed(session.execute(
             update(RunRequest).where(RunRequest.claimed_by == worker_id, RunRequest.status == "claimed")
             .values(status="pending", claimed_by=None, claimed_at=None, next_attempt_at=utcnow())))
+        if given_back:
+            announce_claimable(session)
+        return given_back
 
 
 def live_workers(*, stale_after: float = WORKER_STALE_SECONDS, url: str | None = None) -> list[RunWorker]:
@@ -241,11 +307,14 @@ def requeue_for_resume(incident_id: str, flow_run_id: str, *, url: str | None = 
     its finished row becomes pending again, for whichever executor claims it first. False if the
     row is not that run's (another run was asked for since, or the run did not come from the outbox)."""
     with session_scope(url) as session:
-        return bool(_changed(session.execute(
+        requeued = bool(_changed(session.execute(
             update(RunRequest).where(RunRequest.incident_id == incident_id, RunRequest.flow_run_id == flow_run_id,
                                      RunRequest.status == "finished")
             .values(status="pending", claimed_by=None, claimed_at=None, started_at=None, finished_at=None,
                     next_attempt_at=utcnow(), last_error=None))))
+        if requeued:
+            announce_claimable(session)
+        return requeued
 
 
 def is_resumable(incident_id: str, flow_run_id: str, *, url: str | None = None) -> bool:

@@ -53,18 +53,19 @@ def test_the_formula_counts_every_process_of_each_kind() -> None:
     settings = Settings(db_connection_budget=100, db_reserved_connections=10)
     plan = plan_connections("worker", intake=IntakeSettings(executor="none", replicas=2, workers=2),
                             worker=WorkerSettings(slots=8, processes=3), settings=settings)
-    # intake: 2 replicas × 2 processes × (5 + 0); workers: 3 × (8 slots + 2 + 0); reserved 10
-    assert (plan.intake_pool, plan.worker_pool, plan.overflow, plan.total) == (5, 10, 0, 20 + 30 + 10)
-    assert plan.pool == 10
+    # intake: 2 replicas × 2 processes × (5 + 0); workers: 3 × (8 slots + 3 + 0); reserved 10
+    assert (plan.intake_pool, plan.worker_pool, plan.overflow, plan.total) == (5, 11, 0, 20 + 33 + 10)
+    assert plan.pool == 11
     warm = plan_connections("intake", intake=IntakeSettings(executor="warm", max_concurrent_runs=16),
                             worker=WorkerSettings(), settings=Settings(db_max_overflow=2))
-    assert (warm.pool, warm.per_process, warm.worker_processes, warm.total) == (21, 23, 0, 23 + 10)
+    # 5 + 16 run slots + 1 for its outbox listener, + overflow 2
+    assert (warm.pool, warm.per_process, warm.worker_processes, warm.total) == (22, 24, 0, 24 + 10)
     explicit = plan_connections("worker", worker=WorkerSettings(slots=30), settings=Settings(db_pool_size=6))
     assert explicit.pool == 6  # FIREBREAK_DB_POOL_SIZE wins over the slots
-    check_budget(plan, ServerLimit(200, 3))  # 60 ≤ budget 100 ≤ 197 usable on the server
+    check_budget(plan, ServerLimit(200, 3))  # 63 ≤ budget 100 ≤ 197 usable on the server
     with pytest.raises(ConfigInvalid, match=r"FIREBREAK_DB_CONNECTION_BUDGET 100 > the server's max_connections 90"):
         check_budget(plan, ServerLimit(90, 3))
-    with pytest.raises(ConfigInvalid, match=r"= 60 > FIREBREAK_DB_CONNECTION_BUDGET 50"):
+    with pytest.raises(ConfigInvalid, match=r"= 63 > FIREBREAK_DB_CONNECTION_BUDGET 50"):
         check_budget(plan_connections("worker", intake=IntakeSettings(executor="none", replicas=2, workers=2),
                                       worker=WorkerSettings(slots=8, processes=3),
                                       settings=Settings(db_connection_budget=50)), None)
@@ -75,11 +76,11 @@ def test_a_worker_and_an_intake_over_the_budget_refuse_to_start(tmp_path: Path) 
            "FIREBREAK_WORKER_PROCESSES": "2", "FIREBREAK_INTAKE_REPLICAS": "2", "FIREBREAK_INTAKE_EXECUTOR": "none"}
     line = _refused(["worker", "--slots", "8"], env)
     assert line == ("error: connection budget exceeded: intake 2 replica(s) × 1 process(es) × (pool 5 + overflow 0) "
-                    "+ worker 2 process(es) × (pool 10 + overflow 0) + reserved 10 = 40 > "
+                    "+ worker 2 process(es) × (pool 11 + overflow 0) + reserved 10 = 42 > "
                     "FIREBREAK_DB_CONNECTION_BUDGET 20; lower FIREBREAK_DB_POOL_SIZE, the slots or the process "
                     "counts, or raise the budget")
     line = _refused(["serve", "--port", "1"], {**env, "FIREBREAK_WORKER_SLOTS": "4"})
-    assert "intake 2 replica(s) × 1 process(es) × (pool 5 + overflow 0) + worker 2 process(es) × (pool 6" in line
+    assert "intake 2 replica(s) × 1 process(es) × (pool 5 + overflow 0) + worker 2 process(es) × (pool 7" in line
     assert not (tmp_path / "records.db").exists()  # refused before anything connected
 
 
@@ -140,11 +141,11 @@ def test_a_burst_on_a_nearly_full_server_waits_for_connections_and_fails_no_run(
 
         # Over the budget, or a budget the server cannot give: refused at start, naming the formula.
         line = _refused(["worker", "--slots", str(slots)], {"FIREBREAK_DATABASE_URL": base,
-                                                            "FIREBREAK_DB_CONNECTION_BUDGET": "40"})
-        assert "FIREBREAK_DB_CONNECTION_BUDGET 40 > the server's max_connections 30 − 3 reserved = 27" in line
+                                                            "FIREBREAK_DB_CONNECTION_BUDGET": "45"})
+        assert "FIREBREAK_DB_CONNECTION_BUDGET 45 > the server's max_connections 30 − 3 reserved = 27" in line
         line = _refused(["worker", "--slots", "30"], {"FIREBREAK_DATABASE_URL": base,  # no budget: the server's
                                                       "FIREBREAK_INTAKE_EXECUTOR": "none"})
-        assert "(pool 32 + overflow 0) + reserved 10 = 47 > the server's max_connections 30 − 3 reserved" in line
+        assert "(pool 33 + overflow 0) + reserved 10 = 48 > the server's max_connections 30 − 3 reserved" in line
 
         _full_server_is_waited_for(cluster, base, usable)
 
@@ -167,7 +168,7 @@ def test_a_burst_on_a_nearly_full_server_waits_for_connections_and_fails_no_run(
 
             hogs: list[psycopg.Connection] = []
             since = utcnow()
-            # One intake (records only: 5) + this worker (slots + 2) + reserved 10 = 23 ≤ the budget.
+            # One intake (records only: 5) + this worker (slots + 3) + reserved 10 = 24 ≤ the budget.
             env = {"FIREBREAK_DB_CONNECTION_BUDGET": str(usable), "FIREBREAK_INTAKE_EXECUTOR": "none"}
 
             def worker_process(name: str) -> WorkerProcess:
@@ -177,7 +178,7 @@ def test_a_burst_on_a_nearly_full_server_waits_for_connections_and_fails_no_run(
                 return process
 
             with worker_process("warm-worker") as warm_worker:
-                assert f"≤ {slots + 2} here (pool {slots + 2} + overflow 0)" in warm_worker.log()
+                assert f"≤ {slots + 3} here (pool {slots + 3} + overflow 0)" in warm_worker.log()
                 wait_until_finished(warm, url=mine, timeout=180, what="the warm-up run")
             wait_for(lambda: "firebreak-worker" not in _client_connections(cluster, sampler_pid), timeout=30,
                      what="the warm-up worker's connections to close")
@@ -220,5 +221,5 @@ def test_a_burst_on_a_nearly_full_server_waits_for_connections_and_fails_no_run(
         assert set(states.values()) == {"completed"}, states
         assert {flow_run_state(r.flow_run_id) for r in finished.values()} == {"COMPLETED"}
         # Every run on the worker's slots shared its one pool: never more connections than the pool.
-        assert 0 < peak["firebreak-worker"] <= slots + 2, peak
+        assert 0 < peak["firebreak-worker"] <= slots + 3, peak
         assert "Traceback" not in log, log[-3000:]

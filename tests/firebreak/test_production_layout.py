@@ -217,7 +217,7 @@ def test_production_layout_burst_and_a_killed_worker_and_replica(tmp_path: Path)
         try:
             stack.wait_ready()
             assert "records connections: intake 2 replica(s) × 1 process(es) × (pool 5 + overflow 0) + worker 2 " \
-                   f"process(es) × (pool {SLOTS + 2} + overflow 0) + reserved 10 = 32 of budget 60" in stack.log()
+                   f"process(es) × (pool {SLOTS + 3} + overflow 0) + reserved 10 = 34 of budget 60" in stack.log()
             with records_database_at(records):
                 # 1. The burst, everything up.
                 since = utcnow()

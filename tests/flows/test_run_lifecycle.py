@@ -366,6 +366,64 @@ def test_a_killed_workers_claimed_and_queued_runs_each_start_exactly_once_elsewh
 # ------------------------------------------------------------------- (e) two workers, one PostgreSQL
 
 
+def _listeners(url: str) -> list[int]:
+    """Backends LISTENing for outbox wake-ups on the database at `url` (their last statement)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            return list(connection.execute(text(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query = :listen"),
+                {"listen": f"LISTEN {run_outbox.WAKE_CHANNEL}"}).scalars())
+    finally:
+        engine.dispose()
+
+
+def _terminate(url: str, pids: list[int]) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            for pid in pids:
+                assert connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+    finally:
+        engine.dispose()
+
+
+def test_on_postgresql_an_executor_claims_when_the_row_commits_not_at_its_next_poll(
+        tmp_path: Path, prefect_server: str) -> None:
+    """The incident's transaction sends NOTIFY as it commits; the executor LISTENs. Its poll here is
+    an hour away, and nothing in this process kicks it: only the database's signal can wake it."""
+    with temporary_database() as url, records_database_at(url):
+        number_incidents_apart(url)
+        quick = write_runbook(tmp_path, "lifecycle-quick", quick_steps())
+        executor = RunDispatcher("warm", max_concurrent_runs=2, poll_seconds=3600)
+        executor.start()
+        ids: list[str] = []
+        try:
+            (listener,) = wait_for(lambda: _listeners(url), timeout=60, what="the executor to listen")
+            ids += ask_for_runs(quick, 1, prefix=f"notify-{tmp_path.name}")
+            wait_until_finished(ids, url=url, timeout=120, what="the run its commit announced")
+            # Its listening connection is cut (a restart, a fail-over). A row committed meanwhile is
+            # claimed when it listens again; so is one committed after.
+            _terminate(url, [listener])
+            ids += ask_for_runs(quick, 1, prefix=f"cut-{tmp_path.name}")
+            wait_until_finished(ids, url=url, timeout=120, what="the run committed while nobody listened")
+            (again,) = wait_for(lambda: _listeners(url), timeout=60, what="the executor to listen again")
+            assert again != listener
+            ids += ask_for_runs(quick, 1, prefix=f"after-{tmp_path.name}")
+            wait_until_finished(ids, url=url, timeout=120, what="the run committed after it listened again")
+        finally:
+            executor.stop(wait_for_runs=True)
+        assert _listeners(url) == []  # a stopped executor leaves nothing listening
+        assert runs_begun(ids, url) == dict.fromkeys(ids, 1)
+        assert all(get_incident(i).run_state == "completed" for i in ids)
+
+
 def test_two_workers_on_one_postgresql_database_run_every_row_once(tmp_path: Path, prefect_server: str) -> None:
     with temporary_database() as url, records_database_at(url):
         number_incidents_apart(url)
