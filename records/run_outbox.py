@@ -47,13 +47,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from records.db import get_engine, session_scope
+from records.db import get_engine, max_overflow, pool_size, session_scope
 from records.models import Base, Incident, utcnow
 
 log = logging.getLogger("firebreak.records.run_outbox")
 
 #: The PostgreSQL channel told that outbox rows became claimable (see the module docstring).
 WAKE_CHANNEL = "firebreak_run_outbox"
+#: The fewest connections (pool + overflow) a process needs before one is held for listening.
+MIN_CONNECTIONS_TO_LISTEN = 3
 
 
 class RunRequest(Base):
@@ -127,6 +129,10 @@ def wait_for_due_rows(on_due: Callable[[], None], stop: threading.Event, *, url:
     find their rows only at its next turn."""
     engine = get_engine(url)
     if engine.dialect.name != "postgresql":
+        return
+    if pool_size() + max_overflow() < MIN_CONNECTIONS_TO_LISTEN:
+        # A pool this small (FIREBREAK_DB_POOL_SIZE set low on purpose) is the runs' own: polling it is.
+        log.info("outbox wake-ups off: a pool of %d (+%d) keeps no connection to spare", pool_size(), max_overflow())
         return
     lost: str | None = None  # why the last connection went, while it is not back
     while not stop.is_set():
