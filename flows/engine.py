@@ -202,9 +202,11 @@ def _execute_runbook(
         # A retry of this flow run carries on the incident its first attempt opened (so recorded
         # side effects and the run-failure page are reused, not repeated for a second incident).
         incident_id = incidents.incident_of_flow_run(flow_run_id)
+    acquired = None  # here (attaching to an incident), or by run_locks.held below (a new one)
     if incident_id:
         try:
-            run_locks.acquire(incident_id, lock_holder)
+            asked = time.monotonic()
+            acquired = (run_locks.acquire(incident_id, lock_holder), asked)
         except run_locks.IncidentBusy as exc:
             incidents.append_event(incident_id, phase=EventPhase.note, status="run-refused",
                                    actor=f"runbook:{runbook.id}", summary=str(exc), flow_run_id=flow_run_id)
@@ -231,7 +233,7 @@ def _execute_runbook(
                paged=paged)
     alarm = None
     run_stop.forget(flow_run_id)  # a retry of this flow run starts afresh
-    with run_locks.held(incident.id, lock_holder) as lease, heartbeat(incident.id):
+    with run_locks.held(incident.id, lock_holder, acquired=acquired) as lease, heartbeat(incident.id):
         run.lease = lease
         try:
             _schedule(run, title, summary)

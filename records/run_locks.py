@@ -247,13 +247,19 @@ class Lease:
 
 @contextmanager
 def held(incident_id: str, holder: str, *, every: float = RENEW_SECONDS,
-         stale_after: float = STALE_AFTER_SECONDS) -> Iterator[Lease]:
+         stale_after: float = STALE_AFTER_SECONDS, acquired: tuple[int, float] | None = None) -> Iterator[Lease]:
     """Hold the lock for the body's duration, renewing it in the background (also while paused).
+    `acquired`: the holder has just acquired it, (generation, time.monotonic() before it asked), so
+    it is not taken again (one write transaction less at every alert-started run's start); the lease
+    counts as renewed at that earlier time, never later than the database's record of it.
 
     Yields the Lease: the body checks `lease.lost` before it starts anything and writes its
     intents under `lease.fence()`. A renewal that fails is logged and counted, not swallowed;
     once the lease is lost, renewing stops (the body finds out from `lease.lost`)."""
-    lease = Lease(incident_id, holder, acquire(incident_id, holder, stale_after=stale_after), stale_after)
+    if acquired is None:
+        asked = time.monotonic()
+        acquired = (acquire(incident_id, holder, stale_after=stale_after), asked)
+    lease = Lease(incident_id, holder, acquired[0], stale_after, _renewed=acquired[1])
 
     def renewal_failed(exc: Exception) -> bool:
         if isinstance(exc, LeaseLost):

@@ -267,6 +267,28 @@ def test_the_background_renewal_reports_a_lost_lease(records_backend: str) -> No
     assert run_locks.current(incident.id).holder == "holder-b"  # leaving the block released nothing of B's
 
 
+def test_a_lock_just_acquired_is_held_without_asking_again_and_dates_from_the_asking(records_backend: str) -> None:
+    """The engine acquires an incident's lock before it attaches the run, then holds it: held() takes
+    that answer rather than a second write, and the lease counts from when it was asked for."""
+    import time
+
+    incident = _open()
+    asked = time.monotonic()
+    generation = run_locks.acquire(incident.id, "holder-a")
+    row = run_locks.current(incident.id)
+    with run_locks.held(incident.id, "holder-a", every=3600, acquired=(generation, asked)) as lease:
+        assert lease.generation == generation == 1 and lease.lost is None
+        assert run_locks.current(incident.id).renewed_at == row.renewed_at  # nothing written again
+        with pytest.raises(run_locks.IncidentBusy):
+            run_locks.acquire(incident.id, "holder-b")
+    assert run_locks.current(incident.id).released_at is not None  # leaving the block let go
+    # A lease whose asking lies further back than the stale time is lost from the start.
+    asked = time.monotonic() - 10
+    generation = run_locks.acquire(incident.id, "holder-b")
+    with run_locks.held(incident.id, "holder-b", every=3600, stale_after=5, acquired=(generation, asked)) as lease:
+        assert lease.generation == 2 and lease.lost is not None and "not renewed for more than 5s" in lease.lost
+
+
 def test_a_lease_that_cannot_be_renewed_past_the_stale_time_is_lost(tmp_path: Path) -> None:
     with records_database_at(f"sqlite:///{tmp_path / 'lease.db'}"):
         incident = _open()
