@@ -108,9 +108,10 @@ def wait_for_first_pages(incident_id: str | None = None, max_wait: float = MAX_D
             _changed.notify_all()
         _drop_expired(started)
         ahead = dict(_pending)  # incident → when it was expected; the same entry while it is still pending
-        release = _slot_release.get()
-        if ahead and release is not None:
-            release()
+    release = _slot_release.get()
+    if ahead and release is not None:
+        release()  # outside the condition: the executor takes its own lock to give the slot back
+    with _changed:
         while True:
             now = time.monotonic()
             _drop_expired(now)
