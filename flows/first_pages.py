@@ -80,8 +80,7 @@ def releasable_slot(release: Callable[[], bool]) -> Iterator[None]:
     """Around a run in an executor slot: a run that waits for others' first pages first calls
     `release()`, which gives its slot to the next run (and returns whether it did). Its wait and its
     remaining work then hold no slot: had they, the next new incident waited for a slot behind runs
-    that were only waiting for it to page (measured: its wait for a slot went from p99 1.6–2.6 s to
-    2.1–6.2 s on the embedded default with first pages first)."""
+    that were only waiting for it to page (figures in the module docstring)."""
     token = _slot_release.set(release)
     try:
         yield

@@ -300,7 +300,7 @@ class RunDispatcher:
             try:
                 # At most CREATORS at once: creating is one short API write, and more at a time only
                 # queue for the Prefect database's lock (runs themselves go on in every slot).
-                with self._creators, self._creation_settings():
+                with self._creators, self._settings(client_retries=CREATION_RETRIES):
                     asked = time.monotonic()
                     flow_run = self._create_flow_run(row)  # or the existing one: the idempotency key
                     answered = time.monotonic() - asked
@@ -461,9 +461,6 @@ class RunDispatcher:
             updates[PREFECT_CLIENT_MAX_RETRIES] = client_retries
         with temporary_settings(updates=updates) as settings:
             return settings
-
-    def _creation_settings(self) -> AbstractContextManager[Any]:
-        return self._settings(client_retries=CREATION_RETRIES)
 
     def _api_tls_context(self) -> Any:
         """The TLS context the slots' Prefect clients verify the API with, made once. Prefect's client
